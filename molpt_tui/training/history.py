@@ -1,0 +1,79 @@
+"""Metric history rebuilt from events: what alerts, plots and the TUI read.
+
+Series are plain Python lists (cheap to append from the trainer thread, cheap to decimate
+for plotting). A resumed run re-emits nothing: epochs <= an existing one replace the tail, so
+a resume after a rollback never shows a jump or a duplicate.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from .events import Alert, EpochMetrics, Event, Finished, LogBlock, RunStarted
+
+EPOCH_FIELDS = ("loss", "fwd_energy", "fwd_logdet", "inv_energy", "inv_logdet", "lr", "grad_norm",
+                "n_regularised", "n_nonfinite", "seconds")
+
+
+@dataclass
+class History:
+    epochs: list[int] = field(default_factory=list)
+    series: dict[str, list[float]] = field(default_factory=lambda: {k: [] for k in EPOCH_FIELDS})
+    blocks: list[LogBlock] = field(default_factory=list)
+    alerts: list[Alert] = field(default_factory=list)
+    run: RunStarted | None = None
+    finished: Finished | None = None
+
+    def add(self, event: Event) -> None:
+        if isinstance(event, EpochMetrics):
+            self._truncate_from(event.epoch)
+            self.epochs.append(event.epoch)
+            for key in EPOCH_FIELDS:
+                self.series[key].append(float(getattr(event, key)))
+        elif isinstance(event, LogBlock):
+            self.blocks = [b for b in self.blocks if b.epoch < event.epoch]
+            self.blocks.append(event)
+        elif isinstance(event, Alert):
+            self.alerts.append(event)
+        elif isinstance(event, RunStarted):
+            self.run = event
+            self.finished = None
+        elif isinstance(event, Finished):
+            self.finished = event
+
+    def _truncate_from(self, epoch: int) -> None:
+        if self.epochs and self.epochs[-1] >= epoch:
+            keep = 0
+            while keep < len(self.epochs) and self.epochs[keep] < epoch:
+                keep += 1
+            del self.epochs[keep:]
+            for values in self.series.values():
+                del values[keep:]
+
+    def __len__(self) -> int:
+        return len(self.epochs)
+
+    @property
+    def first_loss(self) -> float:
+        for value in self.series["loss"]:
+            if math.isfinite(value):
+                return value
+        return math.nan
+
+    @property
+    def last_epoch(self) -> int:
+        return self.epochs[-1] if self.epochs else 0
+
+    @classmethod
+    def from_events(cls, events) -> "History":
+        history = cls()
+        for event in events:
+            history.add(event)
+        return history
+
+
+def improvement_pct(first: float, current: float) -> float:
+    """Improvement from start in %, sign-safe for negative losses (energies in kT can be < 0)."""
+    if not (math.isfinite(first) and math.isfinite(current)) or first == 0:
+        return math.nan
+    return (first - current) / abs(first) * 100.0
