@@ -164,3 +164,13 @@ def from_dict(data: dict[str, Any]) -> Event:
             value = data[f.name]
             kwargs[f.name] = _decode_float(value) if f.type in ("float", float) else value
     return cls(**kwargs)
+
+
+class Sink:
+    """Anything that consumes events: console reporter, JSONL log, TUI bridge."""
+
+    def emit(self, event: Event) -> None:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
