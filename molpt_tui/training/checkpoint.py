@@ -1,0 +1,77 @@
+"""Checkpoints: written atomically, read without executing anything.
+
+A checkpoint is written to a temporary file in the same directory, fsynced and renamed over
+the old one, so a kill at any moment leaves either the old or the new complete file. Loading
+uses `torch.load(weights_only=True)`: a checkpoint is data, never code.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from ..errors import UserError
+
+CHECKPOINT_FORMAT = "molpt-tui.checkpoint"
+CHECKPOINT_VERSION = 1
+
+
+def atomic_write_bytes(path: Path, write) -> None:
+    """`write(fh)` fills a temp file that replaces `path` only once complete and synced."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    try:  # make the rename itself durable
+        dfd = os.open(str(path.parent), os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+    except OSError:
+        pass
+
+
+def save_checkpoint(path: Path, payload: dict[str, Any]) -> Path:
+    import torch
+
+    payload = dict(payload, format=CHECKPOINT_FORMAT, format_version=CHECKPOINT_VERSION)
+    try:
+        atomic_write_bytes(Path(path), lambda fh: torch.save(payload, fh))
+    except OSError as exc:
+        raise UserError(f"{path}: cannot write checkpoint ({exc.strerror or exc}); free disk space or use --out") from None
+    return Path(path)
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    import pickle
+    import zipfile
+
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: checkpoint not found")
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError, OSError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"{path}: corrupt or unreadable checkpoint ({first[:160]}); "
+                        "use another checkpoint (best.pt, last.pt) or start a new run with --force") from None
+    if not isinstance(data, dict) or data.get("format") != CHECKPOINT_FORMAT:
+        raise UserError(f"{path}: not a molpt-tui checkpoint")
+    if int(data.get("format_version", 0)) > CHECKPOINT_VERSION:
+        raise UserError(f"{path}: checkpoint format {data['format_version']} is newer than this molpt-tui; upgrade it")
+    return data
