@@ -215,7 +215,7 @@ _CHECKS: dict[str, Any] = {
     "model.representation": _one_of("internal", "cartesian"),
     "model.conditioner": _one_of("transformer", "mlp"),
     "model.transform": _one_of("spline", "affine"),
-    "model.n_layers": _between(0, 64),
+    "model.n_layers": _between(1, 64),
     "model.hidden": _between(1, 8192),
     "model.n_heads": _between(1, 64),
     "model.n_blocks": _between(1, 32),
@@ -276,9 +276,16 @@ def _coerce(value: Any, tp, source: str, key: str) -> Any:
     return value
 
 
+# Names users bring from other tools; difflib alone would not connect them.
+_ALIASES = {"learning_rate": "lr", "batch": "batch_size", "n_epochs": "epochs", "warmup": "warmup_epochs",
+            "temperature_cold": "cold", "temperature_hot": "hot", "t_cold": "cold", "t_hot": "hot",
+            "forcefields": "forcefield", "force_field": "forcefield", "structure": "pdb"}
+
+
 def _unknown(source: str, key: str, known: list[str]) -> ConfigError:
     name = key.rsplit(".", 1)[-1]
-    close = difflib.get_close_matches(name, known, n=1)
+    alias = _ALIASES.get(name)
+    close = [alias] if alias in known else difflib.get_close_matches(name, known, n=1)
     hint = f"did you mean '{close[0]}'?" if close else "known keys: " + ", ".join(known)
     return ConfigError(source, key, "unknown key", hint)
 

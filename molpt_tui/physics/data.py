@@ -201,11 +201,12 @@ def simulate(cfg, out_path: Path | None = None, force: bool = False, progress: b
     try:
         pool.set_states({k: (ms.positions, None) for k in range(n_temps)})
         pool.minimize()
-        if progress:
+        tty = progress and os.isatty(2)
+        if tty:
             from tqdm import tqdm
 
-            bar = tqdm(total=total_rounds, desc="simulate", unit="round", dynamic_ncols=True,
-                       mininterval=0.5 if os.isatty(2) else 30.0)
+            bar = tqdm(total=total_rounds, desc="simulate", unit="round", dynamic_ncols=True, mininterval=0.5)
+        last_line = time.perf_counter()
         sample = 0
         swap_parity = 0
         for r in range(total_rounds):
@@ -237,10 +238,16 @@ def simulate(cfg, out_path: Path | None = None, force: bool = False, progress: b
                 sample += 1
             if bar is not None:
                 bar.update(1)
-                if r % 50 == 0:
-                    elapsed = time.perf_counter() - t_start
-                    ns = step * d.timestep_fs * 1e-6
-                    bar.set_postfix_str(f"{ns:.3f} ns/replica, {ns / max(elapsed, 1e-9) * 86400:.1f} ns/day")
+            if progress and r % 200 == 0:
+                now = time.perf_counter()
+                ns = step * d.timestep_fs * 1e-6
+                rate = f"{ns:.3f} ns/replica, {ns / max(now - t_start, 1e-9) * 86400:.0f} ns/day"
+                if bar is not None:
+                    bar.set_postfix_str(rate, refresh=False)
+                elif now - last_line >= 30.0:
+                    # Log files get one plain line every 30 s instead of carriage-return spam.
+                    log(f"simulate: {100 * (r + 1) / total_rounds:.0f}% ({rate})")
+                    last_line = now
     finally:
         pool.close()
         if bar is not None:

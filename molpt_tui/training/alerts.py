@@ -1,0 +1,438 @@
+"""Warning signs of an unhealthy run, as pure functions over a `History`.
+
+Each rule looks at the history as it stands and returns zero or more `Alert` events; nothing
+here keeps state or touches the trainer, so the same rules serve the live trainer, `watch`
+(replaying a metrics log) and tests. `AlertTracker` is the only stateful piece: it turns the
+"condition holds now" answers into "tell the user once" so a UI is not spammed every epoch.
+
+Units: losses and energies are beta*U in kT (means per sample over an epoch), log-dets are in
+nats (dimensionless, the same scale as kT in the loss), epochs are 1-based counts.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Mapping
+
+import numpy as np
+
+from .events import Alert
+from .history import History
+
+# Stable identifiers: presets, logs and the UI refer to rules by these names.
+INITIAL_LOSS_HUGE = "initial_loss_huge"
+NONFINITE_METRIC = "nonfinite_metric"
+NONFINITE_ENERGIES = "nonfinite_energies"
+LOSS_RISING = "loss_rising"
+INVERSE_DIVERGING = "inverse_diverging"
+FORWARD_DIVERGING = "forward_diverging"
+LOSS_STUCK = "loss_stuck"
+LOGDET_ASYMMETRY = "logdet_asymmetry"
+GRAD_EXPLOSION = "grad_explosion"
+ACCEPTANCE_COLLAPSE = "acceptance_collapse"
+
+HINTS: dict[str, str] = {
+    INITIAL_LOSS_HUGE: (
+        "Check the units and the structure (PDB vs force field), use the internal-coordinate "
+        "representation, and lower the learning rate."
+    ),
+    NONFINITE_METRIC: (
+        "Lower the learning rate to 1e-4, enable (or lower) the energy regularisation threshold, "
+        "and check the structure."
+    ),
+    NONFINITE_ENERGIES: (
+        "Enable (or lower) the energy regularisation threshold, lower the learning rate to 1e-4, "
+        "and check the structure."
+    ),
+    INVERSE_DIVERGING: (
+        "Lower the learning rate to 1e-4, increase the warmup, use a larger preset (more "
+        "capacity), and give it more data at the hot temperature."
+    ),
+    FORWARD_DIVERGING: (
+        "Lower the learning rate to 1e-4, increase the warmup, use a larger preset (more "
+        "capacity), and give it more data at the cold temperature."
+    ),
+    LOSS_RISING: (
+        "Lower the learning rate, switch to the plateau schedule, and resume from best.pt."
+    ),
+    LOSS_STUCK: (
+        "Increase model capacity (a larger preset), raise the learning rate a little or train "
+        "longer, and check the data."
+    ),
+    LOGDET_ASYMMETRY: "Check the data normalisation, and train longer.",
+    GRAD_EXPLOSION: "Lower the learning rate and tighten gradient clipping.",
+    ACCEPTANCE_COLLAPSE: "Stop and resume from best.pt, with a lower learning rate.",
+}
+
+
+@dataclass
+class AlertThresholds:
+    """Knobs of the alert rules; the preset's ``[alerts]`` section maps 1:1 onto these fields.
+
+    Defaults are tuned so a healthy, noisy, decaying run raises nothing.
+    """
+
+    # initial_loss_huge: first finite loss above this [kT].
+    initial_loss_max: float = 1e15
+
+    # loss_rising: only after this epoch, because warmup and early transients may rise [epoch].
+    rising_after_epoch: int = 100
+    # ... trend fitted over the last this many epochs [epochs].
+    rising_window: int = 50
+    # ... the fitted rise across the window must exceed this fraction of the window's median |loss|
+    rising_min_rel: float = 0.1
+    # ... and this absolute amount, so losses near 0 kT do not trip on tiny rises [kT].
+    rising_min_abs: float = 1.0
+    # ... and be this many standard errors of the fitted rise, so a noisy plateau stays quiet.
+    rising_min_z: float = 4.0
+
+    # inverse_diverging / forward_diverging: compared across the last this many epochs [epochs].
+    divergence_window: int = 20
+    # ... the diverging energy must rise by more than this [kT]
+    divergence_min_rise: float = 20.0
+    # ... and by more than this fraction of its |value| at the start of the window.
+    divergence_rel_rise: float = 1.0
+
+    # loss_stuck: from this epoch on [epoch] ...
+    stuck_after_epoch: int = 500
+    # ... the median loss over the last `stuck_window` epochs is above this [kT].
+    stuck_loss: float = 1000.0
+    stuck_window: int = 50
+
+    # logdet_asymmetry: from this epoch on [epoch] ...
+    logdet_after_epoch: int = 100
+    # ... over the last this many epochs [epochs] ...
+    logdet_window: int = 50
+    # ... |mean fwd + mean inv| / max(|mean fwd|, |mean inv|, logdet_min_scale) above this ratio
+    logdet_asymmetry_ratio: float = 0.5
+    # ... with this floor on the scale, so near-identity maps (log-dets ~ 0) do not trip [nats].
+    logdet_min_scale: float = 1.0
+
+    # grad_explosion: latest grad norm above this multiple of the running median ...
+    grad_explosion_factor: float = 10.0
+    # ... of the previous this many finite grad norms [epochs] ...
+    grad_window: int = 50
+    # ... once at least this many exist [epochs].
+    grad_min_history: int = 10
+
+    # acceptance_collapse: latest flow acceptance below its best divided by this factor ...
+    acc_drop_factor: float = 10.0
+    # ... when that best was at least this [probability]; tinier ones are estimation noise.
+    acc_min_best: float = 1e-3
+    # ... or flow acceptance below naive * (1 - acc_naive_margin) [fraction].
+    acc_naive_margin: float = 0.1
+
+    # AlertTracker: a raised rule re-arms once its condition has been absent this long [epochs].
+    rearm_epochs: int = 5
+
+    # Rule ids to switch off, e.g. ["logdet_asymmetry"]. A list, as TOML gives it.
+    disabled: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.disabled = [str(rule) for rule in self.disabled]
+        unknown = set(self.disabled) - set(RULE_IDS)
+        if unknown:
+            raise ValueError(f"unknown alert rule(s) in disabled: {sorted(unknown)}; known: {list(RULE_IDS)}")
+        for name in ("rising_window", "divergence_window", "stuck_window", "logdet_window", "grad_window"):
+            if getattr(self, name) < 2:
+                raise ValueError(f"{name} must be at least 2 epochs")
+        for name in ("grad_explosion_factor", "acc_drop_factor"):
+            if not getattr(self, name) > 1.0:
+                raise ValueError(f"{name} must be > 1")
+        if not 0.0 <= self.acc_naive_margin < 1.0:
+            raise ValueError("acc_naive_margin must be in [0, 1)")
+        if self.rearm_epochs < 0 or self.grad_min_history < 1:
+            raise ValueError("rearm_epochs must be >= 0 and grad_min_history >= 1")
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any]) -> "AlertThresholds":
+        """Build from a preset's [alerts] table; a misspelt key is an error, not silently ignored."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - names
+        if unknown:
+            raise ValueError(f"unknown [alerts] key(s): {sorted(unknown)}; known: {sorted(names)}")
+        return cls(**dict(data))
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# --- helpers ----------------------------------------------------------------------------------
+
+def _finite_tail(history: History, key: str, n: int, after_epoch: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(epochs, values) of the last `n` entries of a series, keeping finite ones past `after_epoch`."""
+    epochs = np.asarray(history.epochs[-n:], dtype=float)
+    values = np.asarray(history.series[key][-n:], dtype=float)
+    keep = np.isfinite(values) & (epochs > after_epoch)
+    return epochs[keep], values[keep]
+
+
+def _theil_sen(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """Median of pairwise slopes: unlike least squares, one wild epoch cannot tilt the trend."""
+    if len(x) > 200:
+        # Pairs grow quadratically; an even stride keeps the estimate and bounds the cost.
+        idx = np.linspace(0, len(x) - 1, 200).round().astype(int)
+        x, y = x[idx], y[idx]
+    i, j = np.triu_indices(len(x), k=1)
+    dx = x[j] - x[i]
+    ok = dx != 0
+    slope = float(np.median((y[j] - y[i])[ok] / dx[ok]))
+    intercept = float(np.median(y - slope * x))
+    return slope, intercept
+
+
+def _fmt(value: float) -> str:
+    if not math.isfinite(value):
+        return str(value)
+    if value != 0 and (abs(value) >= 1e5 or abs(value) < 1e-2):
+        return f"{value:.3e}"
+    return f"{value:.2f}"
+
+
+def _alert(rule: str, severity: str, epoch: int, message: str) -> Alert:
+    return Alert(epoch=int(epoch), rule=rule, severity=severity, message=message, hint=HINTS[rule])
+
+
+# --- rules ------------------------------------------------------------------------------------
+
+def rule_initial_loss_huge(history: History, th: AlertThresholds) -> list[Alert]:
+    for epoch, loss in zip(history.epochs, history.series["loss"]):
+        if math.isfinite(loss):
+            if loss > th.initial_loss_max:
+                return [_alert(INITIAL_LOSS_HUGE, "warning", epoch,
+                               f"Initial loss is {_fmt(loss)} kT (> {_fmt(th.initial_loss_max)}): the flow "
+                               "starts far from the target ensemble.")]
+            return []
+    return []
+
+
+# grad_norm and seconds default to NaN when not measured, so only an infinite grad norm counts.
+_MUST_BE_FINITE = ("loss", "fwd_energy", "fwd_logdet", "inv_energy", "inv_logdet", "lr")
+
+
+def rule_nonfinite_metric(history: History, th: AlertThresholds) -> list[Alert]:
+    if not history.epochs:
+        return []
+    bad = [k for k in _MUST_BE_FINITE if not math.isfinite(history.series[k][-1])]
+    if math.isinf(history.series["grad_norm"][-1]):
+        bad.append("grad_norm")
+    if not bad:
+        return []
+    return [_alert(NONFINITE_METRIC, "error", history.last_epoch,
+                   f"Non-finite values (NaN/Inf) in {', '.join(bad)} at epoch {history.last_epoch}.")]
+
+
+def rule_nonfinite_energies(history: History, th: AlertThresholds) -> list[Alert]:
+    if not history.epochs:
+        return []
+    n = history.series["n_nonfinite"][-1]
+    if not (n > 0):
+        return []
+    return [_alert(NONFINITE_ENERGIES, "warning", history.last_epoch,
+                   f"{int(n)} non-finite energies at epoch {history.last_epoch}: the flow maps some "
+                   "samples onto clashing or broken structures.")]
+
+
+def rule_loss_rising(history: History, th: AlertThresholds) -> list[Alert]:
+    if history.last_epoch <= th.rising_after_epoch:
+        return []
+    x, y = _finite_tail(history, "loss", th.rising_window, after_epoch=th.rising_after_epoch)
+    if len(y) < max(5, th.rising_window // 2):
+        return []
+    slope, intercept = _theil_sen(x, y)
+    span = x[-1] - x[0]
+    rise = slope * span
+    if rise <= max(th.rising_min_rel * float(np.median(np.abs(y))), th.rising_min_abs):
+        return []
+    # Significance: compare the fitted rise with its standard error, so noise on a flat plateau
+    # is not read as a trend. The larger of the MAD and RMS residual spreads keeps it
+    # conservative: a 50-point MAD is itself noisy, and a spike should make us less sure.
+    resid = y - (slope * x + intercept)
+    mad_sigma = 1.4826 * float(np.median(np.abs(resid - np.median(resid))))
+    sigma = max(mad_sigma, float(np.std(resid, ddof=2)) if len(resid) > 2 else 0.0)
+    sxx = float(np.sum((x - x.mean()) ** 2))
+    se_rise = sigma * span / math.sqrt(sxx) if sxx > 0 else math.inf
+    if se_rise > 0 and rise < th.rising_min_z * se_rise:
+        return []
+    return [_alert(LOSS_RISING, "warning", history.last_epoch,
+                   f"Loss has been rising: +{_fmt(rise)} kT over the last {int(span) + 1} epochs "
+                   f"(now {_fmt(float(y[-1]))} kT).")]
+
+
+def _divergence(history: History, th: AlertThresholds, rising_key: str, falling_key: str,
+                rule: str, rising_name: str, falling_name: str) -> list[Alert]:
+    n = th.divergence_window
+    _, up = _finite_tail(history, rising_key, n)
+    _, down = _finite_tail(history, falling_key, n)
+    if min(len(up), len(down)) < 4:
+        return []
+    # Medians of the window's first and last quarters: robust to a single noisy epoch.
+    k_up, k_down = max(1, len(up) // 4), max(1, len(down) // 4)
+    up_start, up_end = float(np.median(up[:k_up])), float(np.median(up[-k_up:]))
+    down_start, down_end = float(np.median(down[:k_down])), float(np.median(down[-k_down:]))
+    rise = up_end - up_start
+    exploding = rise > max(th.divergence_min_rise, th.divergence_rel_rise * abs(up_start))
+    if not (exploding and down_end < down_start):
+        return []
+    return [_alert(rule, "error", history.last_epoch,
+                   f"{rising_name} is exploding ({_fmt(up_start)} -> {_fmt(up_end)} kT) while "
+                   f"{falling_name} keeps dropping ({_fmt(down_start)} -> {_fmt(down_end)} kT): "
+                   "the map is fitting one direction at the expense of the other.")]
+
+
+def rule_inverse_diverging(history: History, th: AlertThresholds) -> list[Alert]:
+    return _divergence(history, th, "inv_energy", "fwd_energy", INVERSE_DIVERGING, "Inv_E", "Fwd_E")
+
+
+def rule_forward_diverging(history: History, th: AlertThresholds) -> list[Alert]:
+    return _divergence(history, th, "fwd_energy", "inv_energy", FORWARD_DIVERGING, "Fwd_E", "Inv_E")
+
+
+def rule_loss_stuck(history: History, th: AlertThresholds) -> list[Alert]:
+    if history.last_epoch < th.stuck_after_epoch:
+        return []
+    _, y = _finite_tail(history, "loss", th.stuck_window)
+    if len(y) == 0:
+        return []
+    median = float(np.median(y))
+    if median <= th.stuck_loss:
+        return []
+    return [_alert(LOSS_STUCK, "warning", history.last_epoch,
+                   f"Loss is still {_fmt(median)} kT (median of the last {len(y)} epochs) after "
+                   f"{history.last_epoch} epochs; expected below {_fmt(th.stuck_loss)} kT by now.")]
+
+
+def rule_logdet_asymmetry(history: History, th: AlertThresholds) -> list[Alert]:
+    # For an exact transport T^-1(y ~ hot) ~ cold, so E_hot[log|J_T^-1|] = -E_cold[log|J_T|].
+    if history.last_epoch < th.logdet_after_epoch:
+        return []
+    _, fwd = _finite_tail(history, "fwd_logdet", th.logdet_window)
+    _, inv = _finite_tail(history, "inv_logdet", th.logdet_window)
+    if min(len(fwd), len(inv)) < 2:
+        return []
+    f, i = float(np.mean(fwd)), float(np.mean(inv))
+    ratio = abs(f + i) / max(abs(f), abs(i), th.logdet_min_scale)
+    if ratio <= th.logdet_asymmetry_ratio:
+        return []
+    return [_alert(LOGDET_ASYMMETRY, "info", history.last_epoch,
+                   f"Forward and inverse log-dets do not mirror each other: mean fwd {_fmt(f)}, "
+                   f"mean inv {_fmt(i)} (expected about {_fmt(-f)}); asymmetry {ratio:.2f}.")]
+
+
+def rule_grad_explosion(history: History, th: AlertThresholds) -> list[Alert]:
+    if not history.epochs:
+        return []
+    latest = history.series["grad_norm"][-1]
+    if not math.isfinite(latest):
+        return []
+    previous = np.asarray(history.series["grad_norm"][-th.grad_window - 1:-1], dtype=float)
+    previous = previous[np.isfinite(previous)]
+    if len(previous) < th.grad_min_history:
+        return []
+    median = float(np.median(previous))
+    if median <= 0 or latest <= th.grad_explosion_factor * median:
+        return []
+    return [_alert(GRAD_EXPLOSION, "warning", history.last_epoch,
+                   f"Gradient norm {_fmt(latest)} is {latest / median:.0f}x its running median "
+                   f"({_fmt(median)}).")]
+
+
+def rule_acceptance_collapse(history: History, th: AlertThresholds) -> list[Alert]:
+    blocks = [b for b in history.blocks if math.isfinite(b.acc_flow)]
+    if not blocks:
+        return []
+    last = blocks[-1]
+    reasons = []
+    if math.isfinite(last.acc_naive) and last.acc_flow < last.acc_naive * (1.0 - th.acc_naive_margin):
+        reasons.append(f"flow-swap acceptance {last.acc_flow:.3g} is below the naive swap's "
+                       f"{last.acc_naive:.3g}")
+    best = max(b.acc_flow for b in blocks)
+    if best >= th.acc_min_best and last.acc_flow < best / th.acc_drop_factor:
+        reasons.append(f"flow-swap acceptance fell from its best {best:.3g} to {last.acc_flow:.3g}")
+    if not reasons:
+        return []
+    return [_alert(ACCEPTANCE_COLLAPSE, "warning", last.epoch,
+                   "Acceptance collapsed: " + "; ".join(reasons) + ".")]
+
+
+Rule = Callable[[History, AlertThresholds], list[Alert]]
+
+RULES: dict[str, Rule] = {
+    INITIAL_LOSS_HUGE: rule_initial_loss_huge,
+    NONFINITE_METRIC: rule_nonfinite_metric,
+    NONFINITE_ENERGIES: rule_nonfinite_energies,
+    LOSS_RISING: rule_loss_rising,
+    INVERSE_DIVERGING: rule_inverse_diverging,
+    FORWARD_DIVERGING: rule_forward_diverging,
+    LOSS_STUCK: rule_loss_stuck,
+    LOGDET_ASYMMETRY: rule_logdet_asymmetry,
+    GRAD_EXPLOSION: rule_grad_explosion,
+    ACCEPTANCE_COLLAPSE: rule_acceptance_collapse,
+}
+RULE_IDS: tuple[str, ...] = tuple(RULES)
+
+
+def evaluate(history: History, thresholds: AlertThresholds | None = None) -> list[Alert]:
+    """Every alert whose condition holds for the history as it stands (no deduplication)."""
+    th = thresholds or AlertThresholds()
+    out: list[Alert] = []
+    for rule_id, rule in RULES.items():
+        if rule_id not in th.disabled:
+            out.extend(rule(history, th))
+    return out
+
+
+class AlertTracker:
+    """Raises each rule once per episode: again only after its condition has cleared.
+
+    "Cleared" means absent for `rearm_epochs` epochs, a little hysteresis so a condition that
+    flickers (a spiky gradient norm) is one alert, not one per spike. The state is a small
+    JSON-native dict saved with checkpoints, so a resumed run does not repeat old alerts.
+    """
+
+    STATE_VERSION = 1
+
+    def __init__(self, thresholds: AlertThresholds | None = None):
+        self.thresholds = thresholds or AlertThresholds()
+        self._active: dict[str, int] = {}   # rule -> last epoch its condition held
+        self._epoch: int | None = None      # epoch of the last update
+
+    @property
+    def active(self) -> frozenset[str]:
+        return frozenset(self._active)
+
+    def update(self, alerts: Iterable[Alert], epoch: int) -> list[Alert]:
+        """Given the alerts whose condition holds at `epoch`, return those not yet raised."""
+        if self._epoch is not None and epoch < self._epoch:
+            # A rollback (resume from best.pt): the user acted, so a recurrence is news.
+            self._active.clear()
+        self._epoch = epoch
+        new: list[Alert] = []
+        present: set[str] = set()
+        for alert in alerts:
+            if alert.rule in present:
+                continue
+            present.add(alert.rule)
+            if alert.rule not in self._active:
+                new.append(alert)
+            self._active[alert.rule] = epoch
+        rearm = max(1, self.thresholds.rearm_epochs)
+        for rule, seen in list(self._active.items()):
+            if rule not in present and epoch - seen >= rearm:
+                del self._active[rule]
+        return new
+
+    def check(self, history: History) -> list[Alert]:
+        """Evaluate all rules on `history` and return only the new alerts."""
+        return self.update(evaluate(history, self.thresholds), history.last_epoch)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"version": self.STATE_VERSION, "epoch": self._epoch, "active": dict(self._active)}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        if int(state.get("version", 0)) > self.STATE_VERSION:
+            raise ValueError(f"alert tracker state version {state['version']} is newer than supported")
+        epoch = state.get("epoch")
+        self._epoch = None if epoch is None else int(epoch)
+        self._active = {str(k): int(v) for k, v in dict(state.get("active", {})).items()}

@@ -1,0 +1,312 @@
+"""Alert rules on synthetic histories: each fires on its failure mode, none fire on a healthy run."""
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from molpt_tui.training import alerts as A
+from molpt_tui.training.events import EpochMetrics, LogBlock
+from molpt_tui.training.history import History
+
+
+def healthy_series(n: int, seed: int = 0) -> dict[str, np.ndarray]:
+    """A run that learns: noisy exponential decay, mirrored log-dets, steady gradients."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(1, n + 1, dtype=float)
+    decay = np.exp(-t / 150.0)
+    fwd_e = 40.0 + 400.0 * decay + rng.normal(0, 3.0, n)
+    inv_e = 35.0 + 300.0 * decay + rng.normal(0, 3.0, n)
+    fwd_ld = 12.0 + rng.normal(0, 0.5, n)
+    inv_ld = -12.0 + rng.normal(0, 0.5, n)
+    return {
+        "fwd_energy": fwd_e, "inv_energy": inv_e, "fwd_logdet": fwd_ld, "inv_logdet": inv_ld,
+        "loss": (fwd_e - fwd_ld) + (inv_e - inv_ld),
+        "grad_norm": rng.lognormal(mean=1.0, sigma=0.3, size=n),
+        "lr": np.full(n, 1e-3),
+    }
+
+
+def build(series: dict[str, np.ndarray], n_nonfinite=None, blocks=()) -> History:
+    n = len(series["loss"])
+    h = History()
+    for i in range(n):
+        h.add(EpochMetrics(
+            epoch=i + 1,
+            **{k: float(series[k][i]) for k in
+               ("loss", "fwd_energy", "fwd_logdet", "inv_energy", "inv_logdet", "lr", "grad_norm")},
+            n_nonfinite=0 if n_nonfinite is None else int(n_nonfinite[i]),
+        ))
+    for b in blocks:
+        h.add(b)
+    return h
+
+
+def block(epoch: int, acc_flow: float, acc_naive: float = 0.136) -> LogBlock:
+    return LogBlock(epoch=epoch, loss=1.0, fwd_energy=0.0, fwd_logdet=0.0, inv_energy=0.0,
+                    inv_logdet=0.0, lr=1e-3, improvement_pct=0.0, acc_flow=acc_flow, acc_naive=acc_naive)
+
+
+def prefix(h: History, n: int) -> History:
+    out = History()
+    out.epochs = h.epochs[:n]
+    out.series = {k: v[:n] for k, v in h.series.items()}
+    out.blocks = [b for b in h.blocks if b.epoch <= n]
+    return out
+
+
+def rules(alerts) -> set[str]:
+    return {a.rule for a in alerts}
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_healthy_run_raises_nothing_at_any_point(seed):
+    n = 1200
+    blocks = [block(e, acc_flow=0.14 + 0.25 * (1 - math.exp(-e / 200))) for e in range(10, n + 1, 50)]
+    h = build(healthy_series(n, seed), blocks=blocks)
+    fired = set()
+    for k in range(1, n + 1, 7):
+        fired |= rules(A.evaluate(prefix(h, k)))
+    assert fired == set()
+
+
+def test_degenerate_histories_do_not_crash_or_fire():
+    assert A.evaluate(History()) == []
+    one = build({k: v[:1] for k, v in healthy_series(5).items()})
+    assert A.evaluate(one) == []
+
+
+def test_initial_loss_huge():
+    s = healthy_series(30)
+    s["loss"] = s["loss"].copy()
+    s["loss"][0] = 3e16
+    out = A.evaluate(build(s))
+    assert rules(out) == {A.INITIAL_LOSS_HUGE}
+    assert out[0].epoch == 1 and out[0].severity == "warning"
+    assert "internal-coordinate" in out[0].hint
+    s["loss"][0] = 9e14
+    assert A.evaluate(build(s)) == []
+
+
+def test_initial_loss_skips_leading_nan():
+    s = healthy_series(30)
+    s["loss"] = s["loss"].copy()
+    s["loss"][0] = math.nan
+    s["loss"][1] = 2e15
+    assert A.INITIAL_LOSS_HUGE in rules(A.evaluate(build(s)))
+
+
+@pytest.mark.parametrize("key", ["loss", "inv_energy", "fwd_logdet", "lr"])
+def test_nonfinite_metric(key):
+    s = healthy_series(40)
+    s[key] = s[key].copy()
+    s[key][-1] = math.inf if key != "loss" else math.nan
+    out = [a for a in A.evaluate(build(s)) if a.rule == A.NONFINITE_METRIC]
+    assert len(out) == 1 and out[0].severity == "error" and key in out[0].message
+    assert "1e-4" in out[0].hint
+
+
+def test_nan_grad_norm_means_not_measured_but_inf_is_an_alert():
+    s = healthy_series(40)
+    s["grad_norm"] = np.full(40, math.nan)
+    assert A.evaluate(build(s)) == []
+    s["grad_norm"][-1] = math.inf
+    assert A.NONFINITE_METRIC in rules(A.evaluate(build(s)))
+
+
+def test_nonfinite_energies_warns():
+    s = healthy_series(40)
+    counts = np.zeros(40, dtype=int)
+    counts[-1] = 3
+    out = A.evaluate(build(s, n_nonfinite=counts))
+    assert rules(out) == {A.NONFINITE_ENERGIES}
+    assert out[0].severity == "warning" and "3" in out[0].message
+    assert "regularisation" in out[0].hint
+
+
+def test_loss_rising_after_epoch_100():
+    rng = np.random.default_rng(3)
+    s = healthy_series(300)
+    s["loss"] = s["loss"].copy()
+    s["loss"][200:] = s["loss"][199] + np.linspace(0, 150, 100) + rng.normal(0, 5.0, 100)
+    out = A.evaluate(build(s))
+    assert rules(out) == {A.LOSS_RISING}
+    assert "plateau" in out[0].hint and out[0].epoch == 300
+    # A rise smaller than rising_min_rel of the loss is tolerated.
+    assert A.evaluate(build(s), A.AlertThresholds(rising_min_rel=0.5)) == []
+    # The same rise before epoch 100 is warmup territory.
+    early = {k: v[:100].copy() for k, v in s.items()}
+    early["loss"] = 100 + np.linspace(0, 150, 100)
+    assert A.LOSS_RISING not in rules(A.evaluate(build(early)))
+
+
+def test_loss_rising_robust_to_one_spike():
+    s = healthy_series(400)
+    s["loss"] = s["loss"].copy()
+    s["loss"][-1] = 1e6
+    assert A.LOSS_RISING not in rules(A.evaluate(build(s)))
+    s["loss"][-25] = 1e6   # mid-window spike, tilts a least-squares fit but not a median slope
+    assert A.LOSS_RISING not in rules(A.evaluate(build(s)))
+
+
+def test_noisy_plateau_is_not_rising():
+    rng = np.random.default_rng(5)
+    fired = 0
+    for trial in range(20):
+        s = healthy_series(300, seed=trial)
+        s["loss"] = 150.0 + rng.normal(0, 15.0, 300)
+        fired += A.LOSS_RISING in rules(A.evaluate(build(s)))
+    assert fired == 0
+
+
+def test_inverse_diverging_while_forward_improves():
+    s = healthy_series(80)
+    s["inv_energy"] = s["inv_energy"].copy()
+    s["fwd_energy"] = s["fwd_energy"].copy()
+    s["inv_energy"][60:] = np.geomspace(200, 1e6, 20)
+    s["fwd_energy"][60:] = np.linspace(150, 60, 20)
+    out = A.evaluate(build(s))
+    assert A.INVERSE_DIVERGING in rules(out)
+    assert A.FORWARD_DIVERGING not in rules(out)
+    alert = next(a for a in out if a.rule == A.INVERSE_DIVERGING)
+    assert "hot temperature" in alert.hint and alert.epoch == 80
+
+
+def test_forward_diverging_mirror_case():
+    s = healthy_series(80)
+    s["inv_energy"] = s["inv_energy"].copy()
+    s["fwd_energy"] = s["fwd_energy"].copy()
+    s["fwd_energy"][60:] = np.geomspace(200, 1e6, 20)
+    s["inv_energy"][60:] = np.linspace(150, 60, 20)
+    assert A.FORWARD_DIVERGING in rules(A.evaluate(build(s)))
+    assert A.INVERSE_DIVERGING not in rules(A.evaluate(build(s)))
+
+
+def test_both_directions_exploding_is_not_the_one_sided_rule():
+    s = healthy_series(80)
+    s["fwd_energy"] = s["fwd_energy"].copy()
+    s["inv_energy"] = s["inv_energy"].copy()
+    s["fwd_energy"][60:] = np.geomspace(200, 1e6, 20)
+    s["inv_energy"][60:] = np.geomspace(200, 1e6, 20)
+    assert not rules(A.evaluate(build(s))) & {A.FORWARD_DIVERGING, A.INVERSE_DIVERGING}
+
+
+def test_loss_stuck_above_1000_after_500():
+    rng = np.random.default_rng(1)
+    s = healthy_series(600)
+    s["loss"] = 5000.0 * np.exp(-np.arange(600) / 1000) + rng.normal(0, 50, 600)  # slowly falling, high
+    out = A.evaluate(build(s))
+    assert A.LOSS_STUCK in rules(out)
+    assert A.LOSS_STUCK not in rules(A.evaluate(prefix(build(s), 499)))
+    s["loss"] = s["loss"] / 10
+    assert A.LOSS_STUCK not in rules(A.evaluate(build(s)))
+
+
+def test_logdet_asymmetry():
+    s = healthy_series(200)
+    s["inv_logdet"] = -2.0 + np.random.default_rng(0).normal(0, 0.5, 200)  # fwd ~ +12
+    out = A.evaluate(build(s))
+    assert rules(out) == {A.LOGDET_ASYMMETRY}
+    assert out[0].severity == "info" and "normalisation" in out[0].hint
+    # Near the identity both log-dets are ~0; tiny absolute differences are not asymmetry.
+    s["fwd_logdet"] = np.full(200, 0.3)
+    s["inv_logdet"] = np.full(200, 0.1)
+    assert A.evaluate(build(s)) == []
+
+
+def test_grad_explosion():
+    s = healthy_series(100)
+    s["grad_norm"] = s["grad_norm"].copy()
+    s["grad_norm"][-1] = 500.0
+    out = A.evaluate(build(s))
+    assert rules(out) == {A.GRAD_EXPLOSION}
+    assert "clipping" in out[0].hint
+    s["grad_norm"][-1] = 8.0   # ~3x the median of ~2.7: noisy, not exploding
+    assert A.evaluate(build(s)) == []
+
+
+def test_acceptance_below_naive():
+    blocks = [block(10, 0.30), block(20, 0.10, acc_naive=0.136)]
+    h = build(healthy_series(20), blocks=blocks)
+    out = A.evaluate(h)
+    assert rules(out) == {A.ACCEPTANCE_COLLAPSE}
+    assert "best.pt" in out[0].hint and out[0].epoch == 20
+
+
+def test_acceptance_drop_from_best():
+    blocks = [block(10, 0.40, acc_naive=math.nan), block(20, 0.02, acc_naive=math.nan)]
+    assert rules(A.evaluate(build(healthy_series(20), blocks=blocks))) == {A.ACCEPTANCE_COLLAPSE}
+    # Tiny acceptances (wide gaps) fluctuate by orders of magnitude: not a collapse.
+    blocks = [block(10, 1e-6, acc_naive=1e-9), block(20, 1e-8, acc_naive=1e-9)]
+    assert A.evaluate(build(healthy_series(20), blocks=blocks)) == []
+
+
+def test_disabled_rules_and_thresholds_from_mapping():
+    s = healthy_series(30)
+    s["loss"] = s["loss"].copy()
+    s["loss"][0] = 3e16
+    th = A.AlertThresholds.from_mapping({"disabled": ["initial_loss_huge"]})
+    assert A.evaluate(build(s), th) == []
+    th = A.AlertThresholds.from_mapping({"initial_loss_max": 1e17})
+    assert A.evaluate(build(s), th) == []
+    with pytest.raises(ValueError, match="initial_loss_mx"):
+        A.AlertThresholds.from_mapping({"initial_loss_mx": 1.0})
+    with pytest.raises(ValueError):
+        A.AlertThresholds(disabled=["no_such_rule"])
+    assert A.AlertThresholds.from_mapping(A.AlertThresholds().to_dict()) == A.AlertThresholds()
+
+
+def test_every_rule_has_a_hint_and_unique_id():
+    assert len(set(A.RULE_IDS)) == len(A.RULE_IDS)
+    assert set(A.HINTS) == set(A.RULE_IDS)
+
+
+def _alert(rule: str, epoch: int) -> A.Alert:
+    return A.Alert(epoch=epoch, rule=rule, severity="warning", message="m", hint="h")
+
+
+def test_tracker_deduplicates_and_rearms_after_clear():
+    tr = A.AlertTracker(A.AlertThresholds(rearm_epochs=3))
+    raised = []
+    for epoch in range(1, 41):
+        present = [_alert("loss_rising", epoch)] if (5 <= epoch <= 15 or epoch >= 30) else []
+        # a flicker inside the hysteresis: absent for one epoch, back again
+        if epoch == 10:
+            present = []
+        raised += [(a.rule, epoch) for a in tr.update(present, epoch)]
+    assert raised == [("loss_rising", 5), ("loss_rising", 30)]
+
+
+def test_tracker_state_roundtrip_gives_exact_resume():
+    th = A.AlertThresholds(rearm_epochs=2)
+    tr = A.AlertTracker(th)
+    assert len(tr.update([_alert("grad_explosion", 5), _alert("loss_stuck", 5)], 5)) == 2
+    state = json.loads(json.dumps(tr.state_dict()))   # must survive JSON (checkpoint metadata)
+    resumed = A.AlertTracker(th)
+    resumed.load_state_dict(state)
+    assert resumed.active == tr.active
+    assert resumed.update([_alert("grad_explosion", 6)], 6) == []
+    assert tr.update([_alert("grad_explosion", 6)], 6) == []
+    # loss_stuck cleared at 7 in both, so its return at 8 is news in both
+    for t in (tr, resumed):
+        t.update([], 7)
+        assert [a.rule for a in t.update([_alert("loss_stuck", 8)], 8)] == ["loss_stuck"]
+
+
+def test_tracker_rollback_clears_memory():
+    tr = A.AlertTracker()
+    assert tr.update([_alert("loss_rising", 300)], 300)
+    assert tr.update([_alert("loss_rising", 301)], 301) == []
+    assert tr.update([_alert("loss_rising", 200)], 200)   # resumed from best.pt at an earlier epoch
+
+
+def test_tracker_check_on_history():
+    s = healthy_series(30)
+    s["loss"] = s["loss"].copy()
+    s["loss"][0] = 3e16
+    h = build(s)
+    tr = A.AlertTracker()
+    assert [a.rule for a in tr.check(h)] == [A.INITIAL_LOSS_HUGE]
+    assert tr.check(h) == []

@@ -1,0 +1,205 @@
+"""Headless console reporter: what a user sees in a terminal and what lands in a SLURM log."""
+from __future__ import annotations
+
+import io
+import math
+import subprocess
+import sys
+
+from molpt_tui.report.console import ConsoleReporter, fmt_num, fmt_prob
+from molpt_tui.training.events import (Alert, CheckpointSaved, EpochMetrics, Finished, LogBlock, Message,
+                                       RunStarted)
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.t = 1000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def started(**kw) -> RunStarted:
+    base = dict(run_dir="/runs/ala2 300-450", preset="small", model="coupling flow (internal coordinates)",
+                t_cold=300, t_hot=450, epochs=200, batch_size=64, lr=1e-3, device="cuda:0",
+                n_params=440_123, engine="openmm (Reference, 2 workers)", engine_reason="no CUDA platform")
+    base.update(kw)
+    return RunStarted(**base)
+
+
+def metrics(epoch: int, loss: float = 123.456) -> EpochMetrics:
+    return EpochMetrics(epoch=epoch, loss=loss, fwd_energy=61.5, fwd_logdet=11.25, inv_energy=48.75,
+                        inv_logdet=-11.5, lr=5e-4)
+
+
+def block(epoch: int = 100) -> LogBlock:
+    return LogBlock(epoch=epoch, loss=98.765, fwd_energy=51.0, fwd_logdet=12.0, inv_energy=40.0,
+                    inv_logdet=-11.0, lr=2.5e-4, improvement_pct=87.25, acc_flow=0.412, acc_naive=0.136,
+                    ess_fwd=12.34, ess_inv=10.5, roundtrip_err=3.2e-6)
+
+
+def reporter(tty: bool, every: float = 30.0):
+    out = io.StringIO()
+    clock = FakeClock()
+    return ConsoleReporter(out, isatty=tty, progress_every_s=every, clock=clock), out, clock
+
+
+def test_banner_contents():
+    rep, out, _ = reporter(tty=False)
+    rep.emit(started())
+    text = out.getvalue()
+    for needle in ("coupling flow (internal coordinates)", "300.0K \u2192 450.0K", "200", "64", "1.00e-03",
+                   "cuda:0", "440,123", "openmm (Reference, 2 workers)", "no CUDA platform",
+                   "/runs/ala2 300-450", "small"):
+        assert needle in text, needle
+    assert "Resuming" not in text
+
+
+def test_banner_resumed():
+    rep, out, _ = reporter(tty=False)
+    rep.emit(started(start_epoch=57, resumed=True))
+    assert "Resuming from epoch 57" in out.getvalue()
+
+
+def test_banner_ascii_stream_falls_back_to_plain_arrow():
+    raw = io.BytesIO()
+    stream = io.TextIOWrapper(raw, encoding="ascii")
+    rep = ConsoleReporter(stream, isatty=False)
+    rep.emit(started())
+    rep.emit(Message(text="caf\u00e9 \u2192 ok"))   # must not raise on a C-locale log file
+    stream.flush()
+    text = raw.getvalue().decode("ascii")
+    assert "300.0K -> 450.0K" in text and "caf? ? ok" in text
+
+
+def test_block_contents():
+    rep, out, _ = reporter(tty=False)
+    rep.emit(started())
+    rep.emit(block(100))
+    text = out.getvalue()
+    for needle in ("Epoch 100/200", "Total Loss:      98.77 kT", "Energy 51.00 kT | LogDet 12.00",
+                   "Energy 40.00 kT | LogDet -11.00", "2.50e-04", "Improvement from start: 87.2%",
+                   "flow 0.412 vs naive 0.136 (3.03x)", "fwd 12.3% | inv 10.5%", "3.20e-06"):
+        assert needle in text, needle
+
+
+def test_block_omits_unevaluated_metrics():
+    rep, out, _ = reporter(tty=False)
+    rep.emit(LogBlock(epoch=5, loss=1.0, fwd_energy=1, fwd_logdet=0, inv_energy=1, inv_logdet=0, lr=1e-3,
+                      improvement_pct=math.nan))
+    text = out.getvalue()
+    assert "Epoch 5" in text and "Improvement from start: n/a" in text
+    assert "Acceptance" not in text and "ESS" not in text and "Round-trip" not in text
+
+
+def test_non_tty_has_no_carriage_returns_and_prints_periodically():
+    rep, out, clock = reporter(tty=False, every=30.0)
+    rep.emit(started())
+    for epoch in range(1, 101):
+        clock.t += 2.0            # 2 s per epoch -> a line every 15 epochs
+        rep.emit(metrics(epoch))
+    rep.close()
+    text = out.getvalue()
+    assert "\r" not in text
+    progress = [line for line in text.splitlines() if "| Loss " in line]
+    # first epoch as a sign of life, then every 30 s
+    assert [line.split("epoch ")[1].split("/")[0] for line in progress] == \
+        ["1", "16", "31", "46", "61", "76", "91"]
+    last = progress[-1]
+    assert "epoch 91/200 (45.5%)" in last
+    assert "Loss 123.46" in last and "Fwd_E 61.50" in last and "Inv_E 48.75" in last and "LR 5.00e-04" in last
+    assert "2.00 s/it" in last and "ETA 0:03:38" in last   # 109 epochs left * 2 s
+
+
+def test_non_tty_progress_line_at_log_blocks():
+    rep, out, clock = reporter(tty=False, every=1e9)
+    rep.emit(started())
+    rep.emit(metrics(1))
+    rep.emit(metrics(2))
+    rep.emit(block(2))
+    lines = out.getvalue().splitlines()
+    progress = [i for i, line in enumerate(lines) if "| Loss " in line]
+    assert len(progress) == 2
+    assert "epoch 2/200" in lines[progress[1]]
+    assert progress[1] < lines.index("Epoch 2/200")
+
+
+def test_tty_mode_uses_a_live_bar_with_postfix():
+    rep, out, _ = reporter(tty=True)
+    rep.emit(started())
+    for epoch in range(1, 4):
+        rep.emit(metrics(epoch))
+    rep.emit(block(3))
+    rep.emit(Finished(status="completed", epoch=3))
+    text = out.getvalue()
+    assert "\r" in text
+    assert "Loss=123.46" in text and "Fwd_E=61.50" in text and "Inv_E=48.75" in text and "LR=5.00e-04" in text
+    assert "3/200" in text and "Epoch 3/200" in text
+
+
+def test_tty_bar_follows_a_rollback():
+    rep, out, _ = reporter(tty=True)
+    rep.emit(started())
+    rep.emit(metrics(50))
+    rep.emit(metrics(20))
+    assert rep._bar.n == 20
+    rep.close()
+
+
+def test_alert_message_checkpoint_lines():
+    rep, out, _ = reporter(tty=False)
+    rep.emit(Alert(epoch=50, rule="inverse_diverging", severity="error", message="Inv_E is exploding",
+                   hint="Lower the learning rate to 1e-4"))
+    rep.emit(Message(text="data generated", level="info"))
+    rep.emit(CheckpointSaved(epoch=60, path="/runs/x/best.pt", label="best"))
+    text = out.getvalue()
+    assert "[ERROR] epoch 50 inverse_diverging: Inv_E is exploding\n  Fix: Lower the learning rate to 1e-4" in text
+    assert "[info] data generated" in text
+    assert "Checkpoint saved (best, epoch 60): /runs/x/best.pt" in text
+
+
+def test_final_block_completed_lists_files():
+    rep, out, _ = reporter(tty=False)
+    rep.emit(started())
+    files = ["/runs/x/best.pt", "/runs/x/loss_curves_300_450.png", "/runs/x/metrics.jsonl"]
+    rep.emit(Finished(status="completed", epoch=200, files=files, best_loss=-12.5, improvement_pct=99.9))
+    text = out.getvalue()
+    tail = text[text.index("Training completed at epoch 200/200"):]
+    assert "Results saved to: /runs/ala2 300-450" in tail
+    for f in files:
+        assert f"  {f}" in tail
+    assert "Best loss: -12.50 kT" in tail and "99.9%" in tail
+    assert "--resume" not in tail
+
+
+def test_final_block_stopped_says_how_to_resume():
+    rep, out, _ = reporter(tty=False)
+    rep.emit(started())
+    rep.emit(Finished(status="stopped", epoch=42, files=["/runs/x/last.pt"], message="Ctrl-C"))
+    text = out.getvalue()
+    assert "Training stopped at epoch 42/200" in text and "Ctrl-C" in text
+    assert "molpt-tui train --resume '/runs/ala2 300-450'" in text
+
+
+def test_events_before_run_started_do_not_crash():
+    rep, out, _ = reporter(tty=False)
+    rep.emit(metrics(3))
+    rep.emit(block(3))
+    rep.emit(Finished(status="failed", epoch=3))
+    text = out.getvalue()
+    assert "Epoch 3\n" in text and "Training FAILED at epoch 3" in text
+    assert "molpt-tui train --resume RUN_DIR" in text
+
+
+def test_number_formats():
+    assert fmt_num(1.23e13) == "1.230e+13"
+    assert fmt_num(-42.126) == "-42.13"
+    assert fmt_num(math.nan) == "nan" and fmt_num(-math.inf) == "-inf"
+    assert fmt_prob(4e-10) == "4.00e-10" and fmt_prob(0.41) == "0.410"
+
+
+def test_default_stream_is_stdout_and_non_tty_under_pytest_capture():
+    code = ("import sys; from molpt_tui.report.console import ConsoleReporter as C; r = C();"
+            "assert r.stream is sys.stdout and r.isatty is False;"
+            "assert not any(m.startswith(('textual', 'rich')) for m in sys.modules)")
+    subprocess.run([sys.executable, "-c", code], check=True, stdout=subprocess.PIPE)
