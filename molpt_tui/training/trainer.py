@@ -194,21 +194,22 @@ class Trainer:
             yb = self.setup.hot_train[idx_h].to(self.device)
             fwd, inv = self._step_losses(xb, yb)
             loss = fwd[0] + inv[0]
+            loss_value = float(loss.detach())
             counts["reg"] += fwd[3] + inv[3]
             counts["nonfinite"] += fwd[4] + inv[4]
             self.optimizer.zero_grad(set_to_none=True)
             grad_norm = math.nan
-            if torch.isfinite(loss):
+            if math.isfinite(loss_value):
                 loss.backward()
                 grad_norm = float(torch.nn.utils.clip_grad_norm_(self.transport.flow.parameters(), cfg.grad_clip))
-            if not (math.isfinite(float(loss)) and math.isfinite(grad_norm)):
-                if not self._handle_nonfinite(epoch, float(loss), grad_norm):
+            if not (math.isfinite(loss_value) and math.isfinite(grad_norm)):
+                if not self._handle_nonfinite(epoch, loss_value, grad_norm):
                     return None
                 continue
             self.optimizer.step()
             self.nan_failures = 0
             counts["ok"] += 1
-            sums["loss"] += float(loss)
+            sums["loss"] += loss_value
             sums["fwd_e"] += fwd[1]
             sums["fwd_ld"] += fwd[2]
             sums["inv_e"] += inv[1]
@@ -480,12 +481,44 @@ class Trainer:
             self.save("last", epoch)
         self.write_png()
 
+    @torch.no_grad()
+    def initial_metrics(self, n_batches: int = 4) -> EpochMetrics:
+        """The loss of the untrained map (epoch 0), on a few training batches: the reference
+        for "improvement from start" and the first point of every curve."""
+        bs = self.cfg.training.batch_size
+        n = min(len(self.setup.cold_train), len(self.setup.hot_train))
+        idx = torch.randperm(n, generator=torch.Generator().manual_seed(12345))[: n_batches * bs]
+        parts = []
+        for lo in range(0, len(idx), bs):
+            sel = idx[lo:lo + bs]
+            parts.append(self._step_losses(self.setup.cold_train[sel].to(self.device),
+                                           self.setup.hot_train[sel].to(self.device)))
+        mean = lambda values: float(np.nanmean(values)) if len(values) else math.nan  # noqa: E731
+        fwd = [p[0] for p in parts]
+        inv = [p[1] for p in parts]
+        return EpochMetrics(
+            epoch=0, loss=mean([float(f[0]) + float(i[0]) for f, i in zip(fwd, inv)]),
+            fwd_energy=mean([f[1] for f in fwd]), fwd_logdet=mean([f[2] for f in fwd]),
+            inv_energy=mean([i[1] for i in inv]), inv_logdet=mean([i[2] for i in inv]),
+            lr=self.schedule.lr_at(0.0), n_regularised=sum(f[3] + i[3] for f, i in zip(fwd, inv)),
+            n_nonfinite=sum(f[4] + i[4] for f, i in zip(fwd, inv)), seconds=0.0)
+
     def _initial_eval(self) -> None:
+        m = self.initial_metrics()
+        self.first_loss = m.loss
+        self.emit(m)
+        if math.isfinite(m.loss):
+            self.best_loss = m.loss
+            self.save("best", 0)
         stats = self.evaluate()
-        self.initial_stats = stats
+        self.initial_stats = dict(stats, loss=m.loss)
         self.message(
-            f"step 0: flow-swap acceptance {stats['acc_flow']:.3f} vs naive {stats['acc_naive']:.3f}, "
-            f"ESS {stats['ess_fwd']:.1f}% / {stats['ess_inv']:.1f}%, round trip {stats['roundtrip_err']:.1e} nm")
+            f"step 0 (untrained map): loss {m.loss:.4g} kT, flow-swap acceptance {stats['acc_flow']:.3f} vs naive "
+            f"{stats['acc_naive']:.3f}, ESS {stats['ess_fwd']:.1f}% / {stats['ess_inv']:.1f}%")
+        self.emit(LogBlock(epoch=0, loss=m.loss, fwd_energy=m.fwd_energy, fwd_logdet=m.fwd_logdet,
+                           inv_energy=m.inv_energy, inv_logdet=m.inv_logdet, lr=m.lr, improvement_pct=0.0, **stats))
+        for alert in self.tracker.check(self.history):
+            self.emit(alert)
 
     def _log_block(self, m: EpochMetrics) -> None:
         stats = self.evaluate()
