@@ -1,0 +1,11 @@
+"""One module per pane of the monitor screen."""
+from .alerts import AlertsPane
+from .banner import Banner
+from .log_pane import LogPane
+from .metrics_table import MetricsTable
+from .plots import PLOT_SPECS, MetricPlot, PlotSpec, SeriesSpec
+from .progress import ProgressInfo, ProgressPane
+from .run_header import RunHeader
+
+__all__ = ["AlertsPane", "Banner", "LogPane", "MetricsTable", "MetricPlot", "PLOT_SPECS", "PlotSpec",
+           "ProgressInfo", "ProgressPane", "RunHeader", "SeriesSpec"]
