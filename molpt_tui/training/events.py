@@ -49,6 +49,7 @@ class RunStarted(Event):
     steps_per_epoch: int = 1
     start_epoch: int = 0       # >0 when resumed: the epochs before it are already in the log
     resumed: bool = False
+    loss_floor: float = math.nan  # beta_c<U>_cold + beta_h<U>_hot: the loss when both KLs are 0
 
 
 @dataclass
@@ -81,7 +82,7 @@ class LogBlock(Event):
     inv_energy: float
     inv_logdet: float
     lr: float
-    improvement_pct: float     # (loss_first - loss) / |loss_first| * 100
+    improvement_pct: float     # reduction of (loss - loss_floor) since epoch 0, in %
     acc_flow: float = math.nan     # flow-swap acceptance on held-out pairs
     acc_naive: float = math.nan    # naive swap acceptance on the same pairs
     ess_fwd: float = math.nan      # % ESS of importance weights, cold -> hot

@@ -72,8 +72,16 @@ class History:
         return history
 
 
-def improvement_pct(first: float, current: float) -> float:
-    """Improvement from start in %, sign-safe for negative losses (energies in kT can be < 0)."""
+def improvement_pct(first: float, current: float, floor: float = 0.0) -> float:
+    """Improvement from start in %, measured above `floor`.
+
+    The bidirectional loss equals KL_fwd + KL_inv + beta_c<U>_cold + beta_h<U>_hot, so with the
+    floor set to that constant the percentage is the reduction of the two KL divergences and
+    stays meaningful when the raw loss (in kT) is near or below zero.
+    """
+    if not math.isfinite(floor):
+        floor = 0.0
+    first, current = first - floor, current - floor
     if not (math.isfinite(first) and math.isfinite(current)) or first == 0:
         return math.nan
     return (first - current) / abs(first) * 100.0

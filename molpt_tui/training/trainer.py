@@ -421,13 +421,14 @@ class Trainer:
         if resume_ckpt is not None:
             start_epoch = self._restore(resume_ckpt)
         n_params = sum(p.numel() for p in self.transport.flow.parameters() if p.requires_grad)
+        self.loss_floor = float(self.beta_c * self.setup.u_cold_val.mean() + self.beta_h * self.setup.u_hot_val.mean())
         self.emit(RunStarted(
             run_dir=str(self.run_dir), preset=cfg.preset_name, model=model_label(cfg),
             t_cold=cfg.temperatures.cold, t_hot=cfg.temperatures.hot, epochs=tc.epochs,
             batch_size=tc.batch_size, lr=tc.lr, device=str(self.device), n_params=n_params,
             engine=self.setup.engine.description, engine_reason=self.setup.engine_reason,
             steps_per_epoch=tc.steps_per_epoch or max(1, min(len(self.setup.cold_train), len(self.setup.hot_train)) // tc.batch_size),
-            start_epoch=start_epoch, resumed=resume_ckpt is not None,
+            start_epoch=start_epoch, resumed=resume_ckpt is not None, loss_floor=self.loss_floor,
         ))
         if resume_ckpt is not None:
             self.message(f"resumed from {self.run_dir / 'last.pt'} at epoch {start_epoch}")
@@ -467,7 +468,7 @@ class Trainer:
         message = self.failed_reason or (self.control.stop_reason if status == "stopped" else "Training completed")
         event = Finished(status=status, epoch=epoch, files=list(self.files), message=message,
                          best_loss=self.best_loss,
-                         improvement_pct=improvement_pct(self.first_loss, self.history.series["loss"][-1])
+                         improvement_pct=improvement_pct(self.first_loss, self.history.series["loss"][-1], self.loss_floor)
                          if len(self.history) else math.nan)
         self.emit(event)
         return event
@@ -528,7 +529,7 @@ class Trainer:
         self.emit(LogBlock(
             epoch=m.epoch, loss=m.loss, fwd_energy=m.fwd_energy, fwd_logdet=m.fwd_logdet,
             inv_energy=m.inv_energy, inv_logdet=m.inv_logdet, lr=m.lr,
-            improvement_pct=improvement_pct(self.first_loss, m.loss), **stats,
+            improvement_pct=improvement_pct(self.first_loss, m.loss, self.loss_floor), **stats,
         ))
         for alert in self.tracker.check(self.history):
             self.emit(alert)
