@@ -20,3 +20,29 @@ def aa_obc1_system():
     from molpt_tui.physics.systems import build_system
 
     return build_system(STRUCTURES / "ala_ala.pdb", ["amber99sbildn.xml", "implicit/obc1.xml"])
+
+
+TINY_DATA = ["data.n_samples=600", "data.stride=20", "data.swap_every=20", "data.equilibration_ps=1.0"]
+TINY_TRAIN = ["model.hidden=16", "model.n_layers=2", "training.batch_size=32", "training.steps_per_epoch=3",
+              "logging.eval_samples=64", "training.warmup_epochs=1", "energy.engine=openmm"]
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory):
+    """A small quickstart data file (alanine dipeptide, vacuum, 300/367/450 K), made once."""
+    from molpt_tui.config import load_config
+    from molpt_tui.physics.data import simulate
+
+    path = tmp_path_factory.mktemp("tiny_data") / "quickstart_tiny.npz"
+    simulate(load_config("quickstart", TINY_DATA + [f"data.path={path}"]), progress=False, log=lambda *_: None)
+    return path
+
+
+@pytest.fixture
+def tiny_config(tiny_data):
+    from molpt_tui.config import load_config
+
+    def make(*extra):
+        return load_config("quickstart", TINY_DATA + TINY_TRAIN + [f"data.path={tiny_data}", *extra])
+
+    return make

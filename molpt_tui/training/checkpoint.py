@@ -47,10 +47,22 @@ def atomic_write_bytes(path: Path, write) -> None:
         pass
 
 
+def _plain(value: Any) -> Any:
+    """Containers and str subclasses as plain built-ins: `torch.__version__` is a TorchVersion, which
+    `weights_only` loading refuses, so a checkpoint holding it could never be resumed."""
+    if isinstance(value, dict):
+        return {_plain(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_plain(v) for v in value) if type(value) in (list, tuple) else [_plain(v) for v in value]
+    if isinstance(value, str) and type(value) is not str:
+        return str(value)
+    return value
+
+
 def save_checkpoint(path: Path, payload: dict[str, Any]) -> Path:
     import torch
 
-    payload = dict(payload, format=CHECKPOINT_FORMAT, format_version=CHECKPOINT_VERSION)
+    payload = _plain(dict(payload, format=CHECKPOINT_FORMAT, format_version=CHECKPOINT_VERSION))
     try:
         atomic_write_bytes(Path(path), lambda fh: torch.save(payload, fh))
     except OSError as exc:
@@ -70,11 +82,36 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError, OSError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UserError(f"{path}: corrupt or unreadable checkpoint ({first[:160]}); "
+        lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+        # torch's weights_only refusal puts the actual reason on a later line
+        reason = next((ln for ln in lines if "Unsupported global" in ln), lines[0] if lines else type(exc).__name__)
+        raise UserError(f"{path}: corrupt or unreadable checkpoint ({reason[:160]}); "
                         "use another checkpoint (best.pt, last.pt) or start a new run with --force") from None
     if not isinstance(data, dict) or data.get("format") != CHECKPOINT_FORMAT:
         raise UserError(f"{path}: not a molpt-tui checkpoint")
     if int(data.get("format_version", 0)) > CHECKPOINT_VERSION:
         raise UserError(f"{path}: checkpoint format {data['format_version']} is newer than this molpt-tui; upgrade it")
     return data
+
+
+def _load_problem(exc: BaseException) -> str:
+    """The useful part of torch.load's multi-paragraph messages, on one short line."""
+    text = str(exc)
+    if "central directory" in text or "zip archive" in text or isinstance(exc, (EOFError, zipfile_error())):
+        return "truncated or damaged file"
+    if "WeightsUnpickler error:" in text:
+        rest = text.split("WeightsUnpickler error:", 1)[1].strip().splitlines()
+        detail = rest[0].strip() if rest else ""
+        if detail.startswith("Unsupported operand") or not detail:
+            return "not a torch checkpoint file"
+        return f"holds data that is not plain tensors: {detail.split(' was not', 1)[0][:120]}"
+    if isinstance(exc, OSError):
+        return exc.strerror or type(exc).__name__
+    first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+    return first[:160]
+
+
+def zipfile_error():
+    import zipfile
+
+    return zipfile.BadZipFile

@@ -243,11 +243,11 @@ class Trainer:
                             hint="lower the LR to 1e-4, or set training.nan_policy = 'rollback'"))
             self.failed_reason = f"non-finite {what} at epoch {epoch}"
             return False
-        if cfg.nan_policy == "rollback" and self.good_state is not None:
-            self.transport.load_state_dict(self.good_state["model"])
-            self.optimizer.load_state_dict(self.good_state["optimizer"])
+        if cfg.nan_policy == "rollback" and self.boundary is not None:
+            self.transport.load_state_dict(self.boundary["model"])
+            self.optimizer.load_state_dict(self.boundary["optimizer"])
             self.schedule.scale *= cfg.nan_lr_factor
-            action = f"rolled back to the end of epoch {self.good_state['epoch']}, LR scaled by {cfg.nan_lr_factor}"
+            action = f"rolled back to the end of epoch {self.boundary['epoch']}, LR scaled by {cfg.nan_lr_factor}"
         else:
             action = "step skipped"
         self.emit(Alert(epoch=epoch, rule="nan_guard", severity="warning",
@@ -259,13 +259,27 @@ class Trainer:
             return False
         return True
 
-    def _snapshot(self, epoch: int) -> None:
-        if self.cfg.training.nan_policy == "rollback":
-            self.good_state = {
-                "epoch": epoch,
-                "model": copy.deepcopy(self.transport.state_dict()),
-                "optimizer": copy.deepcopy(self.optimizer.state_dict()),
-            }
+    def _capture_boundary(self, epoch: int) -> None:
+        """Complete training state at the end of `epoch`.
+
+        Checkpoints are always written from this snapshot, so a checkpoint taken mid-epoch
+        (stop, signal, key press) is the state of the last finished epoch, and resuming from it
+        reproduces an uninterrupted run exactly. NaN rollbacks also return here.
+        """
+        self.boundary = {
+            "epoch": epoch,
+            "model": copy.deepcopy(self.transport.state_dict()),
+            "optimizer": copy.deepcopy(self.optimizer.state_dict()),
+            "schedule": self.schedule.state_dict(),
+            "best_loss": self.best_loss,
+            "first_loss": self.first_loss,
+            "nan_failures": self.nan_failures,
+            "alerts": copy.deepcopy(self.tracker.state_dict()),
+            "rng": {
+                "shuffle": self.gen.get_state(),
+                "torch": torch.get_rng_state(),
+            },
+        }
 
     # --- evaluation ----------------------------------------------------------------------------
     @torch.no_grad()
@@ -298,36 +312,24 @@ class Trainer:
         }
 
     # --- checkpoints ---------------------------------------------------------------------------
-    def _payload(self, epoch: int) -> dict:
+    def _payload(self) -> dict:
         import openmm
 
-        return {
-            "epoch": epoch,
-            "model": self.transport.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "schedule": self.schedule.state_dict(),
-            "best_loss": self.best_loss,
-            "first_loss": self.first_loss,
-            "nan_failures": self.nan_failures,
-            "alerts": self.tracker.state_dict(),
-            "rng": {
-                "shuffle": self.gen.get_state(),
-                "torch": torch.get_rng_state(),
-                "numpy": np.random.get_state()[1].tolist(),
-                "python": list(random.getstate()[1]),
-            },
-            "config": self.cfg.to_dict(),
-            "system": {"n_atoms": self.setup.ms.n_atoms, "atom_names": list(self.setup.ms.atom_names),
-                       "pdb": self.setup.ms.pdb_path.name, "forcefield": list(self.cfg.system.forcefield)},
-            "versions": {"molpt_tui": __version__, "torch": torch.__version__, "openmm": openmm.__version__,
-                         "python": platform.python_version()},
-        }
+        return dict(
+            self.boundary,
+            config=self.cfg.to_dict(),
+            system={"n_atoms": self.setup.ms.n_atoms, "atom_names": list(self.setup.ms.atom_names),
+                    "pdb": self.setup.ms.pdb_path.name, "forcefield": list(self.cfg.system.forcefield)},
+            versions={"molpt_tui": __version__, "torch": str(torch.__version__), "openmm": str(openmm.__version__),
+                      "python": platform.python_version()},
+        )
 
-    def save(self, label: str, epoch: int) -> Path:
+    def save(self, label: str) -> Path:
+        """Write the last epoch-boundary state as last.pt / best.pt / the final model."""
         name = {"last": "last.pt", "best": "best.pt", "manual": "last.pt"}.get(
             label, final_model_name(self.cfg.temperatures.cold, self.cfg.temperatures.hot))
-        path = save_checkpoint(self.run_dir / name, self._payload(epoch))
-        self.emit(CheckpointSaved(epoch=epoch, path=str(path), label=label))
+        path = save_checkpoint(self.run_dir / name, self._payload())
+        self.emit(CheckpointSaved(epoch=self.boundary["epoch"], path=str(path), label=label))
         if str(path) not in self.files:
             self.files.append(str(path))
         return path
@@ -348,7 +350,7 @@ class Trainer:
 
     def _service_requests(self, epoch: int) -> None:
         if self.control.take_checkpoint_request():
-            self.save("manual", epoch)
+            self.save("manual")
         if self.control.take_png_request():
             path = self.write_png()
             if path:
@@ -377,15 +379,13 @@ class Trainer:
         rng = ckpt["rng"]
         self.gen.set_state(rng["shuffle"])
         torch.set_rng_state(rng["torch"])
-        np.random.set_state(("MT19937", np.array(rng["numpy"], dtype=np.uint32), 624, 0, 0.0))
-        random.setstate((3, tuple(rng["python"]), None))
         return int(ckpt["epoch"])
 
     # --- the run -------------------------------------------------------------------------------
     def run(self) -> Finished:
         cfg = self.cfg
         self.failed_reason = ""
-        self.good_state = None
+        self.boundary = None
         self.nan_failures = 0
         self.best_loss = math.inf
         self.first_loss = math.nan
@@ -431,10 +431,11 @@ class Trainer:
             start_epoch=start_epoch, resumed=resume_ckpt is not None, loss_floor=self.loss_floor,
         ))
         if resume_ckpt is not None:
+            self.boundary = {k: resume_ckpt[k] for k in ("epoch", "model", "optimizer", "schedule", "best_loss",
+                                                          "first_loss", "nan_failures", "alerts", "rng")}
             self.message(f"resumed from {self.run_dir / 'last.pt'} at epoch {start_epoch}")
-        elif start_epoch == 0:
+        else:
             self._initial_eval()
-        self._snapshot(start_epoch)
         epoch = start_epoch
         status = "completed"
         try:
@@ -442,45 +443,54 @@ class Trainer:
                 metrics = self._train_epoch(epoch)
                 if metrics is None:
                     status = "failed" if self.failed_reason else "stopped"
-                    epoch -= 1
                     break
-                if not math.isfinite(self.first_loss) and math.isfinite(metrics.loss):
-                    self.first_loss = metrics.loss
-                self.emit(metrics)
-                self.schedule.end_epoch(metrics.loss)
-                for alert in self.tracker.check(self.history):
-                    self.emit(alert)
-                if math.isfinite(metrics.loss):
-                    self._snapshot(epoch)
-                if is_log_epoch(epoch, tc.epochs, cfg.logging.eval_interval):
-                    self._log_block(metrics)
-                if epoch % tc.checkpoint_every == 0 or epoch == tc.epochs:
-                    self.save("last", epoch)
+                self._end_epoch(metrics)
         except KeyboardInterrupt:
             status = "stopped"
             self.control.request_stop("interrupted")
         except Exception as exc:
             status = "failed"
             self.failed_reason = f"{type(exc).__name__}: {exc}"
+            self._finish_files(status)
+            self._emit_finished(status)
             raise
-        finally:
-            self._finish_files(status, epoch)
+        self._finish_files(status)
+        return self._emit_finished(status)
+
+    def _end_epoch(self, metrics: EpochMetrics) -> None:
+        cfg, epoch = self.cfg, metrics.epoch
+        if not math.isfinite(self.first_loss) and math.isfinite(metrics.loss):
+            self.first_loss = metrics.loss
+        self.emit(metrics)
+        self.schedule.end_epoch(metrics.loss)
+        for alert in self.tracker.check(self.history):
+            self.emit(alert)
+        is_best = False
+        if is_log_epoch(epoch, cfg.training.epochs, cfg.logging.eval_interval):
+            is_best = self._log_block(metrics)
+        self._capture_boundary(epoch)
+        if is_best:
+            self.save("best")
+        if epoch % cfg.training.checkpoint_every == 0 or epoch == cfg.training.epochs:
+            self.save("last")
+
+    def _emit_finished(self, status: str) -> Finished:
+        epoch = self.boundary["epoch"] if self.boundary else 0
         message = self.failed_reason or (self.control.stop_reason if status == "stopped" else "Training completed")
-        event = Finished(status=status, epoch=epoch, files=list(self.files), message=message,
-                         best_loss=self.best_loss,
-                         improvement_pct=improvement_pct(self.first_loss, self.history.series["loss"][-1], self.loss_floor)
-                         if len(self.history) else math.nan)
+        last_loss = self.history.series["loss"][-1] if len(self.history) else math.nan
+        event = Finished(status=status, epoch=epoch, files=list(self.files), message=message, best_loss=self.best_loss,
+                         improvement_pct=improvement_pct(self.first_loss, last_loss, self.loss_floor))
         self.emit(event)
         return event
 
-    def _finish_files(self, status: str, epoch: int) -> None:
-        if not hasattr(self, "transport"):
+    def _finish_files(self, status: str) -> None:
+        """Whatever happened, leave a loadable checkpoint and the loss curves."""
+        if self.boundary is None:
             return
-        if status == "completed":
-            self.save("final", epoch)
-        else:
-            self.save("last", epoch)
-        self.write_png()
+        try:
+            self.save("final" if status == "completed" else "last")
+        finally:
+            self.write_png()
 
     @torch.no_grad()
     def initial_metrics(self, n_batches: int = 4) -> EpochMetrics:
@@ -510,7 +520,6 @@ class Trainer:
         self.emit(m)
         if math.isfinite(m.loss):
             self.best_loss = m.loss
-            self.save("best", 0)
         stats = self.evaluate()
         self.initial_stats = dict(stats, loss=m.loss)
         self.message(
@@ -520,12 +529,13 @@ class Trainer:
                            inv_energy=m.inv_energy, inv_logdet=m.inv_logdet, lr=m.lr, improvement_pct=0.0, **stats))
         for alert in self.tracker.check(self.history):
             self.emit(alert)
+        self._capture_boundary(0)
+        if math.isfinite(m.loss):
+            self.save("best")
 
-    def _log_block(self, m: EpochMetrics) -> None:
+    def _log_block(self, m: EpochMetrics) -> bool:
+        """Held-out evaluation on the adaptive schedule; True when this is the best loss so far."""
         stats = self.evaluate()
-        if math.isfinite(m.loss) and m.loss < self.best_loss:
-            self.best_loss = m.loss
-            self.save("best", m.epoch)
         self.emit(LogBlock(
             epoch=m.epoch, loss=m.loss, fwd_energy=m.fwd_energy, fwd_logdet=m.fwd_logdet,
             inv_energy=m.inv_energy, inv_logdet=m.inv_logdet, lr=m.lr,
@@ -533,3 +543,7 @@ class Trainer:
         ))
         for alert in self.tracker.check(self.history):
             self.emit(alert)
+        if math.isfinite(m.loss) and m.loss < self.best_loss:
+            self.best_loss = m.loss
+            return True
+        return False
