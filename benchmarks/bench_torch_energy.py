@@ -1,0 +1,232 @@
+"""Energy + forces per configuration: the batched torch engine against serial OpenMM.
+
+    python benchmarks/bench_torch_energy.py [--quick] [--no-protein] [--threads 1,2] [--out FILE]
+
+Prints one JSON document. For each system (the two shipped structures in vacuum and in OBC1,
+plus a 273-atom Ala/Gly helix in vacuum and OBC1 unless --no-protein) and each batch size
+(64, 256, 4096; the helix stops at 256), it reports microseconds per configuration for:
+
+- ``torch_<device>_<dtype>[_<n>thr]``: ``TorchEnergy.energy(x)`` followed by ``backward()`` on
+  the whole batch (so forces included), with torch limited to n intra-op threads on CPU;
+- ``openmm_reference`` / ``openmm_cpu``: a plain Python loop over one Context on that platform,
+  ``setPositions`` + ``getState(getEnergy=True, getForces=True)`` per configuration, including
+  the torch->numpy conversion a training loop would pay, on the same configurations (the first
+  ``openmm_configs_timed`` of them: a serial loop's cost per configuration does not depend on
+  the batch size).
+
+Each figure is the best of a few repeats after a warm-up call, with the contenders interleaved
+repeat by repeat, because the machines this runs on are often shared.
+
+All numbers of one run come from the same machine and process, so ratios are side by side.
+Configurations are the shipped minimum plus 0.01 nm Gaussian noise.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import platform
+import resource
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import openmm
+import openmm.app as app
+import openmm.unit as unit
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from molpt_tui.physics.torch_energy import TorchEnergy  # noqa: E402
+
+SYSTEMS = {
+    # name: (structure, force-field files)
+    "ala_ala/vacuum": ("ala_ala", ("amber99sbildn.xml",)),
+    "ala_ala/obc1": ("ala_ala", ("amber99sbildn.xml", "implicit/obc1.xml")),
+    "alanine_dipeptide/vacuum": ("alanine_dipeptide", ("amber96.xml",)),
+    "alanine_dipeptide/obc1": ("alanine_dipeptide", ("amber96.xml", "implicit/obc1.xml")),
+}
+PROTEIN = {
+    "helix30/vacuum": ("helix30", ("amber99sbildn.xml",)),
+    "helix30/obc1": ("helix30", ("amber99sbildn.xml", "implicit/obc1.xml")),
+}
+
+
+def _helix(forcefields):
+    """30-residue Ala/Gly helix built with the repository's structure script (273 atoms)."""
+    spec = importlib.util.spec_from_file_location("make_structures", ROOT / "scripts" / "make_structures.py")
+    ms = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ms)
+    n_res, psi = 30, -47.0
+    specs = []
+    for k, res in enumerate(ms.backbone(n_res, phi=-57.0, psi=psi)):
+        name = "GLY" if k % 3 == 2 else "ALA"
+        atoms = ("N", "CA", "C", "O") if name == "GLY" else ("N", "CA", "CB", "C", "O")
+        coords = [(a, res[a]) for a in atoms]
+        if k == n_res - 1:
+            coords.append(("OXT", ms.place(res["N"], res["CA"], res["C"], 1.25, 117.0, psi)))
+        specs.append((name, coords))
+    top, pos = ms._topology(specs)
+    modeller = app.Modeller(top, pos * unit.nanometer)
+    modeller.addHydrogens(app.ForceField(*forcefields), pH=7.0)
+    return modeller.topology, modeller.positions
+
+
+def build(structure, forcefields):
+    ff = app.ForceField(*forcefields)
+    if structure == "helix30":
+        topology, positions = _helix(forcefields)
+    else:
+        pdb = app.PDBFile(str(ROOT / "presets" / "structures" / f"{structure}.pdb"))
+        topology, positions = pdb.topology, pdb.positions
+    system = ff.createSystem(topology, nonbondedMethod=app.NoCutoff, constraints=None)
+    context = openmm.Context(system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("Reference"))
+    context.setPositions(positions)
+    openmm.LocalEnergyMinimizer.minimize(context, 10.0, 200)
+    x0 = context.getState(getPositions=True).getPositions(asNumpy=True).value_in_unit(unit.nanometer)
+    return system, np.asarray(x0)
+
+
+def torch_runner(engine, x, device):
+    def once():
+        xr = x.detach().clone().requires_grad_(True)
+        energy = engine.energy(xr)
+        energy.sum().backward()
+        if device == "cuda":
+            torch.cuda.synchronize()
+        return xr.grad
+
+    return once
+
+
+def openmm_runner(system, x, platform_name):
+    context = openmm.Context(system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName(platform_name))
+
+    def once():
+        xs = x.detach().numpy()
+        energies = np.empty(len(xs))
+        forces = np.empty_like(xs)
+        for k, xk in enumerate(xs):
+            context.setPositions(xk)
+            state = context.getState(getEnergy=True, getForces=True)
+            energies[k] = state.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
+            forces[k] = state.getForces(asNumpy=True).value_in_unit(unit.kilojoule_per_mole / unit.nanometer)
+        return torch.from_numpy(forces)
+
+    return once
+
+
+def with_threads(run, threads):
+    """Run with torch limited to `threads` intra-op threads (OpenMM's CPU platform is unaffected)."""
+    def once():
+        before = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        try:
+            return run()
+        finally:
+            torch.set_num_threads(before)
+
+    return once
+
+
+def best_seconds(runners, repeats):
+    """Best-of-`repeats` wall time of each runner, interleaved so that load from other
+    processes on a shared machine hits all contenders alike."""
+    for run in runners.values():
+        run()  # warm-up: first-call allocations, OpenMM kernel setup
+    best = {key: float("inf") for key in runners}
+    for _ in range(repeats):
+        for key, run in runners.items():
+            start = time.perf_counter()
+            run()
+            best[key] = min(best[key], time.perf_counter() - start)
+    return best
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="batches 64 and 256 only, one repeat, no protein")
+    parser.add_argument("--no-protein", action="store_true")
+    parser.add_argument("--threads", default="1",
+                        help="comma-separated torch intra-op thread counts to time, e.g. 1,2 (default: 1). "
+                             "On a shared machine more threads can be far slower: every kernel waits for its "
+                             "slowest thread")
+    parser.add_argument("--out", type=Path, help="also write the JSON here")
+    args = parser.parse_args(argv)
+    default_threads = torch.get_num_threads()
+    load_at_start = [round(v, 2) for v in os.getloadavg()]
+    thread_counts = [int(t) for t in args.threads.split(",")]
+
+    batches = [64, 256] if args.quick else [64, 256, 4096]
+    systems = dict(SYSTEMS)
+    if not (args.quick or args.no_protein):
+        systems.update(PROTEIN)
+    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    rng = np.random.default_rng(0)
+    results = []
+    for name, (structure, forcefields) in systems.items():
+        system, x0 = build(structure, forcefields)
+        n_atoms = system.getNumParticles()
+        for batch in batches:
+            if structure == "helix30" and batch > 256:
+                continue  # keeps the default run within a few minutes on two cores
+            x = torch.from_numpy(x0[None] + 0.01 * rng.standard_normal((batch,) + x0.shape))
+            row = {"system": name, "n_atoms": n_atoms, "batch": batch}
+            repeats = 1 if args.quick else (2 if (batch >= 4096 or n_atoms > 100) else 3)
+            # A serial loop costs the same per configuration at any batch size, so time it on
+            # a prefix where the whole batch would take minutes (big batch, big molecule).
+            n_openmm = min(batch, 1024 if n_atoms <= 100 else 32)
+            runners, per = {}, {}
+            for device in devices:
+                for dtype in (torch.float64, torch.float32):
+                    engine = TorchEnergy.from_system(system, device=device, dtype=dtype)
+                    dtype_name = str(dtype).split(".")[-1]
+                    for threads in (thread_counts if device == "cpu" else [default_threads]):
+                        key = f"torch_{device}_{dtype_name}" + (f"_{threads}thr" if device == "cpu" else "") + "_us"
+                        xd = x.to(device=device, dtype=dtype)
+                        runners[key] = with_threads(torch_runner(engine, xd, device), threads)
+                        per[key] = batch
+            for platform_name in ("Reference", "CPU"):
+                key = f"openmm_{platform_name.lower()}_us"
+                runners[key] = openmm_runner(system, x[:n_openmm], platform_name)
+                per[key] = n_openmm
+            for key, seconds in best_seconds(runners, repeats).items():
+                row[key] = round(1e6 * seconds / per[key], 2)
+            row["openmm_configs_timed"] = n_openmm
+            best_openmm = min(row["openmm_reference_us"], row["openmm_cpu_us"])
+            for key in list(row):
+                if key.startswith("torch_"):
+                    row["speedup_" + key[: -len("_us")] + "_vs_best_openmm"] = round(best_openmm / row[key], 2)
+            results.append(row)
+            print(json.dumps(row), file=sys.stderr, flush=True)
+
+    report = {
+        "benchmark": "torch_energy: energy+forces, microseconds per configuration",
+        "machine": {
+            "platform": platform.platform(),
+            "cpu_count": os.cpu_count(),
+            "torch_default_threads": default_threads,
+            "torch_threads_timed": thread_counts,
+            # Other jobs on a shared machine slow everything down, multi-threaded torch most.
+            "load_average_at_start": load_at_start,
+            "load_average_at_end": [round(v, 2) for v in os.getloadavg()],
+            "torch": torch.__version__,
+            "openmm": openmm.version.version,
+            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        },
+        # Whole-process peak, so it bounds the largest torch run above (the protein at 256 when present).
+        "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "results": results,
+    }
+    text = json.dumps(report, indent=2)
+    print(text)
+    if args.out:
+        args.out.write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()

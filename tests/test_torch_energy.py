@@ -1,0 +1,373 @@
+"""The torch energy engine against a direct OpenMM Reference-platform Context.
+
+Every comparison uses perturbed configurations (Gaussian noise of 0.01 nm around a minimised
+structure), so bonded terms, 1-4 exceptions, exclusions and the GB integrals are all off their
+minima. Forces come from autograd through ``TorchEnergy.energy``.
+"""
+from __future__ import annotations
+
+import functools
+import importlib.util
+import math
+from pathlib import Path
+
+import numpy as np
+import openmm
+import openmm.app as app
+import openmm.unit as unit
+import pytest
+import torch
+
+from molpt_tui.physics.torch_energy import (
+    TorchEnergy,
+    UnsupportedSystemError,
+    prefer_torch,
+    unsupported_forces,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+STRUCTURES = ROOT / "presets" / "structures"
+
+# (structure, force-field files, extra createSystem arguments)
+CASES = {
+    "ala_ala-vacuum": ("ala_ala", ("amber99sbildn.xml",), {}),
+    "ala_ala-obc1": ("ala_ala", ("amber99sbildn.xml", "implicit/obc1.xml"), {}),
+    "ala_ala-obc2": ("ala_ala", ("amber99sbildn.xml", "implicit/obc2.xml"), {}),
+    "ala_ala-obc2-salt": ("ala_ala", ("amber99sbildn.xml", "implicit/obc2.xml"),
+                          {"implicitSolventKappa": 1.0 / unit.nanometer}),
+    "ala_ala-obc1-no-sasa": ("ala_ala", ("amber99sbildn.xml", "implicit/obc1.xml"), {"sasaMethod": None}),
+    "dipeptide-vacuum": ("alanine_dipeptide", ("amber96.xml",), {}),
+    "dipeptide-obc1": ("alanine_dipeptide", ("amber96.xml", "implicit/obc1.xml"), {}),
+    "dipeptide-obc2": ("alanine_dipeptide", ("amber96.xml", "implicit/obc2.xml"), {}),
+    "dipeptide-gbsaobcforce": ("alanine_dipeptide", ("amber96.xml", "amber96_obc.xml"), {}),
+    "protein-vacuum": ("polypeptide", ("amber99sbildn.xml",), {}),
+    "protein-obc1": ("polypeptide", ("amber99sbildn.xml", "implicit/obc1.xml"), {}),
+}
+RTOL = {torch.float64: 1e-6, torch.float32: 1e-4}
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    # On the shared 2-core test machines, two torch threads contending with other jobs made
+    # these tests several times slower; results do not depend on the thread count.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+FORCE_TOL = 1e-4  # max |F - F_ref| / max |F_ref|
+
+
+def _load_make_structures():
+    spec = importlib.util.spec_from_file_location("make_structures", ROOT / "scripts" / "make_structures.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@functools.lru_cache(maxsize=None)
+def _polypeptide(forcefields):
+    """A 30-residue Ala/Gly helix (273 atoms), protonated and briefly minimised."""
+    ms = _load_make_structures()
+    n_res, psi = 30, -47.0
+    residues = ms.backbone(n_res, phi=-57.0, psi=psi)
+    specs = []
+    for k, res in enumerate(residues):
+        name = "GLY" if k % 3 == 2 else "ALA"
+        atoms = ("N", "CA", "C", "O") if name == "GLY" else ("N", "CA", "CB", "C", "O")
+        coords = [(a, res[a]) for a in atoms]
+        if k == n_res - 1:
+            coords.append(("OXT", ms.place(res["N"], res["CA"], res["C"], 1.25, 117.0, psi)))
+        specs.append((name, coords))
+    top, pos = ms._topology(specs)
+    ff = app.ForceField(*forcefields)
+    modeller = app.Modeller(top, pos * unit.nanometer)
+    modeller.addHydrogens(ff, pH=7.0)
+    return modeller.topology, np.array(modeller.positions.value_in_unit(unit.nanometer))
+
+
+@functools.lru_cache(maxsize=None)
+def _case(name):
+    """(system, minimised positions [N, 3] in nm) for a CASES entry."""
+    structure, forcefields, kwargs = CASES[name]
+    ff = app.ForceField(*forcefields)
+    if structure == "polypeptide":
+        topology, positions = _polypeptide(forcefields)
+    else:
+        pdb = app.PDBFile(str(STRUCTURES / f"{structure}.pdb"))
+        topology, positions = pdb.topology, np.array(pdb.positions.value_in_unit(unit.nanometer))
+    system = ff.createSystem(topology, nonbondedMethod=app.NoCutoff, constraints=None, **kwargs)
+    if structure == "polypeptide":
+        context = _context(system)
+        context.setPositions(positions)
+        openmm.LocalEnergyMinimizer.minimize(context, 10.0, 100)
+        positions = context.getState(getPositions=True).getPositions(asNumpy=True).value_in_unit(unit.nanometer)
+    return system, np.asarray(positions)
+
+
+def _context(system):
+    return openmm.Context(system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("Reference"))
+
+
+def _reference(system, xs):
+    """Energies [B] and forces [B, N, 3] from OpenMM's Reference platform, one configuration at a time."""
+    context = _context(system)
+    energies, forces = [], []
+    for x in xs:
+        context.setPositions(x)
+        state = context.getState(getEnergy=True, getForces=True)
+        energies.append(state.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole))
+        forces.append(state.getForces(asNumpy=True).value_in_unit(unit.kilojoule_per_mole / unit.nanometer))
+    return np.array(energies), np.array(forces)
+
+
+def _perturbed(positions, n=8, sigma=0.01, seed=0):
+    rng = np.random.default_rng(seed)
+    return positions[None] + sigma * rng.standard_normal((n,) + positions.shape)
+
+
+def _torch_energy_forces(engine, xs, input_dtype=torch.float64):
+    x = torch.tensor(xs, dtype=input_dtype, requires_grad=True)
+    energy = engine.energy(x)
+    energy.sum().backward()
+    return energy.detach().double().numpy(), -x.grad.double().numpy()
+
+
+def _assert_matches(energy, forces, ref_energy, ref_forces, dtype):
+    rel = np.abs(energy - ref_energy) / np.abs(ref_energy)
+    assert rel.max() <= RTOL[dtype], f"energy relative error {rel.max():.2e}: {energy} vs {ref_energy}"
+    force_err = np.abs(forces - ref_forces).max() / np.abs(ref_forces).max()
+    assert force_err <= FORCE_TOL, f"force error {force_err:.2e} of max|F|"
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
+@pytest.mark.parametrize("case", list(CASES))
+def test_energy_and_forces_match_openmm_reference(case, dtype):
+    system, positions = _case(case)
+    xs = _perturbed(positions)
+    ref_energy, ref_forces = _reference(system, xs)
+    engine = TorchEnergy.from_system(system, dtype=dtype)
+    energy, forces = _torch_energy_forces(engine, xs, input_dtype=dtype)
+    _assert_matches(energy, forces, ref_energy, ref_forces, dtype)
+    assert engine.n_nonfinite == 0
+
+
+def test_implicit_solvent_is_actually_evaluated():
+    # Guards against a GB term that silently evaluates to zero: vacuum and OBC energies of the
+    # same configurations must differ by the (large, negative) solvation free energy.
+    _, positions = _case("ala_ala-obc1")
+    xs = _perturbed(positions, n=2)
+    vacuum = TorchEnergy.from_system(_case("ala_ala-vacuum")[0]).energy(torch.tensor(xs))
+    obc1 = TorchEnergy.from_system(_case("ala_ala-obc1")[0]).energy(torch.tensor(xs))
+    obc2 = TorchEnergy.from_system(_case("ala_ala-obc2")[0]).energy(torch.tensor(xs))
+    assert torch.all(obc1 - vacuum < -100.0)
+    assert torch.all((obc1 - obc2).abs() > 1.0)
+
+
+def _three_body_gb_system(force):
+    system = openmm.System()
+    for _ in range(3):
+        system.addParticle(12.0)
+    system.addForce(force)
+    return system
+
+
+def test_gb_buried_atom_branch_matches_both_openmm_implementations():
+    # A small atom inside a large atom's descreening sphere: the native GBSAOBCForce adds an
+    # extra term there that the CustomGBForce (obc2.xml) version lacks; both must be reproduced.
+    from openmm.app.internal.customgbforces import GBSAOBC2Force
+
+    charges, radii, scales = [0.5, -0.3, -0.2], [0.30, 0.10, 0.15], [1.0, 0.8, 0.7]
+    native = openmm.GBSAOBCForce()
+    custom = GBSAOBC2Force(SA="ACE")
+    for q, r, s in zip(charges, radii, scales):
+        native.addParticle(q, r, s)
+        custom.addParticle([q, r, s])
+    custom.finalize()
+    xs = np.array([
+        [[0.0, 0.0, 0.0], [0.05, 0.02, 0.0], [0.6, 0.1, 0.2]],
+        [[0.0, 0.0, 0.0], [0.12, -0.03, 0.04], [0.3, 0.3, 0.0]],
+        [[0.0, 0.0, 0.0], [0.5, 0.0, 0.0], [0.0, 0.45, 0.1]],
+    ])
+    results = []
+    for force in (native, custom):
+        system = _three_body_gb_system(force)
+        ref_energy, ref_forces = _reference(system, xs)
+        energy, forces = _torch_energy_forces(TorchEnergy.from_system(system), xs)
+        _assert_matches(energy, forces, ref_energy, ref_forces, torch.float64)
+        results.append(ref_energy)
+    # The buried configurations really exercise the branch where the two models differ.
+    assert abs(results[0][0] - results[1][0]) > 1e-3
+
+
+def test_torsion_phase_sign_and_periodicity_match_openmm():
+    # Amber phases are 0 or 180 degrees, which hide the sign convention of the dihedral.
+    system = openmm.System()
+    for _ in range(5):
+        system.addParticle(12.0)
+    torsions = openmm.PeriodicTorsionForce()
+    torsions.addTorsion(0, 1, 2, 3, 1, 0.4, 3.0)
+    torsions.addTorsion(0, 1, 2, 3, 3, -1.1, 1.5)
+    torsions.addTorsion(1, 2, 3, 4, 2, 2.5, 2.0)
+    torsions.addTorsion(4, 3, 2, 1, 5, 0.7, 0.8)
+    system.addForce(torsions)
+    angles = openmm.HarmonicAngleForce()
+    angles.addAngle(0, 1, 2, 1.9, 300.0)
+    angles.addAngle(2, 3, 4, 2.0, 250.0)
+    system.addForce(angles)
+    base = np.array([[0.1, 0.0, 0.0], [0.0, 0.0, 0.0], [0.0, 0.0, 0.15], [0.1, 0.05, 0.2], [0.15, 0.0, 0.3]])
+    xs = _perturbed(base, n=16, sigma=0.03, seed=3)
+    ref_energy, ref_forces = _reference(system, xs)
+    energy, forces = _torch_energy_forces(TorchEnergy.from_system(system), xs)
+    _assert_matches(energy, forces, ref_energy, ref_forces, torch.float64)
+
+
+def test_exceptions_replace_the_pair_interaction():
+    # A pair with an exception must see only the exception's parameters; a pair without one
+    # the Lorentz-Berthelot combination; an excluded pair nothing.
+    system = openmm.System()
+    nb = openmm.NonbondedForce()
+    nb.setNonbondedMethod(openmm.NonbondedForce.NoCutoff)
+    for q, s, e in [(0.4, 0.30, 0.5), (-0.3, 0.25, 0.8), (0.2, 0.35, 0.3), (-0.1, 0.28, 0.6)]:
+        system.addParticle(12.0)
+        nb.addParticle(q, s, e)
+    nb.addException(0, 1, -0.05, 0.27, 0.2)   # scaled 1-4 style
+    nb.addException(2, 1, 0.0, 1.0, 0.0)      # exclusion, given with i > j
+    system.addForce(nb)
+    base = np.array([[0.0, 0.0, 0.0], [0.35, 0.0, 0.0], [0.3, 0.4, 0.0], [0.0, 0.3, 0.35]])
+    xs = _perturbed(base, n=6, sigma=0.03, seed=5)
+    ref_energy, ref_forces = _reference(system, xs)
+    energy, forces = _torch_energy_forces(TorchEnergy.from_system(system), xs)
+    _assert_matches(energy, forces, ref_energy, ref_forces, torch.float64)
+
+
+def test_chunked_evaluation_equals_single_chunk():
+    system, positions = _case("protein-obc1")
+    xs = torch.tensor(_perturbed(positions, n=3, seed=7))
+    whole = TorchEnergy.from_system(system, chunk_elements=10**9)
+    # Small enough that every configuration is its own chunk.
+    pieces = TorchEnergy.from_system(system, chunk_elements=1)
+    assert pieces._chunk_size() == 1
+    x1 = xs.clone().requires_grad_(True)
+    x2 = xs.clone().requires_grad_(True)
+    u1, u2 = whole.energy(x1), pieces.energy(x2)
+    (g1,) = torch.autograd.grad(u1.sum(), x1)
+    (g2,) = torch.autograd.grad(u2.sum(), x2)
+    torch.testing.assert_close(u1, u2, rtol=1e-12, atol=1e-9)
+    torch.testing.assert_close(g1, g2, rtol=1e-10, atol=1e-9)
+
+
+def test_backward_keeps_only_the_gradient():
+    # Memory bound: what autograd holds between forward and backward is one [B, N, 3] tensor,
+    # and one chunk's pair arrays stay within the configured element budget.
+    system, positions = _case("protein-obc1")
+    engine = TorchEnergy.from_system(system)
+    x = torch.tensor(_perturbed(positions, n=4), requires_grad=True)
+    energy = engine.energy(x)
+    assert [tuple(t.shape) for t in energy.grad_fn.saved_tensors] == [tuple(x.shape)]
+    assert engine._chunk_size() * 2 * len(engine._p.pair_i) <= engine.chunk_elements
+
+
+def test_nonfinite_input_gives_inf_and_is_counted():
+    system, positions = _case("dipeptide-obc2")
+    xs = _perturbed(positions, n=4, seed=11)
+    ref_energy, ref_forces = _reference(system, xs)
+    engine = TorchEnergy.from_system(system)
+    x = torch.tensor(xs)
+    x[1, 5, 2] = float("nan")
+    x[3, 0, 0] = float("inf")
+    x.requires_grad_(True)
+    energy = engine.energy(x)
+    assert energy[1].item() == math.inf and energy[3].item() == math.inf
+    assert engine.n_nonfinite == 2
+    # The finite rows are unaffected by their neighbours in the batch.
+    np.testing.assert_allclose(energy[[0, 2]].detach().numpy(), ref_energy[[0, 2]], rtol=1e-9)
+    # A loss that masks the bad rows must stay finite: they contribute zero gradient, not NaN.
+    loss = torch.where(torch.isfinite(energy), energy, torch.zeros_like(energy)).sum()
+    loss.backward()
+    assert torch.isfinite(x.grad).all()
+    assert torch.all(x.grad[[1, 3]] == 0)
+    np.testing.assert_allclose(-x.grad[[0, 2]].numpy(), ref_forces[[0, 2]], atol=1e-8 * np.abs(ref_forces).max())
+    engine.energy(x.detach()[:2])
+    assert engine.n_nonfinite == 3
+
+
+def test_coincident_atoms_give_inf_not_nan():
+    system, positions = _case("dipeptide-vacuum")
+    engine = TorchEnergy.from_system(system)
+    x = torch.tensor(positions[None].repeat(2, axis=0))
+    x[0, 20] = x[0, 0]   # two atoms with no bond path shorter than 1-5 on top of each other
+    energy = engine.energy(x)
+    assert energy[0].item() == math.inf
+    assert math.isfinite(energy[1].item())
+    assert engine.n_nonfinite == 1
+
+
+def test_dtype_device_and_interface():
+    system, positions = _case("ala_ala-obc1")
+    engine = TorchEnergy.from_system(system, device="cpu", dtype=torch.float32)
+    assert engine.name == "torch"
+    assert engine.description == "torch (cpu, float32)"
+    # A float64 input is computed in the engine's dtype; the gradient returns in the input's.
+    x = torch.tensor(_perturbed(positions, n=3), dtype=torch.float64, requires_grad=True)
+    energy = engine.energy(x)
+    assert energy.dtype == torch.float32 and energy.shape == (3,)
+    energy.sum().backward()
+    assert x.grad.dtype == torch.float64
+    with torch.no_grad():
+        assert engine.energy(x).requires_grad is False
+    with pytest.raises(ValueError):
+        engine.energy(torch.zeros(2, 5, 3))
+    engine.close()
+
+
+def test_unsupported_force_is_named_and_points_to_openmm():
+    system, _ = _case("dipeptide-vacuum")
+    system = openmm.XmlSerializer.deserialize(openmm.XmlSerializer.serialize(system))
+    assert unsupported_forces(system) == []
+    external = openmm.CustomExternalForce("k*x^2")
+    external.addGlobalParameter("k", 1.0)
+    system.addForce(external)
+    assert unsupported_forces(system) == ["CustomExternalForce"]
+    with pytest.raises(UnsupportedSystemError, match="CustomExternalForce") as info:
+        TorchEnergy.from_system(system)
+    assert isinstance(info.value, ValueError)
+    assert 'engine = "openmm"' in str(info.value)
+
+
+def test_unsupported_nonbonded_method_and_gb_model_are_named():
+    pdb = app.PDBFile(str(STRUCTURES / "ala_ala.pdb"))
+    ff = app.ForceField("amber99sbildn.xml")
+    system = ff.createSystem(pdb.topology, nonbondedMethod=app.CutoffNonPeriodic, constraints=None)
+    problems = unsupported_forces(system)
+    assert len(problems) == 1 and "NonbondedForce" in problems[0] and "CutoffNonPeriodic" in problems[0]
+    with pytest.raises(UnsupportedSystemError, match="CutoffNonPeriodic"):
+        TorchEnergy.from_system(system)
+    # HCT is a CustomGBForce too, but not an OBC one: it must be refused, not mis-evaluated.
+    hct = app.ForceField("amber99sbildn.xml", "implicit/hct.xml").createSystem(
+        pdb.topology, nonbondedMethod=app.NoCutoff, constraints=None)
+    problems = unsupported_forces(hct)
+    assert len(problems) == 1 and problems[0].startswith("CustomGBForce")
+    with pytest.raises(UnsupportedSystemError, match="CustomGBForce"):
+        TorchEnergy.from_system(hct)
+
+
+def test_prefer_torch_rule():
+    vacuum, _ = _case("dipeptide-vacuum")
+    obc1, _ = _case("ala_ala-obc1")
+    native_gb, _ = _case("dipeptide-gbsaobcforce")
+    use, reason = prefer_torch(obc1, 23, 256, "cpu")
+    assert use is True and "implicit solvent" in reason
+    assert prefer_torch(native_gb, 22, 64, torch.device("cpu"))[0] is True
+    # Vacuum on CPU, tiny batches and large molecules in GB stay with OpenMM.
+    assert prefer_torch(vacuum, 22, 4096, "cpu")[0] is False
+    assert prefer_torch(obc1, 23, 1, "cpu")[0] is False
+    assert prefer_torch(obc1, 300, 256, "cpu")[0] is False
+    # An accelerator takes batched work whatever the solvent model.
+    assert prefer_torch(vacuum, 22, 256, "cuda")[0] is True
+    assert prefer_torch(vacuum, 22, 256, "cuda:0")[0] is True
+    assert prefer_torch(vacuum, 22, 1, "cuda")[0] is False
+    system = openmm.XmlSerializer.deserialize(openmm.XmlSerializer.serialize(vacuum))
+    system.addForce(openmm.CustomExternalForce("x"))
+    use, reason = prefer_torch(system, 22, 4096, "cuda")
+    assert use is False and "CustomExternalForce" in reason
