@@ -232,6 +232,10 @@ class ConsoleReporter(Sink):
             f"  LR:              {fmt_lr(ev.lr)}",
             f"  Improvement from start: {improvement}",
         ]
+        if math.isfinite(ev.kl):
+            # the loss above its floor beta_c<U>_c + beta_h<U>_h: what "improvement" measures
+            held_out = f" | held-out {fmt_num(ev.kl_val)} kT" if math.isfinite(ev.kl_val) else ""
+            lines.insert(5, f"  KL fwd+inv:      {fmt_num(ev.kl)} kT{held_out}")
         if math.isfinite(ev.acc_flow) or math.isfinite(ev.acc_naive):
             acc = f"  Acceptance:      flow {fmt_prob(ev.acc_flow)} vs naive {fmt_prob(ev.acc_naive)}"
             if math.isfinite(ev.acc_flow) and math.isfinite(ev.acc_naive) and ev.acc_naive > 0:

@@ -49,7 +49,7 @@ class RunStarted(Event):
     steps_per_epoch: int = 1
     start_epoch: int = 0       # >0 when resumed: the epochs before it are already in the log
     resumed: bool = False
-    loss_floor: float = math.nan  # beta_c<U>_cold + beta_h<U>_hot: the loss when both KLs are 0
+    loss_floor: float = math.nan  # beta_c<U>_cold + beta_h<U>_hot over the training data (kT)
 
 
 @dataclass
@@ -68,6 +68,7 @@ class EpochMetrics(Event):
     n_regularised: int = 0     # energies above the regularisation threshold this epoch
     n_nonfinite: int = 0       # non-finite energies this epoch
     seconds: float = math.nan  # wall time of the epoch
+    kl: float = math.nan       # KL_fwd + KL_inv estimate (kT): the loss above its floor, paired per sample
 
 
 @dataclass
@@ -82,12 +83,14 @@ class LogBlock(Event):
     inv_energy: float
     inv_logdet: float
     lr: float
-    improvement_pct: float     # reduction of (loss - loss_floor) since epoch 0, in %
+    improvement_pct: float     # reduction of the KL estimate (loss above its floor) since epoch 0, in %
     acc_flow: float = math.nan     # flow-swap acceptance on held-out pairs
     acc_naive: float = math.nan    # naive swap acceptance on the same pairs
     ess_fwd: float = math.nan      # % ESS of importance weights, cold -> hot
     ess_inv: float = math.nan      # % ESS, hot -> cold
     roundtrip_err: float = math.nan  # max |T^-1(T(x)) - x| on held-out data
+    kl: float = math.nan           # KL_fwd + KL_inv estimate of the epoch (kT)
+    kl_val: float = math.nan       # the same on the held-out pairs: rises when the flow overfits
 
 
 @dataclass

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from .events import Alert, EpochMetrics, Event, Finished, LogBlock, RunStarted
 
 EPOCH_FIELDS = ("loss", "fwd_energy", "fwd_logdet", "inv_energy", "inv_logdet", "lr", "grad_norm",
-                "n_regularised", "n_nonfinite", "seconds")
+                "n_regularised", "n_nonfinite", "seconds", "kl")
 
 
 @dataclass
@@ -75,9 +75,9 @@ class History:
 def improvement_pct(first: float, current: float, floor: float = 0.0) -> float:
     """Improvement from start in %, measured above `floor`.
 
-    The bidirectional loss equals KL_fwd + KL_inv + beta_c<U>_cold + beta_h<U>_hot, so with the
-    floor set to that constant the percentage is the reduction of the two KL divergences and
-    stays meaningful when the raw loss (in kT) is near or below zero.
+    The trainer passes the KL estimate (the loss above beta_c<U>_cold + beta_h<U>_hot), which is
+    >= 0 in expectation, so the percentage stays meaningful when the raw loss in kT is near or
+    below zero.
     """
     if not math.isfinite(floor):
         floor = 0.0

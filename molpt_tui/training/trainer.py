@@ -63,6 +63,8 @@ class Setup:
     hot_val: torch.Tensor
     u_cold_val: torch.Tensor
     u_hot_val: torch.Tensor
+    u_cold_train: torch.Tensor
+    u_hot_train: torch.Tensor
 
 
 def build_transport(cfg, ms, cold: torch.Tensor, hot: torch.Tensor):
@@ -145,10 +147,15 @@ class Trainer:
         engine_device = str(self.device) if self.device.type == "cuda" else "cpu"
         choice = make_engine(ms, cfg.energy.engine, cfg.energy.platform, cfg.energy.n_workers,
                              cfg.training.batch_size, engine_device)
-        with torch.no_grad():
-            u_cold_val = choice.engine.energy(cold_val.to(engine_device)).double().cpu()
-            u_hot_val = choice.engine.energy(hot_val.to(engine_device)).double().cpu()
-        return Setup(ms, choice.engine, choice.reason, cold_train, hot_train, cold_val, hot_val, u_cold_val, u_hot_val)
+        def energies(x: torch.Tensor) -> torch.Tensor:
+            with torch.no_grad():
+                return torch.cat([choice.engine.energy(x[i:i + 1024].to(engine_device)).double().cpu()
+                                  for i in range(0, len(x), 1024)])
+
+        # Energies of the data themselves: the acceptance needs U(x), U(y); the KL estimate
+        # subtracts beta U of the very batch samples, which cancels most of the noise.
+        return Setup(ms, choice.engine, choice.reason, cold_train, hot_train, cold_val, hot_val,
+                     energies(cold_val), energies(hot_val), energies(cold_train), energies(hot_train))
 
     # --- energies ----------------------------------------------------------------------------
     def _energy(self, x: torch.Tensor) -> torch.Tensor:
@@ -176,7 +183,7 @@ class Trainer:
         steps = cfg.steps_per_epoch or max(1, n_pairs // cfg.batch_size)
         perm_c = torch.randperm(n_c, generator=self.gen)
         perm_h = torch.randperm(n_h, generator=self.gen)
-        sums = {k: 0.0 for k in ("loss", "fwd_e", "fwd_ld", "inv_e", "inv_ld", "grad")}
+        sums = {k: 0.0 for k in ("loss", "fwd_e", "fwd_ld", "inv_e", "inv_ld", "grad", "kl")}
         counts = {"reg": 0, "nonfinite": 0, "ok": 0}
         t0 = time.perf_counter()
         for step in range(steps):
@@ -215,6 +222,7 @@ class Trainer:
             sums["inv_e"] += inv[1]
             sums["inv_ld"] += inv[2]
             sums["grad"] += grad_norm
+            sums["kl"] += self._kl(fwd, inv, idx_c, idx_h)
         ok = max(counts["ok"], 1)
         nan = math.nan
         return EpochMetrics(
@@ -229,7 +237,15 @@ class Trainer:
             n_regularised=counts["reg"],
             n_nonfinite=counts["nonfinite"],
             seconds=time.perf_counter() - t0,
+            kl=sums["kl"] / ok if counts["ok"] else nan,
         )
+
+    def _kl(self, fwd, inv, idx_c: torch.Tensor, idx_h: torch.Tensor) -> float:
+        """KL_fwd + KL_inv estimated on this batch: the unregularised loss minus the batch's own
+        beta_c U(x) + beta_h U(y). Paired per sample, so its noise is far below that of the loss."""
+        floor = self.beta_c * float(self.setup.u_cold_train[idx_c].mean()) + \
+            self.beta_h * float(self.setup.u_hot_train[idx_h].mean())
+        return fwd[1] - fwd[2] + inv[1] - inv[2] - floor
 
     def _handle_nonfinite(self, epoch: int, loss: float, grad_norm: float) -> bool:
         """NaN/Inf guard. Returns False when training must stop."""
@@ -272,7 +288,9 @@ class Trainer:
             "optimizer": copy.deepcopy(self.optimizer.state_dict()),
             "schedule": self.schedule.state_dict(),
             "best_loss": self.best_loss,
+            "best_score": self.best_score,
             "first_loss": self.first_loss,
+            "first_kl": self.first_kl,
             "nan_failures": self.nan_failures,
             "alerts": copy.deepcopy(self.tracker.state_dict()),
             "rng": {
@@ -309,6 +327,8 @@ class Trainer:
             "ess_fwd": losses.ess_percent(-bh * u_tx + ld_f + bc * s.u_cold_val),
             "ess_inv": losses.ess_percent(-bc * u_tiy + ld_i + bh * s.u_hot_val),
             "roundtrip_err": float(torch.nan_to_num(rt, nan=math.inf).max()),
+            # paired held-out KL_fwd + KL_inv: -mean log w in both directions
+            "kl_val": float((bh * u_tx - ld_f - bc * s.u_cold_val).mean() + (bc * u_tiy - ld_i - bh * s.u_hot_val).mean()),
         }
 
     # --- checkpoints ---------------------------------------------------------------------------
@@ -373,7 +393,9 @@ class Trainer:
             raise UserError(f"{path}: checkpoint does not fit this model ({str(exc).splitlines()[0][:160]})") from None
         self.schedule.load_state_dict(ckpt["schedule"])
         self.best_loss = float(ckpt["best_loss"])
+        self.best_score = float(ckpt["best_score"])
         self.first_loss = float(ckpt["first_loss"])
+        self.first_kl = float(ckpt.get("first_kl", math.nan))
         self.nan_failures = int(ckpt.get("nan_failures", 0))
         self.tracker.load_state_dict(ckpt["alerts"])
         rng = ckpt["rng"]
@@ -388,7 +410,9 @@ class Trainer:
         self.boundary = None
         self.nan_failures = 0
         self.best_loss = math.inf
+        self.best_score = math.inf
         self.first_loss = math.nan
+        self.first_kl = math.nan
         torch.manual_seed(cfg.training.seed)
         np.random.seed(cfg.training.seed % 2**32)
         random.seed(cfg.training.seed)
@@ -421,7 +445,7 @@ class Trainer:
         if resume_ckpt is not None:
             start_epoch = self._restore(resume_ckpt)
         n_params = sum(p.numel() for p in self.transport.flow.parameters() if p.requires_grad)
-        self.loss_floor = float(self.beta_c * self.setup.u_cold_val.mean() + self.beta_h * self.setup.u_hot_val.mean())
+        self.loss_floor = float(self.beta_c * self.setup.u_cold_train.mean() + self.beta_h * self.setup.u_hot_train.mean())
         self.emit(RunStarted(
             run_dir=str(self.run_dir), preset=cfg.preset_name, model=model_label(cfg),
             t_cold=cfg.temperatures.cold, t_hot=cfg.temperatures.hot, epochs=tc.epochs,
@@ -431,8 +455,8 @@ class Trainer:
             start_epoch=start_epoch, resumed=resume_ckpt is not None, loss_floor=self.loss_floor,
         ))
         if resume_ckpt is not None:
-            self.boundary = {k: resume_ckpt[k] for k in ("epoch", "model", "optimizer", "schedule", "best_loss",
-                                                          "first_loss", "nan_failures", "alerts", "rng")}
+            self.boundary = {k: resume_ckpt[k] for k in ("epoch", "model", "optimizer", "schedule", "best_loss", "best_score",
+                                                          "first_loss", "first_kl", "nan_failures", "alerts", "rng")}
             self.message(f"resumed from {self.run_dir / 'last.pt'} at epoch {start_epoch}")
         else:
             self._initial_eval()
@@ -477,9 +501,9 @@ class Trainer:
     def _emit_finished(self, status: str) -> Finished:
         epoch = self.boundary["epoch"] if self.boundary else 0
         message = self.failed_reason or (self.control.stop_reason if status == "stopped" else "Training completed")
-        last_loss = self.history.series["loss"][-1] if len(self.history) else math.nan
+        last_kl = self.history.series["kl"][-1] if len(self.history) else math.nan
         event = Finished(status=status, epoch=epoch, files=list(self.files), message=message, best_loss=self.best_loss,
-                         improvement_pct=improvement_pct(self.first_loss, last_loss, self.loss_floor))
+                         improvement_pct=improvement_pct(self.first_kl, last_kl))
         self.emit(event)
         return event
 
@@ -499,15 +523,17 @@ class Trainer:
         bs = self.cfg.training.batch_size
         n = min(len(self.setup.cold_train), len(self.setup.hot_train))
         idx = torch.randperm(n, generator=torch.Generator().manual_seed(12345))[: n_batches * bs]
-        parts = []
+        parts, kls = [], []
         for lo in range(0, len(idx), bs):
             sel = idx[lo:lo + bs]
-            parts.append(self._step_losses(self.setup.cold_train[sel].to(self.device),
-                                           self.setup.hot_train[sel].to(self.device)))
+            fwd_b, inv_b = self._step_losses(self.setup.cold_train[sel].to(self.device),
+                                             self.setup.hot_train[sel].to(self.device))
+            parts.append((fwd_b, inv_b))
+            kls.append(self._kl(fwd_b, inv_b, sel, sel))
         mean = lambda values: float(np.nanmean(values)) if len(values) else math.nan  # noqa: E731
         fwd = [p[0] for p in parts]
         inv = [p[1] for p in parts]
-        return EpochMetrics(
+        return EpochMetrics(kl=mean(kls),
             epoch=0, loss=mean([float(f[0]) + float(i[0]) for f, i in zip(fwd, inv)]),
             fwd_energy=mean([f[1] for f in fwd]), fwd_logdet=mean([f[2] for f in fwd]),
             inv_energy=mean([i[1] for i in inv]), inv_logdet=mean([i[2] for i in inv]),
@@ -517,16 +543,19 @@ class Trainer:
     def _initial_eval(self) -> None:
         m = self.initial_metrics()
         self.first_loss = m.loss
+        self.first_kl = m.kl
         self.emit(m)
-        if math.isfinite(m.loss):
-            self.best_loss = m.loss
         stats = self.evaluate()
         self.initial_stats = dict(stats, loss=m.loss)
+        if math.isfinite(m.loss):
+            self.best_loss = m.loss
+            self.best_score = self._score(m.loss, stats)
         self.message(
             f"step 0 (untrained map): loss {m.loss:.4g} kT, flow-swap acceptance {stats['acc_flow']:.3f} vs naive "
             f"{stats['acc_naive']:.3f}, ESS {stats['ess_fwd']:.1f}% / {stats['ess_inv']:.1f}%")
         self.emit(LogBlock(epoch=0, loss=m.loss, fwd_energy=m.fwd_energy, fwd_logdet=m.fwd_logdet,
-                           inv_energy=m.inv_energy, inv_logdet=m.inv_logdet, lr=m.lr, improvement_pct=0.0, **stats))
+                           inv_energy=m.inv_energy, inv_logdet=m.inv_logdet, lr=m.lr, improvement_pct=0.0, kl=m.kl,
+                           **stats))
         for alert in self.tracker.check(self.history):
             self.emit(alert)
         self._capture_boundary(0)
@@ -539,11 +568,19 @@ class Trainer:
         self.emit(LogBlock(
             epoch=m.epoch, loss=m.loss, fwd_energy=m.fwd_energy, fwd_logdet=m.fwd_logdet,
             inv_energy=m.inv_energy, inv_logdet=m.inv_logdet, lr=m.lr,
-            improvement_pct=improvement_pct(self.first_loss, m.loss, self.loss_floor), **stats,
+            improvement_pct=improvement_pct(self.first_kl, m.kl), kl=m.kl, **stats,
         ))
         for alert in self.tracker.check(self.history):
             self.emit(alert)
-        if math.isfinite(m.loss) and m.loss < self.best_loss:
-            self.best_loss = m.loss
+        score = self._score(m.loss, stats)
+        if math.isfinite(score) and score < self.best_score:
+            self.best_score, self.best_loss = score, m.loss
             return True
         return False
+
+    @staticmethod
+    def _score(loss: float, stats: dict) -> float:
+        """best.pt is chosen on held-out data (KL of the held-out pairs), not on the training
+        loss, which keeps falling when the flow starts to overfit."""
+        kl_val = stats.get("kl_val", math.nan)
+        return kl_val if math.isfinite(kl_val) else loss
