@@ -203,3 +203,22 @@ def test_default_stream_is_stdout_and_non_tty_under_pytest_capture():
             "assert r.stream is sys.stdout and r.isatty is False;"
             "assert not any(m.startswith(('textual', 'rich')) for m in sys.modules)")
     subprocess.run([sys.executable, "-c", code], check=True, stdout=subprocess.PIPE)
+
+
+def test_regularised_and_nonfinite_energy_counts_are_shown_not_hidden():
+    import io
+
+    from molpt_tui.report.console import ConsoleReporter
+    from molpt_tui.training.events import EpochMetrics, LogBlock
+
+    common = dict(loss=1.0, fwd_energy=1.0, fwd_logdet=1.0, inv_energy=1.0, inv_logdet=1.0, lr=1e-3)
+    buf = io.StringIO()
+    reporter = ConsoleReporter(buf, isatty=False)
+    reporter.emit(EpochMetrics(epoch=3, n_regularised=4, n_nonfinite=1, **common))
+    reporter.emit(LogBlock(epoch=3, improvement_pct=3.0, kl=0.5, kl_val=0.7, **common))
+    reporter.emit(EpochMetrics(epoch=4, **common))
+    reporter.emit(LogBlock(epoch=4, improvement_pct=3.0, **common))
+    out = buf.getvalue()
+    assert "4 above the regularisation threshold, 1 non-finite" in out
+    assert out.count("regularisation threshold") == 1  # a clean epoch prints no such line
+    assert "KL fwd+inv:      0.50 kT | held-out 0.70 kT" in out

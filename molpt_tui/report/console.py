@@ -245,6 +245,11 @@ class ConsoleReporter(Sink):
             lines.append(f"  ESS:             fwd {ev.ess_fwd:.1f}% | inv {ev.ess_inv:.1f}%")
         if math.isfinite(ev.roundtrip_err):
             lines.append(f"  Round-trip err:  {ev.roundtrip_err:.2e}")
+        last = self._last
+        if last is not None and last.epoch == ev.epoch and (last.n_regularised or last.n_nonfinite):
+            # never hidden: how many energies the regularisation bent or could not count
+            lines.append(f"  Energies:        {last.n_regularised} above the regularisation threshold, "
+                         f"{last.n_nonfinite} non-finite (this epoch)")
         return "\n".join(lines)
 
     @staticmethod
