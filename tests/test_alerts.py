@@ -310,3 +310,28 @@ def test_tracker_check_on_history():
     tr = A.AlertTracker()
     assert [a.rule for a in tr.check(h)] == [A.INITIAL_LOSS_HUGE]
     assert tr.check(h) == []
+
+
+def kl_block(epoch: int, kl: float, kl_val: float) -> LogBlock:
+    return LogBlock(epoch=epoch, loss=1.0, fwd_energy=0.0, fwd_logdet=0.0, inv_energy=0.0, inv_logdet=0.0,
+                    lr=1e-3, improvement_pct=0.0, kl=kl, kl_val=kl_val)
+
+
+def test_overfitting_fires_when_held_out_kl_rises_while_training_kl_falls():
+    s = healthy_series(60)
+    kls = [(0.50, 0.60), (0.40, 0.50), (0.30, 0.45), (0.20, 0.60), (0.15, 0.65), (0.10, 0.70)]
+    blocks = [kl_block(10 * (i + 1), kl, kv) for i, (kl, kv) in enumerate(kls)]
+    out = [a for a in A.evaluate(build(s, blocks=blocks)) if a.rule == A.OVERFITTING]
+    assert len(out) == 1 and out[0].epoch == 60 and "best.pt" in out[0].hint
+    assert "0.45" in out[0].message and "epoch 30" in out[0].message
+
+
+@pytest.mark.parametrize("kls", [
+    [(0.50, 0.60), (0.40, 0.50), (0.30, 0.45), (0.25, 0.42), (0.20, 0.40), (0.15, 0.39)],  # both improve
+    [(0.50, 0.60), (0.40, 0.50), (0.30, 0.45), (0.28, 0.47), (0.27, 0.48), (0.26, 0.46)],  # noise, < 0.1 kT
+    [(0.50, 0.60), (0.40, 0.50), (0.30, 0.45), (0.40, 0.60), (0.50, 0.65), (0.55, 0.70)],  # both worsen: not overfitting
+])
+def test_overfitting_quiet_otherwise(kls):
+    s = healthy_series(60)
+    blocks = [kl_block(10 * (i + 1), kl, kv) for i, (kl, kv) in enumerate(kls)]
+    assert A.OVERFITTING not in rules(A.evaluate(build(s, blocks=blocks)))

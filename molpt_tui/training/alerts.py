@@ -31,6 +31,7 @@ LOSS_STUCK = "loss_stuck"
 LOGDET_ASYMMETRY = "logdet_asymmetry"
 GRAD_EXPLOSION = "grad_explosion"
 ACCEPTANCE_COLLAPSE = "acceptance_collapse"
+OVERFITTING = "overfitting"
 
 HINTS: dict[str, str] = {
     INITIAL_LOSS_HUGE: (
@@ -63,6 +64,10 @@ HINTS: dict[str, str] = {
     LOGDET_ASYMMETRY: "Check the data normalisation, and train longer.",
     GRAD_EXPLOSION: "Lower the learning rate and tighten gradient clipping.",
     ACCEPTANCE_COLLAPSE: "Stop and resume from best.pt, with a lower learning rate.",
+    OVERFITTING: (
+        "Use best.pt (chosen on the held-out KL); generate more data (data.n_samples), train "
+        "fewer epochs or lower the learning rate."
+    ),
 }
 
 
@@ -122,6 +127,12 @@ class AlertThresholds:
     acc_min_best: float = 1e-3
     # ... or flow acceptance below naive * (1 - acc_naive_margin) [fraction].
     acc_naive_margin: float = 0.1
+
+    # overfitting: held-out KL above its best by this much [kT] and this fraction, while the
+    # training KL kept falling, over the last `overfit_blocks` log blocks.
+    overfit_min_rise: float = 0.1
+    overfit_rel_rise: float = 0.25
+    overfit_blocks: int = 3
 
     # AlertTracker: a raised rule re-arms once its condition has been absent this long [epochs].
     rearm_epochs: int = 5
@@ -356,6 +367,25 @@ def rule_acceptance_collapse(history: History, th: AlertThresholds) -> list[Aler
                    "Acceptance collapsed: " + "; ".join(reasons) + ".")]
 
 
+def rule_overfitting(history: History, th: AlertThresholds) -> list[Alert]:
+    """The held-out KL rises from its best while the training KL keeps falling: the flow is
+    learning the training samples rather than the ensembles."""
+    blocks = [b for b in history.blocks if math.isfinite(b.kl_val) and math.isfinite(b.kl)]
+    if len(blocks) < th.overfit_blocks + 1:
+        return []
+    best = min(blocks, key=lambda b: b.kl_val)
+    recent = blocks[-th.overfit_blocks:]
+    rise = min(b.kl_val for b in recent) - best.kl_val
+    if best in recent or rise < max(th.overfit_min_rise, th.overfit_rel_rise * abs(best.kl_val)):
+        return []
+    if not recent[-1].kl < best.kl:
+        return []
+    last = recent[-1]
+    return [_alert(OVERFITTING, "warning", last.epoch,
+                   f"Held-out KL rose from {best.kl_val:.3g} kT (epoch {best.epoch}) to {last.kl_val:.3g} kT "
+                   f"while the training KL fell to {last.kl:.3g} kT: the flow is overfitting the training data.")]
+
+
 Rule = Callable[[History, AlertThresholds], list[Alert]]
 
 RULES: dict[str, Rule] = {
@@ -369,6 +399,7 @@ RULES: dict[str, Rule] = {
     LOGDET_ASYMMETRY: rule_logdet_asymmetry,
     GRAD_EXPLOSION: rule_grad_explosion,
     ACCEPTANCE_COLLAPSE: rule_acceptance_collapse,
+    OVERFITTING: rule_overfitting,
 }
 RULE_IDS: tuple[str, ...] = tuple(RULES)
 
