@@ -15,6 +15,13 @@ from .errors import UserError
 EPILOG = "Presets: `molpt-tui presets`. Docs: README.md."
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage mistakes read like every other bad input: one line on stderr, exit 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"molpt-tui: error: {message} (see `{self.prog} --help`)\n")
+
+
 def _add_preset_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", default=None, metavar="NAME|FILE",
                    help="preset name (see `molpt-tui presets`) or path to a .toml file (default: quickstart)")
@@ -23,7 +30,7 @@ def _add_preset_args(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="molpt-tui",
         description="Train normalizing flows between temperatures for flow-enhanced parallel tempering, "
                     "and watch them train in the terminal.",
@@ -111,9 +118,20 @@ def _presets(args) -> int:
 
 
 def _plot(args) -> int:
+    from pathlib import Path
+
+    run_dir = Path(args.run_dir)
+    if not (run_dir / "metrics.jsonl").is_file():
+        raise UserError(f"{run_dir}: no metrics.jsonl here (give the run directory of a `molpt-tui train` run)")
     from .report.plotting import plot_run_dir
 
-    path = plot_run_dir(args.run_dir)
+    def warn(message: str) -> None:
+        print(f"molpt-tui: warning: {message}", file=sys.stderr)
+
+    try:
+        path = plot_run_dir(run_dir, warn=warn)
+    except OSError as exc:
+        raise UserError(f"{exc.filename or run_dir}: cannot write the PNG ({exc.strerror or exc})") from None
     print(f"Wrote {path}")
     return 0
 
@@ -150,8 +168,22 @@ def main(argv: list[str] | None = None) -> int:
         print("molpt-tui: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:  # `molpt-tui presets | head`
+        if not _stdout_closed():
+            raise  # another pipe (a worker process died): not ours to hide
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
+
+
+def _stdout_closed() -> bool:
+    """Whether the reader of stdout has gone (poll reports an error on the pipe's write end)."""
+    try:
+        import select
+
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), 0)
+        return any(events & (select.POLLERR | select.POLLHUP) for _, events in poller.poll(0))
+    except (OSError, ValueError, AttributeError):
+        return True
 
 
 if __name__ == "__main__":

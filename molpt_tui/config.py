@@ -125,6 +125,7 @@ class Config:
     preset_name: str = field(default="", metadata={"internal": True})
     source: str = field(default="<defaults>", metadata={"internal": True})
     base_dir: str = field(default=".", metadata={"internal": True})
+    origins: dict[str, str] = field(default_factory=dict, metadata={"internal": True})  # key -> file or "--set"
 
     # --- derived paths -------------------------------------------------------
     def resolve(self, path: str) -> Path:
@@ -318,6 +319,7 @@ def _apply(cfg: Config, data: dict[str, Any], source: str) -> None:
                 if key not in fields:
                     raise _unknown(source, f"alerts.{key}", list(fields))
                 cfg.alerts[key] = _coerce(value, fields[key], source, f"alerts.{key}")
+                cfg.origins[f"alerts.{key}"] = source
             continue
         target = getattr(cfg, section)
         fields = _section_types(type(target))
@@ -326,17 +328,26 @@ def _apply(cfg: Config, data: dict[str, Any], source: str) -> None:
             if key not in fields:
                 raise _unknown(source, full, list(fields))
             setattr(target, key, _coerce(value, fields[key], source, full))
+            cfg.origins[full] = source
     del tp
 
 
+def _origin(cfg: Config, *keys: str) -> str:
+    """Where a value came from, so a bad --set is not blamed on the preset file."""
+    for key in keys:
+        if cfg.origins.get(key, cfg.source) != cfg.source:
+            return cfg.origins[key]
+    return cfg.source
+
+
 def validate(cfg: Config, check_files: bool = True) -> Config:
-    src = cfg.source
     for key, check in _CHECKS.items():
         section, name = key.split(".")
         value = getattr(getattr(cfg, section), name)
         if not check(value):
-            raise ConfigError(src, key, f"{value!r} is not allowed", f"allowed: {check.allowed}")
+            raise ConfigError(_origin(cfg, key), key, f"{value!r} is not allowed", f"allowed: {check.allowed}")
     t = cfg.temperatures
+    src = _origin(cfg, "temperatures.cold", "temperatures.hot", "temperatures.ladder")
     if t.cold >= t.hot:
         raise ConfigError(src, "temperatures.cold", f"cold ({t.cold} K) must be below hot ({t.hot} K)",
                           "swap the values or raise temperatures.hot")
@@ -346,6 +357,7 @@ def validate(cfg: Config, check_files: bool = True) -> Config:
             raise ConfigError(src, "temperatures.ladder", "must be strictly increasing")
         if t.cold not in ladder or t.hot not in ladder:
             raise ConfigError(src, "temperatures.ladder", "must contain temperatures.cold and temperatures.hot")
+    src = _origin(cfg, "system.forcefield")
     if not cfg.system.forcefield:
         raise ConfigError(src, "system.forcefield", "needs at least one force-field XML file")
     if cfg.training.warmup_epochs > cfg.training.epochs:
@@ -353,8 +365,10 @@ def validate(cfg: Config, check_files: bool = True) -> Config:
     if check_files:
         pdb = cfg.pdb_path
         if not pdb.is_file():
-            raise ConfigError(src, "system.pdb", f"file not found: {pdb}",
-                              "give a path relative to the preset file or an absolute path")
+            where = ("relative to the current directory" if cfg.origins.get("system.pdb") == "--set"
+                     else "relative to the preset file")
+            raise ConfigError(_origin(cfg, "system.pdb"), "system.pdb", f"file not found: {pdb}",
+                              f"give a path {where} or an absolute path")
         for ff in cfg.system.forcefield:
             if not _forcefield_exists(ff, cfg):
                 raise ConfigError(src, "system.forcefield", f"force-field file not found: {ff}",
@@ -452,13 +466,28 @@ def load_config(preset: str | None = None, overrides: list[str] | tuple[str, ...
         raise ConfigError(source, "", f"cannot read: {exc.strerror}") from None
     cfg = Config(preset_name=path.stem, source=source, base_dir=str(path.resolve().parent))
     _apply(cfg, data, source)
+    apply_overrides(cfg, overrides)
+    return validate(cfg, check_files=check_files)
+
+
+def apply_overrides(cfg: Config, overrides: list[str] | tuple[str, ...]) -> None:
+    """`--set section.key=value` items, typed and checked like preset keys."""
     for item in overrides:
         key, raw = parse_override(item)
         parts = key.split(".")
-        if len(parts) != 2:
+        if len(parts) != 2 or not all(parts):
             raise ConfigError("--set", key, "expected section.key", "e.g. --set training.lr=1e-4")
         _apply(cfg, {parts[0]: {parts[1]: _override_value(raw)}}, "--set")
-    return validate(cfg, check_files=check_files)
+    _cwd_relative_overrides(cfg)
+
+
+def _cwd_relative_overrides(cfg: Config) -> None:
+    """A file named on the command line is relative to where the command runs, not to the
+    preset file (`--set system.pdb=my.pdb`)."""
+    if cfg.origins.get("system.pdb") == "--set":
+        cfg.system.pdb = str(Path(os.path.expanduser(cfg.system.pdb)).absolute())
+    if cfg.origins.get("system.forcefield") == "--set":
+        cfg.system.forcefield = [str(Path(ff).resolve()) if Path(ff).is_file() else ff for ff in cfg.system.forcefield]
 
 
 def config_from_dict(data: dict[str, Any], source: str, base_dir: str, preset_name: str = "") -> Config:

@@ -41,7 +41,8 @@ class ReplicaData:
     def index_of(self, temperature: float) -> int:
         hits = np.flatnonzero(np.isclose(self.temperatures, temperature, atol=1e-6))
         if hits.size == 0:
-            raise UserError(f"data file has no samples at {temperature} K (it holds {list(self.temperatures)}); "
+            held = ", ".join(f"{t:g}" for t in self.temperatures)
+            raise UserError(f"data file has no samples at {temperature:g} K (it holds {held} K); "
                             "run `molpt-tui simulate --force` with this preset")
         return int(hits[0])
 

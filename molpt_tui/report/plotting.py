@@ -181,6 +181,9 @@ def _overlay_acceptance(ax, history: History) -> None:
 def _write_atomic(fig: Figure, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 would hide the PNG from the group (shared runs)
     try:
         with os.fdopen(fd, "wb") as fh:
             fig.savefig(fh, format="png")

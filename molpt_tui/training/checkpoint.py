@@ -48,14 +48,17 @@ def atomic_write_bytes(path: Path, write) -> None:
 
 
 def _plain(value: Any) -> Any:
-    """Containers and str subclasses as plain built-ins: `torch.__version__` is a TorchVersion, which
-    `weights_only` loading refuses, so a checkpoint holding it could never be resumed."""
+    """str subclasses as plain str: `torch.__version__` is a TorchVersion, which `weights_only`
+    loading refuses, so a checkpoint holding it could never be resumed. Containers with nothing
+    to convert are returned as they are (state dicts keep their type and metadata)."""
+    if isinstance(value, str):
+        return value if type(value) is str else str(value)
     if isinstance(value, dict):
-        return {_plain(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return type(value)(_plain(v) for v in value) if type(value) in (list, tuple) else [_plain(v) for v in value]
-    if isinstance(value, str) and type(value) is not str:
-        return str(value)
+        items = {k: _plain(v) for k, v in value.items()}
+        return value if all(items[k] is value[k] for k in value) else items
+    if type(value) in (list, tuple):
+        items = [_plain(v) for v in value]
+        return value if all(a is b for a, b in zip(items, value)) else type(value)(items)
     return value
 
 
@@ -65,9 +68,23 @@ def save_checkpoint(path: Path, payload: dict[str, Any]) -> Path:
     payload = _plain(dict(payload, format=CHECKPOINT_FORMAT, format_version=CHECKPOINT_VERSION))
     try:
         atomic_write_bytes(Path(path), lambda fh: torch.save(payload, fh))
-    except OSError as exc:
-        raise UserError(f"{path}: cannot write checkpoint ({exc.strerror or exc}); free disk space or use --out") from None
+    except (OSError, RuntimeError) as exc:
+        # torch's zip writer hides a failed write (disk full) behind a RuntimeError from its __exit__.
+        cause = _os_error(exc)
+        if cause is None:
+            raise
+        raise UserError(f"{path}: cannot write checkpoint ({cause.strerror or cause}); "
+                        "free disk space or use --out") from None
     return Path(path)
+
+
+def _os_error(exc: BaseException | None) -> OSError | None:
+    seen = 0
+    while exc is not None and seen < 10:
+        if isinstance(exc, OSError):
+            return exc
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return None
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
@@ -80,12 +97,11 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise UserError(f"{path}: checkpoint not found")
     try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
+        # Checkpoints written before `_plain` hold torch.__version__ as a TorchVersion (a str).
+        with torch.serialization.safe_globals([torch.torch_version.TorchVersion]):
+            data = torch.load(path, map_location="cpu", weights_only=True)
     except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError, OSError) as exc:
-        lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
-        # torch's weights_only refusal puts the actual reason on a later line
-        reason = next((ln for ln in lines if "Unsupported global" in ln), lines[0] if lines else type(exc).__name__)
-        raise UserError(f"{path}: corrupt or unreadable checkpoint ({reason[:160]}); "
+        raise UserError(f"{path}: corrupt or unreadable checkpoint ({_load_problem(exc)}); "
                         "use another checkpoint (best.pt, last.pt) or start a new run with --force") from None
     if not isinstance(data, dict) or data.get("format") != CHECKPOINT_FORMAT:
         raise UserError(f"{path}: not a molpt-tui checkpoint")
@@ -96,9 +112,13 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
 
 def _load_problem(exc: BaseException) -> str:
     """The useful part of torch.load's multi-paragraph messages, on one short line."""
+    import zipfile
+
     text = str(exc)
-    if "central directory" in text or "zip archive" in text or isinstance(exc, (EOFError, zipfile_error())):
+    if "central directory" in text or "zip archive" in text or isinstance(exc, (EOFError, zipfile.BadZipFile)):
         return "truncated or damaged file"
+    if "inline_container" in text:
+        return "not a torch checkpoint file"
     if "WeightsUnpickler error:" in text:
         rest = text.split("WeightsUnpickler error:", 1)[1].strip().splitlines()
         detail = rest[0].strip() if rest else ""
@@ -110,8 +130,3 @@ def _load_problem(exc: BaseException) -> str:
     first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
     return first[:160]
 
-
-def zipfile_error():
-    import zipfile
-
-    return zipfile.BadZipFile

@@ -22,9 +22,15 @@ class MetricsLogSink:
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
         new = not self.path.exists() or self.path.stat().st_size == 0
+        torn = not new and not _ends_with_newline(self.path)
         self._fh = open(self.path, "a", encoding="utf-8")
         if new:
             self._write(header_line())
+        elif torn:
+            # A writer killed mid-line (kill -9, full disk) left a partial last line: end it, so
+            # it stays one skipped line instead of swallowing this run's first event.
+            self._fh.write("\n")
+            self._fh.flush()
 
     def _write(self, obj: dict) -> None:
         self._fh.write(json.dumps(obj, allow_nan=False) + "\n")
@@ -36,6 +42,12 @@ class MetricsLogSink:
     def close(self) -> None:
         if not self._fh.closed:
             self._fh.close()
+
+
+def _ends_with_newline(path: Path) -> bool:
+    with open(path, "rb") as fh:
+        fh.seek(-1, os.SEEK_END)
+        return fh.read(1) == b"\n"
 
 
 def parse_line(line: str) -> Event | None:

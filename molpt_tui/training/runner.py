@@ -1,6 +1,7 @@
 """`molpt-tui train`: config, run directory, data, signals, then the TUI or the headless sinks."""
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import sys
@@ -31,7 +32,7 @@ def load_run_config(run_dir: Path, overrides: list[str]):
     """The config saved in a run directory (for --resume), with flag overrides applied."""
     import tomllib
 
-    from ..config import _apply, _override_value, parse_override, validate, Config
+    from ..config import Config, _apply, apply_overrides, validate
 
     path = run_dir / CONFIG_FILE
     if not path.is_file():
@@ -45,10 +46,7 @@ def load_run_config(run_dir: Path, overrides: list[str]):
     preset = first.split("preset:", 1)[1].strip(" )") if "preset:" in first else run_dir.name
     cfg = Config(preset_name=preset, source=str(path), base_dir=str(run_dir))
     _apply(cfg, data, str(path))
-    for item in overrides:
-        key, raw = parse_override(item)
-        section, _, name = key.partition(".")
-        _apply(cfg, {section: {name: _override_value(raw)}}, "--set")
+    apply_overrides(cfg, overrides)
     return validate(cfg)
 
 
@@ -60,21 +58,40 @@ class RunLock:
         self.held = False
 
     def acquire(self) -> None:
-        for _ in range(2):
-            try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                pid = self._owner()
-                if pid and _alive(pid) and pid != os.getpid():
-                    raise UserError(f"{self.path.parent}: another trainer (PID {pid}) is writing this run directory; "
-                                    "stop it first or use --out for a new directory") from None
-                self.path.unlink(missing_ok=True)  # stale: its process is gone
-                continue
-            with os.fdopen(fd, "w") as fh:
-                fh.write(f"{os.getpid()}\n")
-            self.held = True
-            return
+        for _ in range(3):
+            if self._try_create():
+                self.held = True
+                return
+            pid = self._owner()
+            if pid and _alive(pid) and pid != os.getpid():
+                raise UserError(f"{self.path.parent}: another trainer (PID {pid}) is writing this run directory; "
+                                "stop it first or use --out for a new directory")
+            self.path.unlink(missing_ok=True)  # stale: its process is gone
         raise UserError(f"{self.path}: cannot take the run-directory lock")
+
+    def _try_create(self) -> bool:
+        """The lock appears with the PID already in it (written aside, then hard-linked), so a
+        second trainer never reads an empty lock and mistakes it for a stale one."""
+        tmp = self.path.with_name(f"{LOCK_FILE}.{os.getpid()}.tmp")
+        try:
+            tmp.write_text(f"{os.getpid()}\n")
+            try:
+                os.link(tmp, self.path)
+            except FileExistsError:
+                return False
+            except OSError:  # a file system without hard links
+                try:
+                    fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+                except FileExistsError:
+                    return False
+                with os.fdopen(fd, "w") as fh:
+                    fh.write(f"{os.getpid()}\n")
+            return True
+        except OSError as exc:
+            raise UserError(f"{self.path.parent}: cannot write the run directory ({exc.strerror or exc}); "
+                            "choose another --out") from None
+        finally:
+            tmp.unlink(missing_ok=True)
 
     def _owner(self) -> int | None:
         try:
@@ -98,7 +115,8 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def prepare_run_dir(run_dir: Path, resume: bool, force: bool) -> None:
+def check_run_dir(run_dir: Path, resume: bool, force: bool) -> None:
+    """What can be said about the run directory without touching it."""
     if resume:
         if not (run_dir / "last.pt").is_file():
             raise UserError(f"{run_dir}: no last.pt to resume from (start a new run without --resume)")
@@ -108,6 +126,9 @@ def prepare_run_dir(run_dir: Path, resume: bool, force: bool) -> None:
     if run_dir.is_dir() and any(p.name != LOCK_FILE for p in run_dir.iterdir()) and not force:
         raise UserError(f"{run_dir}: run directory is not empty; continue it with --resume {run_dir}, "
                         "replace it with --force, or pick another --out")
+
+
+def create_run_dir(run_dir: Path) -> None:
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
         probe = run_dir / ".write-test"
@@ -115,10 +136,62 @@ def prepare_run_dir(run_dir: Path, resume: bool, force: bool) -> None:
         probe.unlink()
     except OSError as exc:
         raise UserError(f"{run_dir}: cannot write the run directory ({exc.strerror or exc}); choose another --out") from None
-    if force:
-        # Start clean: a new run must not append to another run's history.
-        for name in (METRICS_FILE, "last.pt", "best.pt"):
-            (run_dir / name).unlink(missing_ok=True)
+
+
+def clear_run_dir(run_dir: Path) -> None:
+    """--force: a new run must not append to another run's history (called with the lock held)."""
+    for name in (METRICS_FILE, "last.pt", "best.pt"):
+        (run_dir / name).unlink(missing_ok=True)
+
+
+def remove_stale_temps(run_dir: Path) -> None:
+    """Half-written checkpoints of a killed trainer (`.last.pt.XXXX.tmp`, kill -9 mid-write):
+    never loaded, but each is as large as a checkpoint. Called with the lock held."""
+    for path in run_dir.glob(".*.tmp"):
+        if path.name.startswith((".last.pt.", ".best.pt.", ".molecular_pt_", f".{CONFIG_FILE}.", f"{LOCK_FILE}.")):
+            path.unlink(missing_ok=True)
+
+
+def preflight(cfg, run_dir: Path, resume: bool) -> None:
+    """Every input problem the trainer would meet, found before anything is written: a failed
+    start leaves no half-made run directory and never rewrites the config of a good run."""
+    from ..physics.systems import system_from_config
+    from .trainer import resolve_device
+
+    resolve_device(cfg.training.device)
+    ms = system_from_config(cfg)
+    data_path = cfg.data_path
+    if data_path.exists():
+        from ..physics.data import load_data
+
+        data = load_data(data_path, ms)
+        try:
+            n = min(len(data.at(cfg.temperatures.cold)), len(data.at(cfg.temperatures.hot)))
+        except UserError as exc:
+            raise UserError(f"{data_path}: {exc}") from None
+        n_val = max(2, int(round(n * cfg.data.validation_fraction)))
+        if n - n_val < 2:
+            raise UserError(f"{data_path}: only {n} samples per temperature; need more (data.n_samples)")
+    if resume:
+        from .checkpoint import load_checkpoint
+
+        path = run_dir / "last.pt"
+        ckpt = load_checkpoint(path)
+        system = ckpt.get("system") or {}
+        if system.get("atom_names") != list(ms.atom_names):
+            raise UserError(f"{path}: checkpoint is for another system ({system.get('pdb')}, "
+                            f"{system.get('n_atoms')} atoms) than {ms.pdb_path.name} ({ms.n_atoms} atoms)")
+        saved = (ckpt.get("config") or {}).get("model") or {}
+        wanted = cfg.to_dict()["model"]
+        if saved != wanted:
+            diff = ", ".join(f"model.{k} {saved.get(k)!r} in the checkpoint, {wanted.get(k)!r} now"
+                             for k in sorted(set(saved) | set(wanted)) if saved.get(k) != wanted.get(k))
+            raise UserError(f"{path}: checkpoint has another model architecture ({diff}); "
+                            "resume without changing [model], or start a new run with --out")
+        epoch = int(ckpt.get("epoch", 0))
+        if epoch >= cfg.training.epochs:
+            raise UserError(f"{path}: the run is already at epoch {epoch} of {cfg.training.epochs}; "
+                            f"raise --epochs above {epoch} to train on")
 
 
 def _write_config(cfg, run_dir: Path) -> None:
@@ -176,10 +249,19 @@ def train_command(args) -> int:
     if use_tui and not sys.stdout.isatty():
         print("molpt-tui: stdout is not a terminal: running headless (as with --no-ui)", file=sys.stderr)
         use_tui = False
-    prepare_run_dir(run_dir, bool(args.resume), bool(args.force))
+    resume = bool(args.resume)
+    check_run_dir(run_dir, resume, bool(args.force))
     lock = RunLock(run_dir)
-    lock.acquire()
     try:
+        if resume:
+            lock.acquire()  # a second trainer is told so at once
+        preflight(cfg, run_dir, resume)
+        if not resume:
+            create_run_dir(run_dir)
+            lock.acquire()
+            if args.force:
+                clear_run_dir(run_dir)
+        remove_stale_temps(run_dir)
         if not cfg.data_path.is_file():
             from ..physics.data import simulate
 
@@ -188,10 +270,18 @@ def train_command(args) -> int:
             simulate(cfg)
         _write_config(cfg, run_dir)
         if use_tui:
-            return _train_tui(cfg, run_dir, bool(args.resume), no_mouse=args.no_mouse)
-        return _train_headless(cfg, run_dir, bool(args.resume))
+            return _train_tui(cfg, run_dir, resume, no_mouse=args.no_mouse)
+        return _train_headless(cfg, run_dir, resume)
+    except OSError as exc:
+        if exc.errno not in _DISK_ERRORS:
+            raise
+        where = exc.filename or run_dir
+        raise UserError(f"{where}: cannot write ({exc.strerror}); free disk space or choose another --out") from None
     finally:
         lock.release()
+
+
+_DISK_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG}
 
 
 def _exit_code(finished, signals: _Signals | None) -> int:
