@@ -16,7 +16,6 @@ import time
 
 import numpy as np
 import openmm
-import openmm.app as app
 import openmm.unit as u
 
 from molpt_tui.config import load_config

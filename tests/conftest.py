@@ -1,11 +1,9 @@
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-STRUCTURES = ROOT / "presets" / "structures"
+from molpt_testdata import STRUCTURES, TINY_DATA, TINY_TRAIN
 
 
 @pytest.fixture(scope="session")
@@ -22,9 +20,6 @@ def aa_obc1_system():
     return build_system(STRUCTURES / "ala_ala.pdb", ["amber99sbildn.xml", "implicit/obc1.xml"])
 
 
-TINY_DATA = ["data.n_samples=600", "data.stride=20", "data.swap_every=20", "data.equilibration_ps=1.0"]
-TINY_TRAIN = ["model.hidden=16", "model.n_layers=2", "training.batch_size=32", "training.steps_per_epoch=3",
-              "logging.eval_samples=64", "training.warmup_epochs=1", "energy.engine=openmm"]
 
 
 @pytest.fixture(scope="session")

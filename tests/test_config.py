@@ -64,7 +64,7 @@ BASE = '[system]\npdb = "{pdb}"\nforcefield = ["amber96.xml"]\n'
     ("[training\nlr = 1\n", r"not valid TOML"),
 ])
 def test_bad_presets_name_file_and_key(tmp_path, body, match):
-    from conftest import STRUCTURES
+    from molpt_testdata import STRUCTURES
 
     path = _write(tmp_path, BASE.format(pdb=STRUCTURES / "alanine_dipeptide.pdb") + body)
     with pytest.raises(ConfigError, match=match) as info:
@@ -76,7 +76,7 @@ def test_bad_presets_name_file_and_key(tmp_path, body, match):
 def test_missing_files_are_named(tmp_path):
     with pytest.raises(ConfigError, match=r"system.pdb: file not found"):
         load_config(_write(tmp_path, '[system]\npdb = "nope.pdb"\n'))
-    from conftest import STRUCTURES
+    from molpt_testdata import STRUCTURES
 
     with pytest.raises(ConfigError, match=r"system.forcefield: force-field file not found: nope.xml"):
         load_config(_write(tmp_path, BASE.format(pdb=STRUCTURES / "ala_ala.pdb").replace("amber96.xml", "nope.xml")))

@@ -136,7 +136,7 @@ SCRIPT = textwrap.dedent("""
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL])
 def test_no_orphan_workers_after_ctrl_c_or_kill(tmp_path, sig):
-    from conftest import STRUCTURES
+    from molpt_testdata import STRUCTURES
 
     proc = subprocess.Popen([sys.executable, "-c", SCRIPT, str(STRUCTURES / "alanine_dipeptide.pdb")],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

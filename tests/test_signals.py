@@ -294,9 +294,6 @@ def test_kill_9_at_random_moments_never_leaves_a_broken_last_pt(data, tmp_path):
     t.assert_no_orphans()
 
 
-@pytest.mark.xfail(strict=True, reason="OpenMM bridge workers (physics/openmm_bridge.py) ignore only SIGINT: "
-                   "SIGTERM to the whole process group (SLURM scancel, systemd stop) kills them and the run "
-                   "fails instead of stopping cleanly with 143")
 def test_sigterm_to_the_whole_process_group_stops_cleanly(trainers):
     """What scancel does: SIGTERM to every process of the job. Made deterministic by letting the
     energy worker get it first; the trainer must keep stepping, then stop as for SIGTERM."""

@@ -6,8 +6,6 @@ import math
 import subprocess
 import sys
 
-import numpy as np
-import pytest
 import torch
 
 from molpt_tui.training.checkpoint import load_checkpoint
@@ -69,7 +67,7 @@ def test_tiny_run_writes_every_output(tiny_config, tmp_path):
 def test_start_is_sane_on_quickstart(tiny_data, tmp_path):
     """The old prototype started at 1e12-1e14; the harmonic start must beat naive swaps."""
     from molpt_tui.config import load_config
-    from conftest import TINY_DATA
+    from molpt_testdata import TINY_DATA
 
     cfg = load_config("quickstart", TINY_DATA + [f"data.path={tiny_data}", "training.epochs=1",
                                                   "training.steps_per_epoch=1", "energy.engine=openmm"])
@@ -161,7 +159,7 @@ def test_nan_guard_stops_after_k_failures_with_a_usable_checkpoint(tiny_config, 
 
 
 def test_headless_paths_do_not_import_textual(tiny_data, tmp_path):
-    from conftest import TINY_DATA, TINY_TRAIN
+    from molpt_testdata import TINY_DATA, TINY_TRAIN
 
     args = ["train", "--no-ui", "--epochs", "1", "--out", str(tmp_path / "run")]
     for item in TINY_DATA + TINY_TRAIN + [f"data.path={tiny_data}"]:

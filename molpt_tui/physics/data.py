@@ -15,7 +15,6 @@ from __future__ import annotations
 import math
 import multiprocessing as mp
 import os
-import signal
 import tempfile
 import time
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import UserError
+from .openmm_bridge import ignore_job_signals
 from .units import beta
 
 FORMAT_NAME = "molpt-tui.replica-data"
@@ -53,7 +53,7 @@ class ReplicaData:
 # --- MD workers --------------------------------------------------------------------------------
 
 def _md_worker(conn, system_xml, temperatures, timestep_fs, friction, platform, seed):
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    ignore_job_signals()
     import openmm
     import openmm.unit as u
 

@@ -62,9 +62,18 @@ def _evaluate(context, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return energies, forces
 
 
+def ignore_job_signals() -> None:
+    """Ctrl-C, scancel/systemd (SIGTERM), a dropped SSH session (SIGHUP) and SIGUSR1 reach the
+    whole process group; the parent decides when workers stop, and a dead parent is noticed
+    as EOF on the pipe."""
+    for name in ("SIGINT", "SIGTERM", "SIGHUP", "SIGUSR1"):
+        sig = getattr(signal, name, None)
+        if sig is not None:
+            signal.signal(sig, signal.SIG_IGN)
+
+
 def _worker_main(conn, system_xml: str, platform: str) -> None:
-    # Ctrl-C goes to the whole process group; the parent decides when workers stop.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    ignore_job_signals()
     try:
         context = _make_context(system_xml, platform)
         conn.send(("ready", None))

@@ -61,7 +61,6 @@ def load_pdb(path: str | Path):
 
 def build_system(pdb_path: str | Path, forcefield: list[str], constraints: str = "none") -> MolecularSystem:
     """`constraints` is only for MD (`simulate`); energies for training use the default 'none'."""
-    import openmm
     import openmm.app as app
     import openmm.unit as unit
 

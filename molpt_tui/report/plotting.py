@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Callable, Sequence
@@ -179,23 +178,9 @@ def _overlay_acceptance(ax, history: History) -> None:
 
 
 def _write_atomic(fig: Figure, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 would hide the PNG from the group (shared runs)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fig.savefig(fh, format="png")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    from ..training.checkpoint import atomic_write_bytes
+
+    atomic_write_bytes(path, lambda fh: fig.savefig(fh, format="png"))
 
 
 def save_loss_curves(history: History, path: str | os.PathLike, title: str | None = None) -> Path:

@@ -475,10 +475,18 @@ class Trainer:
         except Exception as exc:
             status = "failed"
             self.failed_reason = f"{type(exc).__name__}: {exc}"
-            self._finish_files(status)
-            self._emit_finished(status)
+            try:
+                self._finish_files(status)
+            finally:
+                self._emit_finished(status)
             raise
-        self._finish_files(status)
+        try:
+            self._finish_files(status)
+        except BaseException as exc:
+            # e.g. the disk filled while writing the final model: the log must still say so
+            self.failed_reason = self.failed_reason or f"could not write results: {exc}"
+            self._emit_finished("failed")
+            raise
         return self._emit_finished(status)
 
     def _end_epoch(self, metrics: EpochMetrics) -> None:
