@@ -83,7 +83,7 @@ class LogBlock(Event):
     inv_energy: float
     inv_logdet: float
     lr: float
-    improvement_pct: float     # reduction of the KL estimate (loss above its floor) since epoch 0, in %
+    improvement_pct: float     # reduction of the held-out KL (loss above its floor) since epoch 0, in %
     acc_flow: float = math.nan     # flow-swap acceptance on held-out pairs
     acc_naive: float = math.nan    # naive swap acceptance on the same pairs
     ess_fwd: float = math.nan      # % ESS of importance weights, cold -> hot

@@ -75,9 +75,10 @@ class History:
 def improvement_pct(first: float, current: float, floor: float = 0.0) -> float:
     """Improvement from start in %, measured above `floor`.
 
-    The trainer passes the KL estimate (the loss above beta_c<U>_cold + beta_h<U>_hot), which is
-    >= 0 in expectation, so the percentage stays meaningful when the raw loss in kT is near or
-    below zero.
+    The trainer passes the held-out KL estimate (the loss above beta_c<U>_cold + beta_h<U>_hot on
+    pairs not trained on), which is >= 0 in expectation and, unlike the training value, does not
+    reward overfitting; the raw loss in kT can sit near or below zero, where a percentage of it
+    means nothing.
     """
     if not math.isfinite(floor):
         floor = 0.0

@@ -509,9 +509,8 @@ class Trainer:
     def _emit_finished(self, status: str) -> Finished:
         epoch = self.boundary["epoch"] if self.boundary else 0
         message = self.failed_reason or (self.control.stop_reason if status == "stopped" else "Training completed")
-        last_kl = self.history.series["kl"][-1] if len(self.history) else math.nan
         event = Finished(status=status, epoch=epoch, files=list(self.files), message=message, best_loss=self.best_loss,
-                         improvement_pct=improvement_pct(self.first_kl, last_kl))
+                         improvement_pct=self.history.blocks[-1].improvement_pct if self.history.blocks else math.nan)
         self.emit(event)
         return event
 
@@ -551,9 +550,9 @@ class Trainer:
     def _initial_eval(self) -> None:
         m = self.initial_metrics()
         self.first_loss = m.loss
-        self.first_kl = m.kl
         self.emit(m)
         stats = self.evaluate()
+        self.first_kl = stats["kl_val"]
         self.initial_stats = dict(stats, loss=m.loss)
         if math.isfinite(m.loss):
             self.best_loss = m.loss
@@ -576,7 +575,7 @@ class Trainer:
         self.emit(LogBlock(
             epoch=m.epoch, loss=m.loss, fwd_energy=m.fwd_energy, fwd_logdet=m.fwd_logdet,
             inv_energy=m.inv_energy, inv_logdet=m.inv_logdet, lr=m.lr,
-            improvement_pct=improvement_pct(self.first_kl, m.kl), kl=m.kl, **stats,
+            improvement_pct=improvement_pct(self.first_kl, stats["kl_val"]), kl=m.kl, **stats,
         ))
         for alert in self.tracker.check(self.history):
             self.emit(alert)
