@@ -315,15 +315,12 @@ def _train_headless(cfg, run_dir: Path, resume: bool) -> int:
 
 def _train_tui(cfg, run_dir: Path, resume: bool, no_mouse: bool) -> int:
     from ..tui.app import run_train_app
-    from .metrics_log import MetricsLogSink
-    from .trainer import Trainer
+    from .child import prepare, run_in_child
 
-    log = MetricsLogSink(run_dir / METRICS_FILE)
-
+    # The trainer runs in its own process (it writes metrics.jsonl and train.log there); the
+    # app's worker thread only relays events and requests.
     def train_fn(sink, control):
-        return Trainer(cfg, run_dir, [sink, log], control, resume=resume).run()
+        return run_in_child(run_dir, resume, sink, control)
 
-    try:
-        return run_train_app(train_fn, no_mouse=no_mouse, title=f"molpt-tui: {cfg.preset_name}")
-    finally:
-        log.close()
+    prepare()
+    return run_train_app(train_fn, no_mouse=no_mouse, title=f"molpt-tui: {cfg.preset_name}")
