@@ -130,3 +130,18 @@ def _load_problem(exc: BaseException) -> str:
     first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
     return first[:160]
 
+
+
+def check_compatible(ckpt: dict[str, Any], path: Path, ms, cfg) -> None:
+    """A checkpoint must belong to this system and this model architecture."""
+    system = ckpt.get("system") or {}
+    if system.get("atom_names") != list(ms.atom_names):
+        raise UserError(f"{path}: checkpoint is for another system ({system.get('pdb')}, "
+                        f"{system.get('n_atoms')} atoms) than {ms.pdb_path.name} ({ms.n_atoms} atoms)")
+    saved = (ckpt.get("config") or {}).get("model") or {}
+    wanted = cfg.to_dict()["model"]
+    if saved != wanted:
+        diff = ", ".join(f"model.{k} {saved.get(k)!r} in the checkpoint, {wanted.get(k)!r} now"
+                         for k in sorted(set(saved) | set(wanted)) if saved.get(k) != wanted.get(k))
+        raise UserError(f"{path}: checkpoint has another model architecture ({diff}); "
+                        "resume without changing [model], or start a new run with --out")

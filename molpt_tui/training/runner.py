@@ -173,21 +173,11 @@ def preflight(cfg, run_dir: Path, resume: bool) -> None:
         if n - n_val < 2:
             raise UserError(f"{data_path}: only {n} samples per temperature; need more (data.n_samples)")
     if resume:
-        from .checkpoint import load_checkpoint
+        from .checkpoint import check_compatible, load_checkpoint
 
         path = run_dir / "last.pt"
         ckpt = load_checkpoint(path)
-        system = ckpt.get("system") or {}
-        if system.get("atom_names") != list(ms.atom_names):
-            raise UserError(f"{path}: checkpoint is for another system ({system.get('pdb')}, "
-                            f"{system.get('n_atoms')} atoms) than {ms.pdb_path.name} ({ms.n_atoms} atoms)")
-        saved = (ckpt.get("config") or {}).get("model") or {}
-        wanted = cfg.to_dict()["model"]
-        if saved != wanted:
-            diff = ", ".join(f"model.{k} {saved.get(k)!r} in the checkpoint, {wanted.get(k)!r} now"
-                             for k in sorted(set(saved) | set(wanted)) if saved.get(k) != wanted.get(k))
-            raise UserError(f"{path}: checkpoint has another model architecture ({diff}); "
-                            "resume without changing [model], or start a new run with --out")
+        check_compatible(ckpt, path, ms, cfg)
         epoch = int(ckpt.get("epoch", 0))
         if epoch >= cfg.training.epochs:
             raise UserError(f"{path}: the run is already at epoch {epoch} of {cfg.training.epochs}; "

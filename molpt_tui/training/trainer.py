@@ -28,7 +28,7 @@ from ..errors import UserError
 from ..physics.units import beta
 from . import losses
 from .alerts import AlertThresholds, AlertTracker
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import check_compatible, load_checkpoint, save_checkpoint
 from .control import TrainingControl
 from .events import Alert, CheckpointSaved, EpochMetrics, Event, Finished, LogBlock, Message, RunStarted
 from .history import History, improvement_pct
@@ -377,15 +377,8 @@ class Trainer:
                 self.message(f"wrote {path}")
 
     def _restore(self, ckpt: dict) -> int:
-        ms = self.setup.ms
-        system = ckpt.get("system", {})
         path = self.run_dir / "last.pt"
-        if system.get("atom_names") != list(ms.atom_names):
-            raise UserError(f"{path}: checkpoint is for another system ({system.get('pdb')}, "
-                            f"{system.get('n_atoms')} atoms) than {ms.pdb_path.name}")
-        if ckpt.get("config", {}).get("model") != self.cfg.to_dict()["model"]:
-            raise UserError(f"{path}: checkpoint has another model architecture than the preset's [model] section; "
-                            "resume with the run's own config (it is saved in RUN_DIR/config.toml)")
+        check_compatible(ckpt, path, self.setup.ms, self.cfg)
         try:
             self.transport.load_state_dict(ckpt["model"])
             self.optimizer.load_state_dict(ckpt["optimizer"])
