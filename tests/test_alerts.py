@@ -335,3 +335,14 @@ def test_overfitting_quiet_otherwise(kls):
     s = healthy_series(60)
     blocks = [kl_block(10 * (i + 1), kl, kv) for i, (kl, kv) in enumerate(kls)]
     assert A.OVERFITTING not in rules(A.evaluate(build(s, blocks=blocks)))
+
+
+def test_overfitting_fires_on_the_measured_aa_300_450_small_pattern():
+    """Held-out KL per log block of a real 3,000-sample run (best at epoch 9, then 0.52, 0.45,
+    0.69, 1.05 kT) while the training KL fell below zero."""
+    s = healthy_series(40)
+    pattern = [(9, 0.52, 0.445), (10, 0.51, 0.52), (20, 0.23, 0.45), (30, -0.29, 0.69), (40, -0.84, 1.05)]
+    blocks = [kl_block(e, kl, kv) for e, kl, kv in pattern]
+    out = [a for a in A.evaluate(build(s, blocks=blocks)) if a.rule == A.OVERFITTING]
+    assert len(out) == 1 and out[0].epoch == 40
+    assert not [a for a in A.evaluate(build(s, blocks=blocks[:-1])) if a.rule == A.OVERFITTING]

@@ -132,7 +132,7 @@ class AlertThresholds:
     # training KL kept falling, over the last `overfit_blocks` log blocks.
     overfit_min_rise: float = 0.1
     overfit_rel_rise: float = 0.25
-    overfit_blocks: int = 3
+    overfit_blocks: int = 2
 
     # AlertTracker: a raised rule re-arms once its condition has been absent this long [epochs].
     rearm_epochs: int = 5
