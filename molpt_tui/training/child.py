@@ -46,8 +46,6 @@ def _listen(conn, control: TrainingControl) -> None:
 
 
 def _child_main(conn, run_dir: str, resume: bool) -> None:
-    import signal
-
     from ..physics.openmm_bridge import ignore_job_signals
     from .metrics_log import METRICS_FILE, MetricsLogSink
     from .runner import load_run_config
@@ -55,7 +53,6 @@ def _child_main(conn, run_dir: str, resume: bool) -> None:
 
     # The parent owns the terminal and decides when to stop; it relays signals as requests.
     ignore_job_signals()
-    signal.signal(signal.SIGPIPE, signal.SIG_DFL) if hasattr(signal, "SIGPIPE") else None
     log_path = Path(run_dir) / CHILD_LOG
     # Anything printed here (library warnings) would scribble over the TUI: it goes to the run's log.
     sys.stdout = sys.stderr = open(log_path, "a", buffering=1, encoding="utf-8")

@@ -15,7 +15,6 @@ from __future__ import annotations
 import copy
 import math
 import platform
-import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -103,7 +102,7 @@ def model_label(cfg) -> str:
 
 class Trainer:
     def __init__(self, cfg, run_dir: Path, sinks: list, control: TrainingControl | None = None,
-                 resume: bool = False, log_every_step: bool = False):
+                 resume: bool = False):
         self.cfg = cfg
         self.run_dir = Path(run_dir)
         self.sinks = list(sinks)
@@ -190,7 +189,7 @@ class Trainer:
             self.control.wait_if_paused()
             if self.control.stop_requested:
                 return None
-            self._service_requests(epoch - 1)
+            self._service_requests()
             lr = self.schedule.lr_at(epoch - 1 + step / steps)
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
@@ -368,7 +367,7 @@ class Trainer:
             self.files.append(str(path))
         return path
 
-    def _service_requests(self, epoch: int) -> None:
+    def _service_requests(self) -> None:
         if self.control.take_checkpoint_request():
             self.save("manual")
         if self.control.take_png_request():
@@ -406,11 +405,8 @@ class Trainer:
         self.best_score = math.inf
         self.first_loss = math.nan
         self.first_kl = math.nan
-        torch.manual_seed(cfg.training.seed)
-        np.random.seed(cfg.training.seed % 2**32)
-        random.seed(cfg.training.seed)
+        # Shuffling has its own generator so its state can be checkpointed for exact resume.
         self.gen = torch.Generator().manual_seed(cfg.training.seed)
-        start_epoch = 0
         resume_ckpt = None
         if self.resume:
             resume_ckpt = load_checkpoint(self.run_dir / "last.pt")
@@ -423,11 +419,11 @@ class Trainer:
                         self.history.add(event)
         self.setup = self._setup()
         try:
-            return self._run(start_epoch, resume_ckpt)
+            return self._run(resume_ckpt)
         finally:
             self.setup.engine.close()
 
-    def _run(self, start_epoch: int, resume_ckpt) -> Finished:
+    def _run(self, resume_ckpt) -> Finished:
         cfg = self.cfg
         tc = cfg.training
         torch.manual_seed(tc.seed)  # the model's initial weights do not depend on data loading
@@ -435,8 +431,7 @@ class Trainer:
         self.optimizer = torch.optim.AdamW(self.transport.flow.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
         self.schedule = LRSchedule(tc.lr, tc.epochs, tc.warmup_epochs, tc.schedule, tc.min_lr_factor)
         self.tracker = AlertTracker(AlertThresholds.from_mapping(cfg.alerts))
-        if resume_ckpt is not None:
-            start_epoch = self._restore(resume_ckpt)
+        start_epoch = self._restore(resume_ckpt) if resume_ckpt is not None else 0
         n_params = sum(p.numel() for p in self.transport.flow.parameters() if p.requires_grad)
         self.loss_floor = float(self.beta_c * self.setup.u_cold_train.mean() + self.beta_h * self.setup.u_hot_train.mean())
         self.emit(RunStarted(
