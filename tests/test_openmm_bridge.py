@@ -123,8 +123,8 @@ SCRIPT = textwrap.dedent("""
     ms = build_system(sys.argv[1], ["amber99sbildn.xml"])
     bridge = OpenMMBridge(ms.system, platform="Reference", n_workers=2)
     x = ms.positions[None].repeat(8, axis=0)
-    print("ready", flush=True)
     try:
+        print("ready", flush=True)
         while True:
             bridge.evaluate(x)
     except KeyboardInterrupt:
@@ -132,6 +132,25 @@ SCRIPT = textwrap.dedent("""
         print("closed", flush=True)
         sys.exit(130)
 """)
+
+
+SCRIPT_CRASH = textwrap.dedent("""
+    import sys
+    from molpt_tui.physics.systems import build_system
+    from molpt_tui.physics.openmm_bridge import OpenMMBridge
+    ms = build_system(sys.argv[1], ["amber99sbildn.xml"])
+    bridge = OpenMMBridge(ms.system, platform="Reference", n_workers=2)
+    print("ready", flush=True)
+    raise SystemExit(3)  # never closes the bridge: interpreter exit must still end the workers
+""")
+
+
+def test_exit_without_close_does_not_hang_on_workers():
+    from molpt_testdata import STRUCTURES
+
+    proc = subprocess.run([sys.executable, "-c", SCRIPT_CRASH, str(STRUCTURES / "alanine_dipeptide.pdb")],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 3 and proc.stdout.strip() == "ready"
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL])

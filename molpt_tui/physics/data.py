@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import UserError
-from .openmm_bridge import ignore_job_signals
+from .openmm_bridge import ignore_job_signals, stop_workers
 from .units import beta
 
 FORMAT_NAME = "molpt-tui.replica-data"
@@ -147,18 +147,7 @@ class _ReplicaPool:
         return self._all("run", [n_steps] * len(self.conns))
 
     def close(self):
-        for conn in self.conns:
-            try:
-                conn.send(None)
-            except (OSError, BrokenPipeError):
-                pass
-        for proc in self.procs:
-            proc.join(timeout=5)
-            if proc.is_alive():
-                proc.terminate()
-                proc.join(timeout=2)
-        for conn in self.conns:
-            conn.close()
+        stop_workers(self.procs, self.conns)
         self.procs, self.conns = [], []
 
 

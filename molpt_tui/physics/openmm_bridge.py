@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import atexit
 import multiprocessing as mp
-import os
 import signal
 import time
 import weakref
@@ -70,6 +69,24 @@ def ignore_job_signals() -> None:
         sig = getattr(signal, name, None)
         if sig is not None:
             signal.signal(sig, signal.SIG_IGN)
+
+
+def stop_workers(procs, conns, timeout: float = 5.0) -> None:
+    """Ask workers to leave (None on the pipe), then SIGKILL stragglers: they ignore SIGTERM,
+    so `Process.terminate` would not end them."""
+    for conn in conns:
+        try:
+            conn.send(None)
+        except (OSError, EOFError):
+            pass
+    deadline = time.monotonic() + timeout
+    for proc in procs:
+        proc.join(timeout=max(0.0, deadline - time.monotonic()))
+        if proc.is_alive():
+            proc.kill()
+            proc.join(timeout=2.0)
+    for conn in conns:
+        conn.close()
 
 
 def _worker_main(conn, system_xml: str, platform: str) -> None:
@@ -208,6 +225,11 @@ class OpenMMBridge:
                 status, payload = conn.recv()
                 if status != "ready":
                     raise RuntimeError(f"OpenMM worker failed to start: {payload}")
+            # atexit runs last-registered first: multiprocessing registered its own exit hook
+            # when these processes started, and that hook would SIGTERM (ignored) and then wait
+            # on them forever. Ours must run before it.
+            atexit.unregister(_close_all)
+            atexit.register(_close_all)
         except BaseException:
             self.close()
             raise
@@ -258,22 +280,7 @@ class OpenMMBridge:
         if self._closed:
             return
         self._closed = True
-        for conn in self._conns:
-            try:
-                conn.send(None)
-            except (OSError, EOFError, BrokenPipeError):
-                pass
-        deadline = time.monotonic() + 5.0
-        for proc in self._procs:
-            proc.join(timeout=max(0.0, deadline - time.monotonic()))
-            if proc.is_alive():
-                proc.terminate()
-                proc.join(timeout=2.0)
-            if proc.is_alive():  # pragma: no cover - last resort
-                os.kill(proc.pid, signal.SIGKILL)
-                proc.join(timeout=1.0)
-        for conn in self._conns:
-            conn.close()
+        stop_workers(self._procs, self._conns)
         self._procs, self._conns = [], []
         self._context = None
 
