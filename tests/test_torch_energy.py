@@ -2,7 +2,8 @@
 
 Every comparison uses perturbed configurations (Gaussian noise of 0.01 nm around a minimised
 structure), so bonded terms, 1-4 exceptions, exclusions and the GB integrals are all off their
-minima. Forces come from autograd through ``TorchEnergy.energy``.
+minima. Forces come from autograd through ``TorchEnergy.energy`` (whose backward returns the
+kernels' analytic gradient).
 """
 from __future__ import annotations
 
@@ -18,9 +19,11 @@ import openmm.unit as unit
 import pytest
 import torch
 
+from molpt_tui.physics import torch_energy
 from molpt_tui.physics.torch_energy import (
     TorchEnergy,
     UnsupportedSystemError,
+    compiler_available,
     prefer_torch,
     unsupported_forces,
 )
@@ -105,6 +108,13 @@ def _case(name):
     return system, np.asarray(positions)
 
 
+def _engine(system, **kwargs):
+    """The engine with eager kernels: the same code the compiled path runs, without compile time.
+    The compiled path has its own tests below."""
+    kwargs.setdefault("compile", "off")
+    return TorchEnergy.from_system(system, **kwargs)
+
+
 def _context(system):
     return openmm.Context(system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("Reference"))
 
@@ -146,7 +156,7 @@ def test_energy_and_forces_match_openmm_reference(case, dtype):
     system, positions = _case(case)
     xs = _perturbed(positions)
     ref_energy, ref_forces = _reference(system, xs)
-    engine = TorchEnergy.from_system(system, dtype=dtype)
+    engine = _engine(system, dtype=dtype)
     energy, forces = _torch_energy_forces(engine, xs, input_dtype=dtype)
     _assert_matches(energy, forces, ref_energy, ref_forces, dtype)
     assert engine.n_nonfinite == 0
@@ -157,9 +167,9 @@ def test_implicit_solvent_is_actually_evaluated():
     # same configurations must differ by the (large, negative) solvation free energy.
     _, positions = _case("ala_ala-obc1")
     xs = _perturbed(positions, n=2)
-    vacuum = TorchEnergy.from_system(_case("ala_ala-vacuum")[0]).energy(torch.tensor(xs))
-    obc1 = TorchEnergy.from_system(_case("ala_ala-obc1")[0]).energy(torch.tensor(xs))
-    obc2 = TorchEnergy.from_system(_case("ala_ala-obc2")[0]).energy(torch.tensor(xs))
+    vacuum = _engine(_case("ala_ala-vacuum")[0]).energy(torch.tensor(xs))
+    obc1 = _engine(_case("ala_ala-obc1")[0]).energy(torch.tensor(xs))
+    obc2 = _engine(_case("ala_ala-obc2")[0]).energy(torch.tensor(xs))
     assert torch.all(obc1 - vacuum < -100.0)
     assert torch.all((obc1 - obc2).abs() > 1.0)
 
@@ -193,7 +203,7 @@ def test_gb_buried_atom_branch_matches_both_openmm_implementations():
     for force in (native, custom):
         system = _three_body_gb_system(force)
         ref_energy, ref_forces = _reference(system, xs)
-        energy, forces = _torch_energy_forces(TorchEnergy.from_system(system), xs)
+        energy, forces = _torch_energy_forces(_engine(system), xs)
         _assert_matches(energy, forces, ref_energy, ref_forces, torch.float64)
         results.append(ref_energy)
     # The buried configurations really exercise the branch where the two models differ.
@@ -218,7 +228,7 @@ def test_torsion_phase_sign_and_periodicity_match_openmm():
     base = np.array([[0.1, 0.0, 0.0], [0.0, 0.0, 0.0], [0.0, 0.0, 0.15], [0.1, 0.05, 0.2], [0.15, 0.0, 0.3]])
     xs = _perturbed(base, n=16, sigma=0.03, seed=3)
     ref_energy, ref_forces = _reference(system, xs)
-    energy, forces = _torch_energy_forces(TorchEnergy.from_system(system), xs)
+    energy, forces = _torch_energy_forces(_engine(system), xs)
     _assert_matches(energy, forces, ref_energy, ref_forces, torch.float64)
 
 
@@ -237,16 +247,16 @@ def test_exceptions_replace_the_pair_interaction():
     base = np.array([[0.0, 0.0, 0.0], [0.35, 0.0, 0.0], [0.3, 0.4, 0.0], [0.0, 0.3, 0.35]])
     xs = _perturbed(base, n=6, sigma=0.03, seed=5)
     ref_energy, ref_forces = _reference(system, xs)
-    energy, forces = _torch_energy_forces(TorchEnergy.from_system(system), xs)
+    energy, forces = _torch_energy_forces(_engine(system), xs)
     _assert_matches(energy, forces, ref_energy, ref_forces, torch.float64)
 
 
 def test_chunked_evaluation_equals_single_chunk():
     system, positions = _case("protein-obc1")
     xs = torch.tensor(_perturbed(positions, n=3, seed=7))
-    whole = TorchEnergy.from_system(system, chunk_elements=10**9)
+    whole = _engine(system, chunk_elements=10**9)
     # Small enough that every configuration is its own chunk.
-    pieces = TorchEnergy.from_system(system, chunk_elements=1)
+    pieces = _engine(system, chunk_elements=1)
     assert pieces._chunk_size() == 1
     x1 = xs.clone().requires_grad_(True)
     x2 = xs.clone().requires_grad_(True)
@@ -259,20 +269,49 @@ def test_chunked_evaluation_equals_single_chunk():
 
 def test_backward_keeps_only_the_gradient():
     # Memory bound: what autograd holds between forward and backward is one [B, N, 3] tensor,
-    # and one chunk's pair arrays stay within the configured element budget.
+    # and one chunk's [N, N, chunk] matrices stay within 64 MiB each.
     system, positions = _case("protein-obc1")
-    engine = TorchEnergy.from_system(system)
+    engine = _engine(system)
     x = torch.tensor(_perturbed(positions, n=4), requires_grad=True)
     energy = engine.energy(x)
     assert [tuple(t.shape) for t in energy.grad_fn.saved_tensors] == [tuple(x.shape)]
-    assert engine._chunk_size() * 2 * len(engine._p.pair_i) <= engine.chunk_elements
+    n = engine.n_atoms
+    assert engine._chunk_size() == 16  # 273 atoms: the 16-configuration floor, 9.1 MiB per matrix
+    assert engine._chunk_size() * n * n * 8 <= 64 << 20
+    huge = _engine(system, dtype=torch.float32)
+    huge.n_atoms = 3000  # only the chunk rule is asked
+    assert huge._chunk_size() == 1
+
+
+def test_chunks_are_equal_and_cover_the_batch():
+    system, positions = _case("dipeptide-obc1")
+    xs = torch.tensor(_perturbed(positions, n=11, seed=2))
+    seen = []
+    engine = _engine(system, chunk_elements=4 * 22 * 22)  # at most 4 configurations per call
+    kernel = engine._kernel
+
+    def spy(with_grad):
+        inner = kernel(with_grad)
+
+        def run(xc):
+            seen.append(xc.shape[2])
+            return inner(xc)
+        return run
+
+    engine._kernel = spy
+    energy = engine.energy(xs)
+    assert seen == [4, 4, 3]
+    seen.clear()
+    engine.energy(xs[:9])
+    assert seen == [3, 3, 3]  # three equal chunks, not 4 + 4 + 1
+    np.testing.assert_allclose(energy.numpy(), _reference(system, xs.numpy())[0], rtol=1e-9)
 
 
 def test_nonfinite_input_gives_inf_and_is_counted():
     system, positions = _case("dipeptide-obc2")
     xs = _perturbed(positions, n=4, seed=11)
     ref_energy, ref_forces = _reference(system, xs)
-    engine = TorchEnergy.from_system(system)
+    engine = _engine(system)
     x = torch.tensor(xs)
     x[1, 5, 2] = float("nan")
     x[3, 0, 0] = float("inf")
@@ -294,7 +333,7 @@ def test_nonfinite_input_gives_inf_and_is_counted():
 
 def test_coincident_atoms_give_inf_not_nan():
     system, positions = _case("dipeptide-vacuum")
-    engine = TorchEnergy.from_system(system)
+    engine = _engine(system)
     x = torch.tensor(positions[None].repeat(2, axis=0))
     x[0, 20] = x[0, 0]   # two atoms with no bond path shorter than 1-5 on top of each other
     energy = engine.energy(x)
@@ -305,9 +344,9 @@ def test_coincident_atoms_give_inf_not_nan():
 
 def test_dtype_device_and_interface():
     system, positions = _case("ala_ala-obc1")
-    engine = TorchEnergy.from_system(system, device="cpu", dtype=torch.float32)
+    engine = _engine(system, device="cpu", dtype=torch.float32)
     assert engine.name == "torch"
-    assert engine.description == "torch (cpu, float32)"
+    assert engine.description == "torch (cpu, float32, eager)"
     # A float64 input is computed in the engine's dtype; the gradient returns in the input's.
     x = torch.tensor(_perturbed(positions, n=3), dtype=torch.float64, requires_grad=True)
     energy = engine.energy(x)
@@ -330,7 +369,7 @@ def test_unsupported_force_is_named_and_points_to_openmm():
     system.addForce(external)
     assert unsupported_forces(system) == ["CustomExternalForce"]
     with pytest.raises(UnsupportedSystemError, match="CustomExternalForce") as info:
-        TorchEnergy.from_system(system)
+        _engine(system)
     assert isinstance(info.value, ValueError)
     assert 'engine = "openmm"' in str(info.value)
 
@@ -342,14 +381,14 @@ def test_unsupported_nonbonded_method_and_gb_model_are_named():
     problems = unsupported_forces(system)
     assert len(problems) == 1 and "NonbondedForce" in problems[0] and "CutoffNonPeriodic" in problems[0]
     with pytest.raises(UnsupportedSystemError, match="CutoffNonPeriodic"):
-        TorchEnergy.from_system(system)
+        _engine(system)
     # HCT is a CustomGBForce too, but not an OBC one: it must be refused, not mis-evaluated.
     hct = app.ForceField("amber99sbildn.xml", "implicit/hct.xml").createSystem(
         pdb.topology, nonbondedMethod=app.NoCutoff, constraints=None)
     problems = unsupported_forces(hct)
     assert len(problems) == 1 and problems[0].startswith("CustomGBForce")
     with pytest.raises(UnsupportedSystemError, match="CustomGBForce"):
-        TorchEnergy.from_system(hct)
+        _engine(hct)
 
 
 def test_prefer_torch_rule():
@@ -371,3 +410,72 @@ def test_prefer_torch_rule():
     system.addForce(openmm.CustomExternalForce("x"))
     use, reason = prefer_torch(system, 22, 4096, "cuda")
     assert use is False and "CustomExternalForce" in reason
+
+
+# --------------------------------------------------------------------------------------------
+# The compiled kernels: same numbers as OpenMM, and a failing compiler never loses a run. Each
+# case compiles (seconds, cached on disk afterwards), so only a few systems go through it.
+
+needs_compiler = pytest.mark.skipif(not compiler_available("cpu")[0], reason="no C++ compiler for torch.compile")
+
+
+@needs_compiler
+@pytest.mark.parametrize("case, dtype", [
+    ("ala_ala-obc1", torch.float64),
+    ("ala_ala-obc1", torch.float32),
+    ("dipeptide-gbsaobcforce", torch.float64),
+    ("dipeptide-vacuum", torch.float64),
+], ids=["obc1-f64", "obc1-f32", "gbsaobcforce-f64", "vacuum-f64"])
+def test_compiled_kernels_match_openmm_reference(case, dtype):
+    system, positions = _case(case)
+    xs = _perturbed(positions, n=24, seed=4)
+    ref_energy, ref_forces = _reference(system, xs)
+    engine = TorchEnergy.from_system(system, dtype=dtype, compile="on")
+    energy, forces = _torch_energy_forces(engine, xs, input_dtype=dtype)
+    assert engine.compiled and engine.description.endswith("compiled)")
+    _assert_matches(energy, forces, ref_energy, ref_forces, dtype)
+    # A different batch size reuses the kernel (dynamic batch dimension) and stays right.
+    energy5, forces5 = _torch_energy_forces(engine, xs[:5], input_dtype=dtype)
+    _assert_matches(energy5, forces5, ref_energy[:5], ref_forces[:5], dtype)
+    if dtype == torch.float64 and case == "ala_ala-obc1":
+        with torch.no_grad():  # the energy-only kernel
+            no_grad = engine.energy(torch.tensor(xs)).numpy()
+        np.testing.assert_allclose(no_grad, ref_energy, rtol=1e-9)
+
+
+def test_failing_compiler_falls_back_to_eager_with_a_warning(monkeypatch):
+    system, positions = _case("ala_ala-obc1")
+    xs = _perturbed(positions, n=3)
+    ref_energy, ref_forces = _reference(system, xs)
+    monkeypatch.setattr(torch_energy, "compiler_available", lambda device: (True, ""))
+
+    def broken_compile(fn, **kwargs):
+        def run(*args):
+            raise RuntimeError("C++ compile error: cannot find Python.h\nmore detail")
+        return run
+
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    engine = TorchEnergy.from_system(system)
+    assert engine.compiled
+    with pytest.warns(RuntimeWarning, match="running eager"):
+        energy, forces = _torch_energy_forces(engine, xs)
+    _assert_matches(energy, forces, ref_energy, ref_forces, torch.float64)
+    assert not engine.compiled and engine.description == "torch (cpu, float64, eager)"
+    assert "RuntimeError: C++ compile error: cannot find Python.h" in engine.compile_note
+    # With compile = "on" the user asked for it: the failure is raised, not hidden.
+    strict = TorchEnergy.from_system(system, compile="on")
+    with pytest.raises(RuntimeError, match="Python.h"):
+        strict.energy(torch.tensor(xs))
+
+
+def test_no_compiler_means_eager_or_a_clear_error(monkeypatch):
+    system, _ = _case("ala_ala-obc1")
+    monkeypatch.setattr(torch_energy.shutil, "which", lambda name: None)
+    monkeypatch.delenv("CXX", raising=False)
+    assert compiler_available("cpu") == (False, "no C++ compiler on PATH (torch.compile's CPU backend needs one)")
+    engine = TorchEnergy.from_system(system)
+    assert not engine.compiled and "no C++ compiler" in engine.compile_note
+    with pytest.raises(UnsupportedSystemError, match='compile = "on" but no C\\+\\+ compiler'):
+        TorchEnergy.from_system(system, compile="on")
+    with pytest.raises(ValueError, match="compile must be"):
+        TorchEnergy.from_system(system, compile="yes")
