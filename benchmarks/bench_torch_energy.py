@@ -1,4 +1,4 @@
-"""Energy + forces per configuration: the batched torch engine against serial OpenMM.
+"""Energy + forces per configuration: the batched torch engine against the OpenMM bridge.
 
     python benchmarks/bench_torch_energy.py [--quick] [--no-protein] [--threads 1,2] [--out FILE]
 
@@ -6,19 +6,23 @@ Prints one JSON document. For each system (the two shipped structures in vacuum 
 plus a 273-atom Ala/Gly helix in vacuum and OBC1 unless --no-protein) and each batch size
 (64, 256, 4096; the helix stops at 256), it reports microseconds per configuration for:
 
-- ``torch_<device>_<dtype>[_<n>thr]``: ``TorchEnergy.energy(x)`` followed by ``backward()`` on
-  the whole batch (so forces included), with torch limited to n intra-op threads on CPU;
-- ``openmm_reference`` / ``openmm_cpu``: a plain Python loop over one Context on that platform,
-  ``setPositions`` + ``getState(getEnergy=True, getForces=True)`` per configuration, including
-  the torch->numpy conversion a training loop would pay, on the same configurations (the first
-  ``openmm_configs_timed`` of them: a serial loop's cost per configuration does not depend on
-  the batch size).
+- ``torch_<device>_<dtype>_<compiled|eager>[_<n>thr]``: ``TorchEnergy.energy(x)`` followed by
+  ``backward()`` on the whole batch (so forces included), with torch limited to n intra-op
+  threads on CPU; ``compile_s`` gives the first call's time (compilation, or reading the
+  on-disk cache of an earlier run);
+- ``bridge_<platform>_<w>w``: ``OpenMMBridge.evaluate`` (energies and forces, what the trainer
+  calls) with w worker processes (0 = in-process), on the Reference and CPU platforms;
+- ``openmm_reference`` / ``openmm_cpu``: a plain Python loop over one Context, as a user's own
+  script would do it.
+
+OpenMM costs the same per configuration at any batch size, so for big batches and the helix it
+is timed on the first ``openmm_configs_timed`` configurations. ``best_openmm`` is the fastest
+OpenMM contender of the row and ``speedup_*`` compares each torch contender with it.
 
 Each figure is the best of a few repeats after a warm-up call, with the contenders interleaved
-repeat by repeat, because the machines this runs on are often shared.
-
-All numbers of one run come from the same machine and process, so ratios are side by side.
-Configurations are the shipped minimum plus 0.01 nm Gaussian noise.
+repeat by repeat, because the machines this runs on are often shared. All numbers of one run
+come from the same machine and process, so ratios are side by side. Configurations are the
+shipped minimum plus 0.01 nm Gaussian noise.
 """
 from __future__ import annotations
 
@@ -41,7 +45,8 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from molpt_tui.physics.torch_energy import TorchEnergy  # noqa: E402
+from molpt_tui.physics.openmm_bridge import OpenMMBridge  # noqa: E402
+from molpt_tui.physics.torch_energy import TorchEnergy, compiler_available  # noqa: E402
 
 SYSTEMS = {
     # name: (structure, force-field files)
@@ -133,18 +138,28 @@ def with_threads(run, threads):
     return once
 
 
+def bridge_runner(bridge, x):
+    def once():
+        return bridge.evaluate(x.detach().numpy())
+
+    return once
+
+
 def best_seconds(runners, repeats):
     """Best-of-`repeats` wall time of each runner, interleaved so that load from other
-    processes on a shared machine hits all contenders alike."""
-    for run in runners.values():
-        run()  # warm-up: first-call allocations, OpenMM kernel setup
+    processes on a shared machine hits all contenders alike; also the first call's time."""
+    first = {}
+    for key, run in runners.items():
+        start = time.perf_counter()
+        run()  # warm-up: compilation, first-call allocations, OpenMM kernel setup
+        first[key] = time.perf_counter() - start
     best = {key: float("inf") for key in runners}
     for _ in range(repeats):
         for key, run in runners.items():
             start = time.perf_counter()
             run()
             best[key] = min(best[key], time.perf_counter() - start)
-    return best
+    return best, first
 
 
 def main(argv=None):
@@ -155,6 +170,8 @@ def main(argv=None):
                         help="comma-separated torch intra-op thread counts to time, e.g. 1,2 (default: 1). "
                              "On a shared machine more threads can be far slower: every kernel waits for its "
                              "slowest thread")
+    parser.add_argument("--eager", action="store_true",
+                        help="also time the eager (uncompiled) kernels next to the compiled ones")
     parser.add_argument("--out", type=Path, help="also write the JSON here")
     args = parser.parse_args(argv)
     default_threads = torch.get_num_threads()
@@ -166,11 +183,17 @@ def main(argv=None):
     if not (args.quick or args.no_protein):
         systems.update(PROTEIN)
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+    def modes(device):
+        usable = compiler_available(device)[0]
+        return (["on"] if usable else []) + (["off"] if args.eager or not usable else [])
+
     rng = np.random.default_rng(0)
     results = []
     for name, (structure, forcefields) in systems.items():
         system, x0 = build(structure, forcefields)
         n_atoms = system.getNumParticles()
+        engines = {}
         for batch in batches:
             if structure == "helix30" and batch > 256:
                 continue  # keeps the default run within a few minutes on two cores
@@ -183,24 +206,44 @@ def main(argv=None):
             runners, per = {}, {}
             for device in devices:
                 for dtype in (torch.float64, torch.float32):
-                    engine = TorchEnergy.from_system(system, device=device, dtype=dtype)
-                    dtype_name = str(dtype).split(".")[-1]
-                    for threads in (thread_counts if device == "cpu" else [default_threads]):
-                        key = f"torch_{device}_{dtype_name}" + (f"_{threads}thr" if device == "cpu" else "") + "_us"
-                        xd = x.to(device=device, dtype=dtype)
-                        runners[key] = with_threads(torch_runner(engine, xd, device), threads)
-                        per[key] = batch
+                    for mode in modes(device):
+                        # One engine per system and kind across batch sizes: it compiles once.
+                        engine_key = (device, dtype, mode)
+                        if engine_key not in engines:
+                            engines[engine_key] = TorchEnergy.from_system(system, device=device, dtype=dtype, compile=mode)
+                        engine = engines[engine_key]
+                        dtype_name = str(dtype).split(".")[-1]
+                        for threads in (thread_counts if device == "cpu" else [default_threads]):
+                            key = (f"torch_{device}_{dtype_name}_{'compiled' if mode == 'on' else 'eager'}"
+                                   + (f"_{threads}thr" if device == "cpu" else ""))
+                            xd = x.to(device=device, dtype=dtype)
+                            runners[key] = with_threads(torch_runner(engine, xd, device), threads)
+                            per[key] = batch
+            bridges = []
             for platform_name in ("Reference", "CPU"):
-                key = f"openmm_{platform_name.lower()}_us"
+                key = f"openmm_{platform_name.lower()}"
                 runners[key] = openmm_runner(system, x[:n_openmm], platform_name)
                 per[key] = n_openmm
-            for key, seconds in best_seconds(runners, repeats).items():
-                row[key] = round(1e6 * seconds / per[key], 2)
-            row["openmm_configs_timed"] = n_openmm
-            best_openmm = min(row["openmm_reference_us"], row["openmm_cpu_us"])
-            for key in list(row):
+                for workers in sorted({0, os.cpu_count() or 1}):
+                    bridge = OpenMMBridge(system, platform=platform_name, n_workers=workers)
+                    bridges.append(bridge)
+                    key = f"bridge_{platform_name.lower()}_{workers}w"
+                    runners[key] = bridge_runner(bridge, x[:n_openmm])
+                    per[key] = n_openmm
+            best, first = best_seconds(runners, repeats)
+            for bridge in bridges:
+                bridge.close()
+            for key, seconds in best.items():
+                row[key + "_us"] = round(1e6 * seconds / per[key], 2)
                 if key.startswith("torch_"):
-                    row["speedup_" + key[: -len("_us")] + "_vs_best_openmm"] = round(best_openmm / row[key], 2)
+                    row[key + "_compile_s"] = round(first[key], 2)
+            row["openmm_configs_timed"] = n_openmm
+            openmm_keys = [k for k in best if not k.startswith("torch_")]
+            best_key = min(openmm_keys, key=lambda k: row[k + "_us"])
+            row["best_openmm"] = best_key
+            for key in best:
+                if key.startswith("torch_"):
+                    row["speedup_" + key] = round(row[best_key + "_us"] / row[key + "_us"], 2)
             results.append(row)
             print(json.dumps(row), file=sys.stderr, flush=True)
 

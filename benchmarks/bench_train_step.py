@@ -1,10 +1,15 @@
-"""Training-step time breakdown per preset (CPU): flow forward, flow inverse, energies, backward.
+"""Training-step time breakdown per preset and energy engine (CPU): flow forward, flow inverse,
+energies, backward.
 
     python benchmarks/bench_train_step.py [--presets quickstart aa_300_450_small] [--steps 5]
+                                          [--engines auto openmm torch]
 
 Uses each preset's own model and batch size on synthetic configurations (the PDB structure plus
 small noise), so no MD data is needed. Prints JSON with milliseconds per step component, the
-inverse/forward ratio of the flow and the parameter count.
+inverse/forward ratio of the flow and the parameter count, one row per engine of each preset
+(the engines of a preset are timed one after the other in the same process). ``energies_ms`` is
+what a step spends on U and dU/dx of its two batches (forward and inverse); ``engine_setup_s``
+includes the torch engine's first call, i.e. compiling its kernels or loading them from the cache.
 """
 from __future__ import annotations
 
@@ -32,24 +37,36 @@ def _ms(fn, repeats):
     return float(np.median(times) * 1e3)
 
 
+def _energy_and_forces(engine, x):
+    xr = x.detach().clone().requires_grad_(True)
+    engine.energy(xr).sum().backward()
+    return xr.grad
+
+
 def bench(preset, steps, engine):
     cfg = load_config(preset, [f"energy.engine={engine}"] if engine else [])
     ms = system_from_config(cfg)
     rng = np.random.default_rng(0)
     data = torch.tensor(ms.positions[None] + rng.normal(0, 0.005, (2048, ms.n_atoms, 3)))
     transport = build_transport(cfg, ms, data[:1024], data[1024:])
-    choice = make_engine(ms, cfg.energy.engine, cfg.energy.platform, cfg.energy.n_workers, cfg.training.batch_size)
     bs = cfg.training.batch_size
     x, y = data[:bs], data[1024:1024 + bs]
     with torch.no_grad():
         tx, _ = transport(x)
+    start = time.perf_counter()
+    choice = make_engine(ms, cfg.energy.engine, cfg.energy.platform, cfg.energy.n_workers, bs,
+                         compile=cfg.energy.compile)
+    _energy_and_forces(choice.engine, tx)
+    setup_s = time.perf_counter() - start
     row = {
         "batch": bs,
         "params": sum(p.numel() for p in transport.flow.parameters()),
         "engine": choice.engine.description,
+        "engine_reason": choice.reason,
+        "engine_setup_s": setup_s,
         "flow_forward_ms": _ms(lambda: transport(x), steps),
         "flow_inverse_ms": _ms(lambda: transport.inverse(y), steps),
-        "energies_ms": _ms(lambda: (choice.engine.energy(tx), choice.engine.energy(tx)), steps),
+        "energies_ms": _ms(lambda: (_energy_and_forces(choice.engine, tx), _energy_and_forces(choice.engine, tx)), steps),
     }
 
     def full_step():
@@ -70,11 +87,17 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--presets", nargs="+", default=["quickstart", "aa_300_450_small", "aa_300_450"])
     parser.add_argument("--steps", type=int, default=5)
-    parser.add_argument("--engine", default="", help="override energy.engine (openmm|torch|auto)")
+    parser.add_argument("--engines", nargs="+", default=["openmm", "torch"], choices=["auto", "openmm", "torch"],
+                        help="energy engines to time for each preset (default: openmm torch)")
+    parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (default: torch's choice)")
     args = parser.parse_args()
-    torch.manual_seed(0)
-    out = {"device": "cpu", "threads": torch.get_num_threads(),
-           "presets": {p: bench(p, args.steps, args.engine) for p in args.presets}}
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    out = {"device": "cpu", "threads": torch.get_num_threads(), "presets": {}}
+    for preset in args.presets:
+        for engine in args.engines:
+            torch.manual_seed(0)
+            out["presets"][f"{preset}/{engine}"] = bench(preset, args.steps, engine)
     print(json.dumps(out, indent=2))
 
 

@@ -68,6 +68,11 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--forcefield", nargs="+", default=["amber99sbildn.xml"], metavar="XML",
                    help="OpenMM force-field XML files (default: amber99sbildn.xml)")
     c.add_argument("--engine", choices=["openmm", "torch", "auto"], default="auto")
+    c.add_argument("--compile", choices=["auto", "on", "off"], default="auto",
+                   help="torch engine: compile its kernels with torch.compile (default: auto, when a "
+                        "compiler is present)")
+    c.add_argument("--precision", choices=["double", "single"], default="double",
+                   help="torch engine: float64 (default) or float32 arithmetic")
     c.add_argument("--samples", type=int, default=16, help="perturbed configurations (default 16)")
     c.add_argument("--noise", type=float, default=0.01, help="perturbation (nm, default 0.01)")
     c.add_argument("--json", action="store_true", help="print the result as JSON")

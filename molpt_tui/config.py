@@ -59,6 +59,8 @@ class EnergyConfig:
     engine: str = "auto"                              # "auto" | "openmm" | "torch"
     platform: str = "auto"                            # OpenMM platform of the bridge
     n_workers: int = 0                                # 0 = one per core (capped by batch)
+    compile: str = "auto"                             # torch engine kernels: "auto" | "on" | "off"
+    precision: str = "double"                         # torch engine: "double" | "single"
 
 
 @dataclass
@@ -213,6 +215,8 @@ _CHECKS: dict[str, Any] = {
     "energy.engine": _one_of("auto", "openmm", "torch"),
     "energy.platform": _one_of("auto", "Reference", "CPU", "CUDA", "OpenCL"),
     "energy.n_workers": _between(0, 256),
+    "energy.compile": _one_of("auto", "on", "off"),
+    "energy.precision": _one_of("double", "single"),
     "model.representation": _one_of("internal", "cartesian"),
     "model.conditioner": _one_of("transformer", "mlp"),
     "model.transform": _one_of("spline", "affine"),

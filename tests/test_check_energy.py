@@ -10,17 +10,27 @@ import pytest
 from molpt_testdata import STRUCTURES
 
 
-@pytest.mark.parametrize("engine, ff", [
-    ("openmm", ["amber99sbildn.xml"]),
-    ("torch", ["amber99sbildn.xml", "implicit/obc1.xml"]),
-])
-def test_check_energy_within_tolerance_exits_0(engine, ff):
+def _compiler_available():
+    from molpt_tui.physics.torch_energy import compiler_available
+
+    return compiler_available("cpu")[0]
+
+
+@pytest.mark.parametrize("engine, ff, extra, description", [
+    ("openmm", ["amber99sbildn.xml"], [], "openmm (Reference, in-process)"),
+    ("torch", ["amber99sbildn.xml", "implicit/obc1.xml"], [], "torch (cpu, float64, compiled)"),
+    ("torch", ["amber99sbildn.xml", "implicit/obc1.xml"], ["--precision", "single", "--compile", "off"],
+     "torch (cpu, float32, eager)"),
+], ids=["openmm", "torch", "torch-single-eager"])
+def test_check_energy_within_tolerance_exits_0(engine, ff, extra, description):
+    if "compiled" in description and not _compiler_available():
+        description = description.replace("compiled", "eager")
     proc = subprocess.run([sys.executable, "-m", "molpt_tui", "check-energy", "--pdb", str(STRUCTURES / "ala_ala.pdb"),
-                           "--forcefield", *ff, "--engine", engine, "--samples", "4", "--json"],
-                          capture_output=True, text=True, timeout=120)
+                           "--forcefield", *ff, "--engine", engine, "--samples", "4", "--json", *extra],
+                          capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
-    assert result["ok"] and result["engine"].startswith(engine)
+    assert result["ok"] and result["engine"] == description
     assert result["max_rel_energy_error"] <= result["energy_tolerance"]
     assert result["max_rel_force_error"] <= result["force_tolerance"]
 

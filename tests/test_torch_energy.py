@@ -395,13 +395,20 @@ def test_prefer_torch_rule():
     vacuum, _ = _case("dipeptide-vacuum")
     obc1, _ = _case("ala_ala-obc1")
     native_gb, _ = _case("dipeptide-gbsaobcforce")
+    # Compiled kernels on CPU: implicit solvent from batches of 16, vacuum only from 256, and only
+    # up to the sizes that were measured.
     use, reason = prefer_torch(obc1, 23, 256, "cpu")
-    assert use is True and "implicit solvent" in reason
+    assert use is True and "implicit solvent" in reason and "compiled" in reason
     assert prefer_torch(native_gb, 22, 64, torch.device("cpu"))[0] is True
-    # Vacuum on CPU, tiny batches and large molecules in GB stay with OpenMM.
-    assert prefer_torch(vacuum, 22, 4096, "cpu")[0] is False
     assert prefer_torch(obc1, 23, 1, "cpu")[0] is False
-    assert prefer_torch(obc1, 300, 256, "cpu")[0] is False
+    assert prefer_torch(vacuum, 22, 128, "cpu")[0] is False
+    assert prefer_torch(vacuum, 22, 256, "cpu")[0] is True
+    assert prefer_torch(obc1, 273, 256, "cpu")[0] is True
+    assert prefer_torch(obc1, 301, 256, "cpu")[0] is False
+    # Uncompiled kernels: only small molecules in implicit solvent.
+    assert prefer_torch(obc1, 23, 256, "cpu", compiled=False)[0] is True
+    assert prefer_torch(vacuum, 22, 4096, "cpu", compiled=False)[0] is False
+    assert prefer_torch(obc1, 273, 256, "cpu", compiled=False)[0] is False
     # An accelerator takes batched work whatever the solvent model.
     assert prefer_torch(vacuum, 22, 256, "cuda")[0] is True
     assert prefer_torch(vacuum, 22, 256, "cuda:0")[0] is True

@@ -184,3 +184,16 @@ def test_aligned_cartesian_representation_trains_too(tiny_config, tmp_path):
     assert all(math.isfinite(b.loss) and b.roundtrip_err < 1e-3 for b in blocks)
     # Cartesian scaling of a flexible molecule is far worse than internal coordinates
     assert blocks[0].acc_flow < 0.1
+
+
+def test_torch_engine_settings_reach_the_run(tiny_config, tmp_path):
+    # energy.precision and energy.compile are honoured, and the header says which engine ran and why.
+    from molpt_tui.training.events import RunStarted
+
+    cfg = tiny_config("training.epochs=2", "energy.engine=torch", "energy.precision=single", "energy.compile=off")
+    finished, sink = _train(cfg, tmp_path)
+    assert finished.status == "completed"
+    (header,) = sink.of(RunStarted)
+    assert header.engine == "torch (cpu, float32, eager)"
+    assert header.engine_reason == "requested"
+    assert all(math.isfinite(m.loss) for m in sink.of(EpochMetrics))

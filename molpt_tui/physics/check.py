@@ -34,14 +34,15 @@ def _precision(engine) -> str:
     return "double" if "64" in dtype else "single"
 
 
-def run_check(pdb, forcefield, engine="auto", samples=16, noise=0.01, seed=0) -> dict:
+def run_check(pdb, forcefield, engine="auto", samples=16, noise=0.01, seed=0, compile="auto",
+              precision="double") -> dict:
     import torch
 
     from .engines import make_engine
     from .systems import build_system
 
     ms = build_system(Path(pdb), list(forcefield))
-    choice = make_engine(ms, engine=engine, batch_size=samples)
+    choice = make_engine(ms, engine=engine, batch_size=samples, compile=compile, precision=precision)
     eng = choice.engine
     try:
         x = ms.positions[None] + np.random.default_rng(seed).normal(0.0, noise, (samples, ms.n_atoms, 3))
@@ -60,7 +61,8 @@ def run_check(pdb, forcefield, engine="auto", samples=16, noise=0.01, seed=0) ->
     ok = e_err <= ENERGY_RTOL[precision] and f_err <= FORCE_RTOL * f_scale
     return {
         "pdb": str(pdb), "forcefield": list(forcefield), "n_atoms": ms.n_atoms, "samples": samples,
-        "engine": eng.description, "reason": choice.reason,
+        "engine": eng.description, "reason": choice.reason + (
+            f"; {eng.compile_note}" if getattr(eng, "compile_note", "") and eng.compile_note not in choice.reason else ""),
         "max_rel_energy_error": e_err, "max_abs_force_error": f_err, "max_force": f_scale,
         "max_rel_force_error": f_err / f_scale if f_scale else 0.0,
         "precision": precision, "energy_tolerance": ENERGY_RTOL[precision], "force_tolerance": FORCE_RTOL, "ok": bool(ok),
@@ -72,7 +74,8 @@ def check_energy_command(args) -> int:
 
     if args.samples < 1:
         raise UserError(f"--samples: must be >= 1, got {args.samples}")
-    result = run_check(args.pdb, args.forcefield, args.engine, args.samples, args.noise)
+    result = run_check(args.pdb, args.forcefield, args.engine, args.samples, args.noise,
+                       compile=getattr(args, "compile", "auto"), precision=getattr(args, "precision", "double"))
     if args.json:
         print(json.dumps(result, indent=2))
     else:

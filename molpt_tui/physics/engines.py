@@ -45,35 +45,43 @@ def make_openmm(ms, platform: str = "auto", n_workers: int = 0, batch_size: int 
     return bridge
 
 
-def make_torch(ms, device: str = "cpu"):
+def make_torch(ms, device: str = "cpu", compile: str = "auto", precision: str = "double"):
     import torch
 
     from .torch_energy import TorchEnergy, UnsupportedSystemError
 
+    dtype = torch.float32 if precision == "single" else torch.float64
     try:
-        return TorchEnergy.from_system(ms.system, device=device, dtype=torch.float64)
+        return TorchEnergy.from_system(ms.system, device=device, dtype=dtype, compile=compile)
     except UnsupportedSystemError as exc:
         raise UserError(f"{ms.pdb_path}: {exc}") from None
 
 
+def _torch_choice(engine, why: str) -> EngineChoice:
+    if engine.compile_note:
+        why = f"{why}; kernels not compiled: {engine.compile_note}"
+    return EngineChoice(engine, why)
+
+
 def make_engine(ms, engine: str = "auto", platform: str = "auto", n_workers: int = 0, batch_size: int = 64,
-                device: str = "cpu") -> EngineChoice:
+                device: str = "cpu", compile: str = "auto", precision: str = "double") -> EngineChoice:
     if engine == "openmm":
         bridge = make_openmm(ms, platform, n_workers, batch_size)
         return EngineChoice(bridge, f"requested; OpenMM platform {bridge.platform}: {bridge.choice.reason}")
     if engine == "torch":
-        return EngineChoice(make_torch(ms, device), "requested")
+        return _torch_choice(make_torch(ms, device, compile, precision), "requested")
     # auto
     try:
-        from .torch_energy import prefer_torch, unsupported_forces
+        from .torch_energy import compiler_available, prefer_torch, unsupported_forces
     except ImportError:  # torch engine not available in this build
         bridge = make_openmm(ms, platform, n_workers, batch_size)
         return EngineChoice(bridge, f"torch engine unavailable; OpenMM platform {bridge.platform}: {bridge.choice.reason}")
     missing = unsupported_forces(ms.system)
     if not missing:
-        use_torch, why = prefer_torch(ms.system, ms.n_atoms, batch_size, device)
+        compiled = compile != "off" and compiler_available(device)[0]
+        use_torch, why = prefer_torch(ms.system, ms.n_atoms, batch_size, device, compiled=compiled)
         if use_torch:
-            return EngineChoice(make_torch(ms, device), why)
+            return _torch_choice(make_torch(ms, device, compile, precision), why)
     else:
         why = f"torch engine does not support {', '.join(missing)}"
     bridge = make_openmm(ms, platform, n_workers, batch_size)

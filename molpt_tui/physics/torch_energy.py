@@ -582,34 +582,37 @@ class TorchEnergy:
 # engine = "auto"
 
 
-# Measured with benchmarks/bench_torch_energy.py (default run) on a shared 2-core x86 CPU, load
-# average ~4-5 (torch 2.13 CPU, OpenMM 8.6.1; energy + forces, microseconds per configuration;
-# torch single-threaded):
+# Measured with benchmarks/bench_torch_energy.py (default run) on a shared 2-core x86 CPU (torch
+# 2.13 CPU, OpenMM 8.6.1; energy + forces, microseconds per configuration; torch on one thread;
+# "bridge" is the best OpenMMBridge setting of the row: Reference or CPU platform, in-process or
+# two worker processes):
 #
-#   system (atoms)          batch   torch f64   torch f32   OpenMM Reference   OpenMM CPU
-#   dipeptide vacuum (22)     256        17          10               24            186
-#   dipeptide vacuum (22)    4096        17          11               35            139
-#   ala_ala OBC1 (23)          64        77          44             1081            266
-#   ala_ala OBC1 (23)         256        48          27             1105            272
-#   dipeptide OBC1 (22)      4096        70          34             1503            445
-#   helix vacuum (273)        256      2676        1543              502            377
-#   helix OBC1 (273)           64     11980        7573            23854          12144
-#   helix OBC1 (273)          256      8991        4982            15972           8054
+#   system (atoms)       batch  compiled f64  compiled f32  eager f64  best bridge
+#   ala_ala vacuum (23)     64        23            9.5         58        24 (Reference, in-process)
+#   ala_ala vacuum (23)    256         8.4          3.8         42        15 (Reference, 2 workers)
+#   ala_ala vacuum (23)   4096         2.9          1.6         23        13 (Reference, 2 workers)
+#   ala_ala OBC1 (23)       64        28           13           67       110 (CPU, 2 workers)
+#   ala_ala OBC1 (23)      256        13            6.7         89        93 (CPU, 2 workers)
+#   ala_ala OBC1 (23)     4096         7.6          3.8         67        90 (CPU, 2 workers)
+#   helix vacuum (273)      64       257          107         2222       225 (CPU, 2 workers)
+#   helix vacuum (273)     256       112           76         1569       172 (CPU, 2 workers)
+#   helix OBC1 (273)        64      2286          548        11951      4155 (CPU, 2 workers)
+#   helix OBC1 (273)       256      2379          447        10706      4253 (CPU, 2 workers)
 #
-# OpenMM's Reference platform evaluates the OBC CustomGBForce through its expression
-# interpreter (~1 ms per small molecule) and its CPU platform pays ~0.1-0.2 ms per call, so for
-# small molecules in implicit solvent batched torch wins (5-6x over the CPU platform, 14-23x over
-# Reference at batch >= 256). In vacuum the Reference C++ loop is level with torch at 22 atoms
-# and 5x faster at 273. Without a cutoff both costs grow as N^2: in OBC1, torch(f64) ~ 0.12 N^2
-# us against OpenMM CPU ~ 220 + 0.105 N^2 us, which cross near 120 atoms. A torch call also has a
-# fixed cost of ~2.5 ms here (a few hundred small kernels), repaid from batches of ~16.
-# Two torch threads on these shared cores were up to 100x slower than one in some repeats (each
-# kernel waits for its slowest thread), hence single-threaded figures.
-_AUTO_MAX_GB_ATOMS_CPU = 120
+# A torch call costs ~0.26 ms whatever the batch (guards, launch, the autograd wrapper), repaid
+# from batches of ~16 in implicit solvent, where OpenMM needs ~0.1 ms per small molecule even
+# with a worker per core. In vacuum OpenMM's Reference loop costs ~22 us per small molecule, so
+# compiled torch only wins from larger batches (1.8x at 256, level at 64); there a first run also
+# waits tens of seconds for the compiler, which short runs like the quickstart never earn back.
+# Eager kernels are level with the bridge in implicit solvent for small molecules and far behind
+# it in vacuum and for the 273-atom helix.
 _AUTO_MIN_BATCH_CPU = 16
+_AUTO_MIN_BATCH_VACUUM_CPU = 256
+_AUTO_MAX_ATOMS_COMPILED_CPU = 300   # measured up to 273 atoms
+_AUTO_MAX_GB_ATOMS_EAGER_CPU = 120
 _AUTO_MIN_BATCH_GPU = 32
-# A chunk is at least one configuration, whose pair arrays (~640 bytes per pair in float64 with
-# GB, held during its backward) reach ~3 GiB at 3000 atoms.
+# A chunk is at least one configuration, whose [N, N] matrices (~40 alive in the eager kernels)
+# reach ~3 GiB at 3000 atoms in float64.
 _AUTO_MAX_ATOMS = 3000
 
 
@@ -617,20 +620,20 @@ def _has_gb(system: openmm.System) -> bool:
     return any(isinstance(f, (openmm.CustomGBForce, openmm.GBSAOBCForce)) for f in system.getForces())
 
 
-def prefer_torch(system: openmm.System, n_atoms: int, batch_size: int, device) -> tuple[bool, str]:
+def prefer_torch(system: openmm.System, n_atoms: int, batch_size: int, device,
+                 compiled: bool = True) -> tuple[bool, str]:
     """Whether ``engine = "auto"`` should use this torch engine rather than OpenMM, and why.
 
-    The rule follows the measurements tabulated above: implicit solvent on CPU goes to torch
-    for small molecules and real batches, vacuum on CPU stays with OpenMM, an accelerator goes
-    to torch once the batch amortises kernel launches (that branch is not measured here: no GPU
-    was available when the rule was set).
+    ``compiled``: whether the kernels will be compiled (a compiler is present and
+    ``energy.compile`` is not "off"). The CPU rule follows the measurements tabulated above; the
+    accelerator branch is not measured here (no GPU was available when the rule was set).
     """
     problems = unsupported_forces(system)
     if problems:
         return False, "OpenMM: the torch engine does not support " + "; ".join(problems)
     if n_atoms > _AUTO_MAX_ATOMS:
         return False, (f"OpenMM: {n_atoms} atoms without a cutoff means {n_atoms * (n_atoms - 1) // 2} pairs "
-                       "per configuration; one configuration's autograd graph alone would need several GiB")
+                       "per configuration; the torch engine's dense pair matrices would need several GiB")
     kind = torch.device(device).type
     gb = _has_gb(system)
     if kind != "cpu":
@@ -639,17 +642,27 @@ def prefer_torch(system: openmm.System, n_atoms: int, batch_size: int, device) -
                           "where OpenMM would copy each configuration to the host and loop serially "
                           "(extrapolated from the CPU measurements; not measured on a GPU)")
         return False, (f"OpenMM: a batch of {batch_size} is too small to amortise the torch engine's "
-                       "few hundred kernel launches per call")
-    if not gb:
-        return False, ("OpenMM: in vacuum OpenMM's Reference platform matched torch at 22 atoms "
-                       "(24 vs 17 us/config, torch float64, batch 256) and was 5x faster at 273 atoms "
-                       "(0.50 vs 2.7 ms)")
+                       "kernel launches per call")
     if batch_size < _AUTO_MIN_BATCH_CPU:
-        return False, (f"OpenMM: a batch of {batch_size} does not repay the torch engine's ~2.5 ms fixed "
-                       "cost per call (OpenMM CPU platform: ~0.27 ms per small molecule in OBC1)")
-    if n_atoms > _AUTO_MAX_GB_ATOMS_CPU:
-        return False, (f"OpenMM CPU platform: for {n_atoms} atoms in implicit solvent torch float64 is "
-                       "level or slower beyond ~120 atoms (273 atoms: 9.0 vs 8.1 ms/config at batch 256)")
-    return True, ("torch: implicit solvent on CPU measured 5-6x faster than OpenMM's CPU platform and "
-                  "14-23x faster than Reference for 22-23 atoms (ala_ala OBC1, batch 256: 48 us/config "
-                  "vs 272 and 1105)")
+        return False, (f"OpenMM: a batch of {batch_size} does not repay the torch engine's ~0.26 ms fixed "
+                       "cost per call")
+    if not compiled:
+        if not gb:
+            return False, ("OpenMM: in vacuum OpenMM's Reference platform is 2x faster than the uncompiled torch "
+                           "kernels at 23 atoms (22 vs 42 us/config at batch 256) and 9x at 273 atoms")
+        if n_atoms > _AUTO_MAX_GB_ATOMS_EAGER_CPU:
+            return False, (f"OpenMM: for {n_atoms} atoms in implicit solvent the uncompiled torch kernels are "
+                           "slower than OpenMM with a worker per core (273 atoms: 10.7 vs 4.3 ms/config)")
+        return True, ("torch (uncompiled): implicit solvent on CPU, level with OpenMM's best setting at "
+                      "batch 256 and 1.6x faster at 64 for 23 atoms (67 vs 110 us/config), with one core")
+    if n_atoms > _AUTO_MAX_ATOMS_COMPILED_CPU:
+        return False, (f"OpenMM: {n_atoms} atoms is beyond the sizes where the compiled torch kernels were "
+                       "measured faster on CPU (up to 273)")
+    if not gb:
+        if batch_size < _AUTO_MIN_BATCH_VACUUM_CPU:
+            return False, (f"OpenMM: in vacuum at batch {batch_size} OpenMM's Reference loop is level with the "
+                           "compiled torch kernels (24 vs 23 us/config at batch 64), without their compile time")
+        return True, ("torch (compiled): in vacuum at batch >= 256 the compiled kernels beat OpenMM's best "
+                      "setting 1.5-1.8x (23 atoms: 8.4 vs 15 us/config; 273 atoms: 112 vs 172)")
+    return True, ("torch (compiled): implicit solvent on CPU measured 7-12x faster than OpenMM with a worker "
+                  "per core for 23 atoms (batch 256: 13 vs 93 us/config) and 1.8x at 273 atoms")

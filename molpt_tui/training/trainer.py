@@ -145,7 +145,7 @@ class Trainer:
         cold_val, hot_val = cold_val[-n_eval:], hot_val[-n_eval:]
         engine_device = str(self.device) if self.device.type == "cuda" else "cpu"
         choice = make_engine(ms, cfg.energy.engine, cfg.energy.platform, cfg.energy.n_workers,
-                             cfg.training.batch_size, engine_device)
+                             cfg.training.batch_size, engine_device, cfg.energy.compile, cfg.energy.precision)
         def energies(x: torch.Tensor) -> torch.Tensor:
             with torch.no_grad():
                 return torch.cat([choice.engine.energy(x[i:i + 1024].to(engine_device)).double().cpu()
@@ -153,8 +153,14 @@ class Trainer:
 
         # Energies of the data themselves: the acceptance needs U(x), U(y); the KL estimate
         # subtracts beta U of the very batch samples, which cancels most of the noise.
-        return Setup(ms, choice.engine, choice.reason, cold_train, hot_train, cold_val, hot_val,
-                     energies(cold_val), energies(hot_val), energies(cold_train), energies(hot_train))
+        u_cold_val, u_hot_val = energies(cold_val), energies(hot_val)
+        u_cold_train, u_hot_train = energies(cold_train), energies(hot_train)
+        reason = choice.reason
+        note = getattr(choice.engine, "compile_note", "")
+        if note and note not in reason:  # the compiler failed on first use, after the choice
+            reason = f"{reason}; {note}"
+        return Setup(ms, choice.engine, reason, cold_train, hot_train, cold_val, hot_val,
+                     u_cold_val, u_hot_val, u_cold_train, u_hot_train)
 
     # --- energies ----------------------------------------------------------------------------
     def _energy(self, x: torch.Tensor) -> torch.Tensor:
