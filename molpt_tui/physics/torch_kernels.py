@@ -3,9 +3,12 @@
 The pair terms (Coulomb, Lennard-Jones, OBC generalized Born) are written over dense
 [b, N, N] matrices with hand-derived gradients. Each of the three passes below is a pointwise
 expression followed by a sum over the second atom, which ``torch.compile`` turns into a single
-loop; an autograd graph over gathered pair lists did not fuse and cost 3-5x more (see
-``benchmarks/bench_torch_energy.py``). The dense layout visits every pair twice, which costs
-less than the gathers and scatters it replaces at the sizes this engine is chosen for.
+loop. The batch is the innermost dimension so that those loops run over configurations in full
+SIMD vectors. Measured for Ala-Ala in OBC1 at batch 256 on one core: these kernels compiled take
+about 8 us per configuration with forces, where the earlier autograd graph over gathered pair
+lists took 45 us eager and 20 us compiled (its gathers and scatters did not fuse). The dense
+layout visits every pair twice, which costs less than those gathers at the sizes this engine is
+chosen for.
 
 Bonded terms are small ([b, n_terms] with tens of terms), so their gradient is left to
 ``torch.func.grad``, which composes with ``torch.compile``.
