@@ -588,24 +588,25 @@ class TorchEnergy:
 # two worker processes):
 #
 #   system (atoms)       batch  compiled f64  compiled f32  eager f64  best bridge
-#   ala_ala vacuum (23)     64        23            9.5         58        24 (Reference, in-process)
-#   ala_ala vacuum (23)    256         8.4          3.8         42        15 (Reference, 2 workers)
-#   ala_ala vacuum (23)   4096         2.9          1.6         23        13 (Reference, 2 workers)
-#   ala_ala OBC1 (23)       64        28           13           67       110 (CPU, 2 workers)
-#   ala_ala OBC1 (23)      256        13            6.7         89        93 (CPU, 2 workers)
-#   ala_ala OBC1 (23)     4096         7.6          3.8         67        90 (CPU, 2 workers)
-#   helix vacuum (273)      64       257          107         2222       225 (CPU, 2 workers)
-#   helix vacuum (273)     256       112           76         1569       172 (CPU, 2 workers)
-#   helix OBC1 (273)        64      2286          548        11951      4155 (CPU, 2 workers)
-#   helix OBC1 (273)       256      2379          447        10706      4253 (CPU, 2 workers)
+#   ala_ala vacuum (23)     64         7.1          5.3         38        24 (Reference, in-process)
+#   ala_ala vacuum (23)    256         3.4          2.0         24        16 (Reference, 2 workers)
+#   ala_ala vacuum (23)   4096         2.5          1.3         20        17 (Reference, 2 workers)
+#   ala_ala OBC1 (23)       64        11.4          6.9         54       105 (CPU, 2 workers)
+#   ala_ala OBC1 (23)      256         7.5          4.4         72        94 (CPU, 2 workers)
+#   ala_ala OBC1 (23)     4096         7.1          3.2         64        91 (CPU, 2 workers)
+#   helix vacuum (273)      64       116           67         3892       238 (CPU, 2 workers)
+#   helix vacuum (273)     256       110           65         3756       200 (CPU, 2 workers)
+#   helix OBC1 (273)        64      2079          413         9333      3999 (CPU, 2 workers)
+#   helix OBC1 (273)       256      2389          397         4851      4207 (CPU, 2 workers)
 #
-# A torch call costs ~0.26 ms whatever the batch (guards, launch, the autograd wrapper), repaid
-# from batches of ~16 in implicit solvent, where OpenMM needs ~0.1 ms per small molecule even
-# with a worker per core. In vacuum OpenMM's Reference loop costs ~22 us per small molecule, so
-# compiled torch only wins from larger batches (1.8x at 256, level at 64); there a first run also
-# waits tens of seconds for the compiler, which short runs like the quickstart never earn back.
-# Eager kernels are level with the bridge in implicit solvent for small molecules and far behind
-# it in vacuum and for the 273-atom helix.
+# A torch call also costs ~0.26 ms whatever the batch (guards, the autograd wrapper), repaid
+# from batches of ~16. In implicit solvent OpenMM needs ~0.1 ms per small molecule even with a
+# worker per core, so torch wins by 8-13x compiled and 1.3-1.9x uncompiled. In vacuum the
+# compiled kernels are 3-7x faster per call than OpenMM's Reference loop (~22 us per small
+# molecule), but at the batch sizes vacuum presets use the energies are a small part of a step
+# (quickstart, batch 128: 6 of 45 ms), and a first run waits ~30 s for the compiler, which
+# runs of a few thousand steps never earn back; from batch 256 torch is taken. Uncompiled
+# kernels lose to OpenMM in vacuum and for the 273-atom helix.
 _AUTO_MIN_BATCH_CPU = 16
 _AUTO_MIN_BATCH_VACUUM_CPU = 256
 _AUTO_MAX_ATOMS_COMPILED_CPU = 300   # measured up to 273 atoms
@@ -648,21 +649,22 @@ def prefer_torch(system: openmm.System, n_atoms: int, batch_size: int, device,
                        "cost per call")
     if not compiled:
         if not gb:
-            return False, ("OpenMM: in vacuum OpenMM's Reference platform is 2x faster than the uncompiled torch "
-                           "kernels at 23 atoms (22 vs 42 us/config at batch 256) and 9x at 273 atoms")
+            return False, ("OpenMM: in vacuum OpenMM is faster than the uncompiled torch kernels (23 atoms, "
+                           "batch 256: 16 vs 24 us/config; 273 atoms: 0.2 vs 3.8 ms)")
         if n_atoms > _AUTO_MAX_GB_ATOMS_EAGER_CPU:
             return False, (f"OpenMM: for {n_atoms} atoms in implicit solvent the uncompiled torch kernels are "
-                           "slower than OpenMM with a worker per core (273 atoms: 10.7 vs 4.3 ms/config)")
-        return True, ("torch (uncompiled): implicit solvent on CPU, level with OpenMM's best setting at "
-                      "batch 256 and 1.6x faster at 64 for 23 atoms (67 vs 110 us/config), with one core")
+                           "slower than OpenMM with a worker per core (273 atoms: 4.9-9.3 vs 4.0-4.2 ms/config)")
+        return True, ("torch (uncompiled): implicit solvent on CPU measured 1.3-1.9x faster than OpenMM with a "
+                      "worker per core for 23 atoms (batch 256: 72 vs 94 us/config), on one core")
     if n_atoms > _AUTO_MAX_ATOMS_COMPILED_CPU:
         return False, (f"OpenMM: {n_atoms} atoms is beyond the sizes where the compiled torch kernels were "
                        "measured faster on CPU (up to 273)")
     if not gb:
         if batch_size < _AUTO_MIN_BATCH_VACUUM_CPU:
-            return False, (f"OpenMM: in vacuum at batch {batch_size} OpenMM's Reference loop is level with the "
-                           "compiled torch kernels (24 vs 23 us/config at batch 64), without their compile time")
+            return False, (f"OpenMM: in vacuum at batch {batch_size} the energies are a small part of a step "
+                           "(OpenMM Reference ~22 us per small molecule), too little to repay the torch "
+                           "kernels' compile time (~30 s on a first run)")
         return True, ("torch (compiled): in vacuum at batch >= 256 the compiled kernels beat OpenMM's best "
-                      "setting 1.5-1.8x (23 atoms: 8.4 vs 15 us/config; 273 atoms: 112 vs 172)")
-    return True, ("torch (compiled): implicit solvent on CPU measured 7-12x faster than OpenMM with a worker "
-                  "per core for 23 atoms (batch 256: 13 vs 93 us/config) and 1.8x at 273 atoms")
+                      "setting 4.6x for 23 atoms (3.4 vs 16 us/config) and 1.8x for 273 atoms (110 vs 200)")
+    return True, ("torch (compiled): implicit solvent on CPU measured 8-13x faster than OpenMM with a worker "
+                  "per core for 23 atoms (batch 256: 7.5 vs 94 us/config) and 1.8x at 273 atoms")

@@ -236,22 +236,21 @@ def pair_energy_and_grad(xc: torch.Tensor, t: Terms, with_grad: bool):
 def energy_and_grad(xc: torch.Tensor, t: Terms, with_grad: bool):
     """U [b] in kJ/mol of coordinates xc [3, N, b] in nm (a contiguous [3, N, b] tensor keeps the
     compiled loops over the batch), and dU/dxc [3, N, b] (None when with_grad is False)."""
-    x = xc
-    u = x.new_zeros(x.shape[2])
-    grad = torch.zeros_like(x) if with_grad else None
+    u = xc.new_zeros(xc.shape[2])
+    grad = torch.zeros_like(xc) if with_grad else None
     if _has_bonded(t):
         if with_grad:
             def total(y):
                 e = bonded_energy(y, t)
                 return e.sum(), e
 
-            g_bonded, u_bonded = torch.func.grad(total, has_aux=True)(x)
+            g_bonded, u_bonded = torch.func.grad(total, has_aux=True)(xc)
             grad = grad + g_bonded
         else:
-            u_bonded = bonded_energy(x, t)
+            u_bonded = bonded_energy(xc, t)
         u = u + u_bonded
     if t.has_pairs:
-        u_pair, g_pair = pair_energy_and_grad(x, t, with_grad)
+        u_pair, g_pair = pair_energy_and_grad(xc, t, with_grad)
         u = u + u_pair
         if with_grad:
             grad = grad + g_pair
