@@ -486,3 +486,19 @@ def test_no_compiler_means_eager_or_a_clear_error(monkeypatch):
         TorchEnergy.from_system(system, compile="on")
     with pytest.raises(ValueError, match="compile must be"):
         TorchEnergy.from_system(system, compile="yes")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
+@pytest.mark.parametrize("case", ["ala_ala-obc1", "dipeptide-gbsaobcforce", "protein-obc1"])
+def test_cuda_matches_openmm_reference(case, dtype):
+    system, positions = _case(case)
+    xs = _perturbed(positions, n=64, seed=9)
+    ref_energy, ref_forces = _reference(system, xs)
+    engine = TorchEnergy.from_system(system, device="cuda", dtype=dtype)  # compiled when triton is present
+    x = torch.tensor(xs, dtype=dtype, device="cuda", requires_grad=True)
+    energy = engine.energy(x)
+    energy.sum().backward()
+    assert energy.device.type == "cuda" and x.grad.device.type == "cuda"
+    _assert_matches(energy.detach().double().cpu().numpy(), -x.grad.double().cpu().numpy(),
+                    ref_energy, ref_forces, dtype)
