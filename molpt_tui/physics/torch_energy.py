@@ -45,6 +45,7 @@ import math
 import os
 import re
 import shutil
+import types
 import warnings
 from dataclasses import dataclass
 
@@ -533,7 +534,13 @@ class TorchEnergy:
                 return energy_and_grad(x, terms, with_grad)
 
             if self.compiled:
-                compiled = torch.compile(kernel, fullgraph=True)
+                # Dynamo keeps its compiled variants per code object, at most 8 of them, and
+                # checks their guards on every call. A code object of this engine's own keeps its
+                # kernels apart from those of every other engine in the process (a test session
+                # or a benchmark builds dozens), so none evicts or slows another.
+                own = types.FunctionType(kernel.__code__.replace(), kernel.__globals__, kernel.__name__,
+                                         kernel.__defaults__, kernel.__closure__)
+                compiled = torch.compile(own, fullgraph=True)
 
                 def kernel(x):
                     # Only the batch dimension is dynamic, from the first call: the trainer's
