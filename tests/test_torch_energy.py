@@ -357,6 +357,9 @@ def test_dtype_device_and_interface():
         assert engine.energy(x).requires_grad is False
     with pytest.raises(ValueError):
         engine.energy(torch.zeros(2, 5, 3))
+    empty = torch.zeros(0, engine.n_atoms, 3, requires_grad=True)
+    engine.energy(empty).sum().backward()
+    assert empty.grad.shape == (0, engine.n_atoms, 3)
     engine.close()
 
 

@@ -500,9 +500,7 @@ class TorchEnergy:
             raise ValueError(f"expected coordinates of shape [B, {self.n_atoms}, 3], got {tuple(x.shape)}")
         xe = x.to(device=self.device, dtype=self.dtype)
         need_grad = torch.is_grad_enabled() and xe.requires_grad
-        energy = _BatchedEnergy.apply(xe, self, need_grad)
-        self.n_nonfinite += int((~torch.isfinite(energy.detach())).sum())
-        return energy
+        return _BatchedEnergy.apply(xe, self, need_grad)
 
     __call__ = energy
 
@@ -571,21 +569,25 @@ class TorchEnergy:
     def _evaluate(self, x: torch.Tensor, need_grad: bool):
         x = x.detach()
         batch = x.shape[0]
-        energy = torch.empty(batch, dtype=self.dtype, device=self.device)
-        grad = torch.empty_like(x) if need_grad else None
-        finite_input = torch.isfinite(x).flatten(1).all(dim=1)
+        if batch == 0:
+            return x.new_zeros(0), (torch.zeros_like(x) if need_grad else None)
         # Equal chunks: a tiny last chunk would run with mostly empty SIMD lanes.
-        n_chunks = -(-batch // self._chunk_size())
+        n_chunks = max(1, -(-batch // self._chunk_size()))
         step = max(1, -(-batch // n_chunks))
+        energies, grads = [], []
         with torch.no_grad():
             for start in range(0, batch, step):
-                stop = min(batch, start + step)
-                uc, gc = self._run(x[start:stop].permute(2, 1, 0).contiguous(), need_grad)
-                energy[start:stop] = uc
+                uc, gc = self._run(x[start:start + step].permute(2, 1, 0).contiguous(), need_grad)
+                energies.append(uc)
                 if need_grad:
-                    grad[start:stop] = gc.permute(2, 1, 0)
-        bad = ~(finite_input & torch.isfinite(energy))
-        if bool(bad.any()):
+                    grads.append(gc.permute(2, 1, 0))
+        energy = energies[0] if len(energies) == 1 else torch.cat(energies)
+        grad = (grads[0] if len(grads) == 1 else torch.cat(grads)) if need_grad else None
+        # Non-finite coordinates reach the energy as NaN (see energy_and_grad).
+        bad = ~torch.isfinite(energy)
+        n_bad = int(bad.sum())
+        if n_bad:
+            self.n_nonfinite += n_bad
             energy = torch.where(bad, torch.full_like(energy, math.inf), energy)
             if need_grad:
                 grad = torch.where(bad[:, None, None], torch.zeros_like(grad), grad)

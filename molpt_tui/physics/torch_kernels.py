@@ -236,7 +236,9 @@ def pair_energy_and_grad(xc: torch.Tensor, t: Terms, with_grad: bool):
 def energy_and_grad(xc: torch.Tensor, t: Terms, with_grad: bool):
     """U [b] in kJ/mol of coordinates xc [3, N, b] in nm (a contiguous [3, N, b] tensor keeps the
     compiled loops over the batch), and dU/dxc [3, N, b] (None when with_grad is False)."""
-    u = xc.new_zeros(xc.shape[2])
+    # Zero for finite coordinates and NaN for a configuration with any inf or NaN coordinate, so
+    # that one finiteness test of the energy catches bad input too, fused into the kernel.
+    u = xc.sum((0, 1)) * 0.0
     grad = torch.zeros_like(xc) if with_grad else None
     if _has_bonded(t):
         if with_grad:
