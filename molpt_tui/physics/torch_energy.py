@@ -604,23 +604,23 @@ class TorchEnergy:
 # two worker processes):
 #
 #   system (atoms)       batch  compiled f64  compiled f32  eager f64  best bridge
-#   ala_ala vacuum (23)     64         7.1          5.3         38        24 (Reference, in-process)
-#   ala_ala vacuum (23)    256         3.4          2.0         24        16 (Reference, 2 workers)
-#   ala_ala vacuum (23)   4096         2.5          1.3         20        17 (Reference, 2 workers)
-#   ala_ala OBC1 (23)       64        11.4          6.9         54       105 (CPU, 2 workers)
-#   ala_ala OBC1 (23)      256         7.5          4.4         72        94 (CPU, 2 workers)
-#   ala_ala OBC1 (23)     4096         7.1          3.2         64        91 (CPU, 2 workers)
-#   helix vacuum (273)      64       116           67         3892       238 (CPU, 2 workers)
-#   helix vacuum (273)     256       110           65         3756       200 (CPU, 2 workers)
-#   helix OBC1 (273)        64      2079          413         9333      3999 (CPU, 2 workers)
-#   helix OBC1 (273)       256      2389          397         4851      4207 (CPU, 2 workers)
+#   ala_ala vacuum (23)     64         6.4          3.7         31        24 (Reference, in-process)
+#   ala_ala vacuum (23)    256         2.7          1.5         19        16 (Reference, 2 workers)
+#   ala_ala vacuum (23)   4096         2.2          1.0         18        12 (Reference, 2 workers)
+#   ala_ala OBC1 (23)       64        10.4          5.6         48       111 (CPU, 2 workers)
+#   ala_ala OBC1 (23)      256         7.7          3.8         41        96 (CPU, 2 workers)
+#   ala_ala OBC1 (23)     4096         7.2          3.0         59        91 (CPU, 2 workers)
+#   helix vacuum (273)      64       126           64         4209       200 (CPU, 2 workers)
+#   helix vacuum (273)     256        99           61         1606       164 (CPU, 2 workers)
+#   helix OBC1 (273)        64       930          410         6456      3999 (CPU, 2 workers)
+#   helix OBC1 (273)       256      1357          424         4944      3902 (CPU, 2 workers)
 #
-# A torch call also costs ~0.26 ms whatever the batch (guards, the autograd wrapper), repaid
+# A torch call also costs ~0.25 ms whatever the batch (guards, the autograd wrapper), repaid
 # from batches of ~16. In implicit solvent OpenMM needs ~0.1 ms per small molecule even with a
-# worker per core, so torch wins by 8-13x compiled and 1.3-1.9x uncompiled. In vacuum the
-# compiled kernels are 3-7x faster per call than OpenMM's Reference loop (~22 us per small
+# worker per core, so torch wins by 10-13x compiled and 1.3-2.5x uncompiled. In vacuum the
+# compiled kernels are 4-6x faster per call than OpenMM's Reference loop (~22 us per small
 # molecule), but at the batch sizes vacuum presets use the energies are a small part of a step
-# (quickstart, batch 128: 6 of 45 ms), and a first run waits ~30 s for the compiler, which
+# (quickstart, batch 128: 6 of 45 ms), and a first run waits 20-30 s for the compiler, which
 # runs of a few thousand steps never earn back; from batch 256 torch is taken. Uncompiled
 # kernels lose to OpenMM in vacuum and for the 273-atom helix.
 _AUTO_MIN_BATCH_CPU = 16
@@ -666,12 +666,12 @@ def prefer_torch(system: openmm.System, n_atoms: int, batch_size: int, device,
     if not compiled:
         if not gb:
             return False, ("OpenMM: in vacuum OpenMM is faster than the uncompiled torch kernels (23 atoms, "
-                           "batch 256: 16 vs 24 us/config; 273 atoms: 0.2 vs 3.8 ms)")
+                           "batch 256: 16 vs 19 us/config; 273 atoms: 0.16 vs 1.6 ms)")
         if n_atoms > _AUTO_MAX_GB_ATOMS_EAGER_CPU:
             return False, (f"OpenMM: for {n_atoms} atoms in implicit solvent the uncompiled torch kernels are "
-                           "slower than OpenMM with a worker per core (273 atoms: 4.9-9.3 vs 4.0-4.2 ms/config)")
-        return True, ("torch (uncompiled): implicit solvent on CPU measured 1.3-1.9x faster than OpenMM with a "
-                      "worker per core for 23 atoms (batch 256: 72 vs 94 us/config), on one core")
+                           "slower than OpenMM with a worker per core (273 atoms: 4.9-6.5 vs 3.9-4.0 ms/config)")
+        return True, ("torch (uncompiled): implicit solvent on CPU measured 1.3-2.5x faster than OpenMM with a "
+                      "worker per core for 22-23 atoms (batch 256: 41-72 vs 90-96 us/config), on one core")
     if n_atoms > _AUTO_MAX_ATOMS_COMPILED_CPU:
         return False, (f"OpenMM: {n_atoms} atoms is beyond the sizes where the compiled torch kernels were "
                        "measured faster on CPU (up to 273)")
@@ -679,8 +679,8 @@ def prefer_torch(system: openmm.System, n_atoms: int, batch_size: int, device,
         if batch_size < _AUTO_MIN_BATCH_VACUUM_CPU:
             return False, (f"OpenMM: in vacuum at batch {batch_size} the energies are a small part of a step "
                            "(OpenMM Reference ~22 us per small molecule), too little to repay the torch "
-                           "kernels' compile time (~30 s on a first run)")
+                           "kernels' compile time (20-30 s on a first run)")
         return True, ("torch (compiled): in vacuum at batch >= 256 the compiled kernels beat OpenMM's best "
-                      "setting 4.6x for 23 atoms (3.4 vs 16 us/config) and 1.8x for 273 atoms (110 vs 200)")
-    return True, ("torch (compiled): implicit solvent on CPU measured 8-13x faster than OpenMM with a worker "
-                  "per core for 23 atoms (batch 256: 7.5 vs 94 us/config) and 1.8x at 273 atoms")
+                      "setting 6x for 23 atoms (2.7 vs 16 us/config) and 1.6x for 273 atoms (99 vs 164)")
+    return True, ("torch (compiled): implicit solvent on CPU measured 10-13x faster than OpenMM with a worker "
+                  "per core for 22-23 atoms (batch 256: 7.7 vs 96 us/config) and 3-4x at 273 atoms")
