@@ -197,3 +197,23 @@ def test_torch_engine_settings_reach_the_run(tiny_config, tmp_path):
     assert header.engine == "torch (cpu, float32, eager)"
     assert header.engine_reason == "requested"
     assert all(math.isfinite(m.loss) for m in sink.of(EpochMetrics))
+
+
+def test_compiled_torch_engine_is_announced_before_the_run(tiny_config, tmp_path):
+    # The compile wait happens during setup, said before the header, so epoch 1 is not charged for it.
+    import pytest
+
+    from molpt_tui.physics.torch_energy import compiler_available
+    from molpt_tui.training.events import Message, RunStarted
+
+    if not compiler_available("cpu")[0]:
+        pytest.skip("no C++ compiler for torch.compile")
+    cfg = tiny_config("training.epochs=1", "energy.engine=torch", "energy.compile=on")
+    finished, sink = _train(cfg, tmp_path)
+    assert finished.status == "completed"
+    kinds = [type(e).__name__ for e in sink.events]
+    texts = [e.text for e in sink.of(Message)]
+    assert texts[0].startswith("torch energy kernels: compiling")
+    assert texts[1].startswith("torch energy kernels compiled in ")
+    assert kinds.index("RunStarted") > kinds.index("Message")
+    assert sink.of(RunStarted)[0].engine == "torch (cpu, float64, compiled)"

@@ -151,6 +151,18 @@ class Trainer:
                 return torch.cat([choice.engine.energy(x[i:i + 1024].to(engine_device)).double().cpu()
                                   for i in range(0, len(x), 1024)])
 
+        if getattr(choice.engine, "compiled", False):
+            # Both kernels (with and without forces) compile now, so that the wait is announced
+            # and the first epoch's timing and ETA are not inflated by it.
+            self.message("torch energy kernels: compiling for this system, or loading them from torch's "
+                         "cache (20-40 s the first time)")
+            started = time.perf_counter()
+            probe = cold_train[: cfg.training.batch_size].to(engine_device).requires_grad_(True)
+            choice.engine.energy(probe).sum().backward()
+            energies(cold_val[:2])
+            state = "compiled" if choice.engine.compiled else "not compiled"
+            self.message(f"torch energy kernels {state} in {time.perf_counter() - started:.1f} s")
+
         # Energies of the data themselves: the acceptance needs U(x), U(y); the KL estimate
         # subtracts beta U of the very batch samples, which cancels most of the noise.
         u_cold_val, u_hot_val = energies(cold_val), energies(hot_val)
