@@ -67,19 +67,7 @@ def _helix(forcefields):
     spec = importlib.util.spec_from_file_location("make_structures", ROOT / "scripts" / "make_structures.py")
     ms = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(ms)
-    n_res, psi = 30, -47.0
-    specs = []
-    for k, res in enumerate(ms.backbone(n_res, phi=-57.0, psi=psi)):
-        name = "GLY" if k % 3 == 2 else "ALA"
-        atoms = ("N", "CA", "C", "O") if name == "GLY" else ("N", "CA", "CB", "C", "O")
-        coords = [(a, res[a]) for a in atoms]
-        if k == n_res - 1:
-            coords.append(("OXT", ms.place(res["N"], res["CA"], res["C"], 1.25, 117.0, psi)))
-        specs.append((name, coords))
-    top, pos = ms._topology(specs)
-    modeller = app.Modeller(top, pos * unit.nanometer)
-    modeller.addHydrogens(app.ForceField(*forcefields), pH=7.0)
-    return modeller.topology, modeller.positions
+    return ms.helix(30, forcefields)
 
 
 def build(structure, forcefields):

@@ -94,6 +94,25 @@ def alanine_dipeptide():
     return _topology(specs)
 
 
+def helix(n_res: int, forcefields):
+    """A protonated alpha helix of n_res residues, Ala with every third a Gly (30 residues: 273
+    atoms); not shipped, built for the energy tests and benchmarks of larger systems.
+    Returns (topology, positions [N, 3] in nm), unminimised."""
+    psi = -47.0
+    specs = []
+    for k, res in enumerate(backbone(n_res, phi=-57.0, psi=psi)):
+        name = "GLY" if k % 3 == 2 else "ALA"
+        atoms = ("N", "CA", "C", "O") if name == "GLY" else ("N", "CA", "CB", "C", "O")
+        coords = [(a, res[a]) for a in atoms]
+        if k == n_res - 1:
+            coords.append(("OXT", place(res["N"], res["CA"], res["C"], 1.25, 117.0, psi)))
+        specs.append((name, coords))
+    top, pos = _topology(specs)
+    modeller = app.Modeller(top, pos * unit.nanometer)
+    modeller.addHydrogens(app.ForceField(*forcefields), pH=7.0)
+    return modeller.topology, np.array(modeller.positions.value_in_unit(unit.nanometer))
+
+
 def finish(top, positions, forcefields, out: Path):
     ff = app.ForceField(*forcefields)
     modeller = app.Modeller(top, positions * unit.nanometer)

@@ -10,3 +10,17 @@ STRUCTURES = ROOT / "presets" / "structures"
 TINY_DATA = ["data.n_samples=600", "data.stride=20", "data.swap_every=20", "data.equilibration_ps=1.0"]
 TINY_TRAIN = ["model.hidden=16", "model.n_layers=2", "training.batch_size=32", "training.steps_per_epoch=3",
               "logging.eval_samples=64", "training.warmup_epochs=1", "energy.engine=openmm"]
+
+
+def load_pdb(name: str):
+    """(n_atoms, bonds, element symbols, positions [N, 3] float64 tensor in nm) of a shipped structure."""
+    import openmm.app as app
+    import openmm.unit as unit
+    import torch
+
+    pdb = app.PDBFile(str(STRUCTURES / f"{name}.pdb"))
+    top = pdb.topology
+    bonds = [(b[0].index, b[1].index) for b in top.bonds()]
+    elements = [a.element.symbol for a in top.atoms()]
+    x = torch.tensor(pdb.getPositions(asNumpy=True).value_in_unit(unit.nanometer), dtype=torch.float64)
+    return top.getNumAtoms(), bonds, elements, x

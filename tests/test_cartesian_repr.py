@@ -2,27 +2,13 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import pytest
 import torch
 
 from molpt_tui.flows.cartesian import AlignedCartesian, align_to_frame
 from molpt_tui.flows.internal import TopologyError, build_zmatrix
-
-STRUCTURES = Path(__file__).resolve().parent.parent / "presets" / "structures"
-
-
-def load_pdb(name: str):
-    import openmm.app as app
-    import openmm.unit as unit
-
-    pdb = app.PDBFile(str(STRUCTURES / f"{name}.pdb"))
-    top = pdb.topology
-    bonds = [(b[0].index, b[1].index) for b in top.bonds()]
-    elements = [a.element.symbol for a in top.atoms()]
-    x = torch.tensor(pdb.getPositions(asNumpy=True).value_in_unit(unit.nanometer), dtype=torch.float64)
-    return top.getNumAtoms(), bonds, elements, x
+from molpt_testdata import load_pdb
 
 
 def rot_zyz(alpha, beta, gamma):

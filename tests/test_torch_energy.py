@@ -70,23 +70,8 @@ def _load_make_structures():
 
 @functools.lru_cache(maxsize=None)
 def _polypeptide(forcefields):
-    """A 30-residue Ala/Gly helix (273 atoms), protonated and briefly minimised."""
-    ms = _load_make_structures()
-    n_res, psi = 30, -47.0
-    residues = ms.backbone(n_res, phi=-57.0, psi=psi)
-    specs = []
-    for k, res in enumerate(residues):
-        name = "GLY" if k % 3 == 2 else "ALA"
-        atoms = ("N", "CA", "C", "O") if name == "GLY" else ("N", "CA", "CB", "C", "O")
-        coords = [(a, res[a]) for a in atoms]
-        if k == n_res - 1:
-            coords.append(("OXT", ms.place(res["N"], res["CA"], res["C"], 1.25, 117.0, psi)))
-        specs.append((name, coords))
-    top, pos = ms._topology(specs)
-    ff = app.ForceField(*forcefields)
-    modeller = app.Modeller(top, pos * unit.nanometer)
-    modeller.addHydrogens(ff, pH=7.0)
-    return modeller.topology, np.array(modeller.positions.value_in_unit(unit.nanometer))
+    """A 30-residue Ala/Gly helix (273 atoms), protonated; _case minimises it."""
+    return _load_make_structures().helix(30, forcefields)
 
 
 @functools.lru_cache(maxsize=None)
