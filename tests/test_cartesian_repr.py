@@ -110,6 +110,12 @@ def test_float32_state_dict_and_guards(ala2):
     x_back = rep.inverse(z32)[0]
     assert x_back.dtype == torch.float32
     assert (x_back.double() - align_to_frame(xs, *rep.refs)).abs().max().item() < 1e-5
+    # A state_dict of another atom order is refused, like the Z-matrix representation's.
+    order = list(rep.atom_order)
+    order[3], order[4] = order[4], order[3]
+    other = AlignedCartesian(rep.n_atoms, rep.refs, order)
+    with pytest.raises(TopologyError, match="different topology"):
+        other.load_state_dict(rep.state_dict())
     with pytest.raises(NotImplementedError):
         AlignedCartesian.from_topology(n, bonds, el, fixed_bonds=[bonds[0]])
     with pytest.raises(TopologyError):

@@ -21,10 +21,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from ..errors import UserError
-from .internal import _MIN_STD, build_zmatrix
+from .internal import _MIN_STD, FittedRepresentation, build_zmatrix
 from .layout import Layout
 
 __all__ = ["AlignedCartesian", "FixedBondsUnsupported", "align_to_frame"]
@@ -47,7 +47,7 @@ def align_to_frame(x: Tensor, i0: int, i1: int, i2: int) -> Tensor:
     return y @ rot.transpose(-1, -2)
 
 
-class AlignedCartesian(nn.Module):
+class AlignedCartesian(FittedRepresentation):
     """Cartesian x [B, N, 3] (nm) <-> standardised aligned Cartesian coordinates z [B, 3N-6]."""
 
     def __init__(self, n_atoms: int, refs: tuple[int, int, int], atom_order: Sequence[int]):
@@ -78,10 +78,7 @@ class AlignedCartesian(nn.Module):
         self.register_buffer("dim_src", torch.tensor(src, dtype=torch.long))
         self.register_buffer("z_mean", torch.zeros(self.dim, dtype=torch.float64))
         self.register_buffer("z_std", torch.ones(self.dim, dtype=torch.float64))
-        self.register_buffer("fitted", torch.tensor(False))
-        self._is_fitted = False
-        self._reference = {k: v.clone() for k, v in self._buffers.items() if v.dtype == torch.long}
-        self.register_load_state_dict_post_hook(AlignedCartesian._after_load)
+        self._freeze_topology()
 
     @classmethod
     def from_topology(
@@ -105,13 +102,6 @@ class AlignedCartesian(nn.Module):
         zm = build_zmatrix(n_atoms, [(int(i), int(j)) for i, j in bonds], elements)
         return cls(n_atoms, zm.roots, zm.atom_order)
 
-    @staticmethod
-    def _after_load(module: "AlignedCartesian", incompatible_keys) -> None:
-        for name, ref in module._reference.items():
-            if not torch.equal(getattr(module, name).cpu(), ref):
-                raise ValueError(f"state_dict buffer '{name}' does not match this molecule's reference atoms/order")
-        module._is_fitted = bool(module.fitted)
-
     # ------------------------------------------------------------------ helpers
 
     def canonical(self, x: Tensor) -> Tensor:
@@ -129,25 +119,17 @@ class AlignedCartesian(nn.Module):
         x1, y2 = c_flat[:, self._ix1], c_flat[:, self._iy2]
         return 2.0 * torch.log(torch.abs(x1)) + torch.log(torch.abs(y2)) + torch.log(std).sum()
 
-    def _check_fitted(self) -> None:
-        if not self._is_fitted:
-            raise RuntimeError("AlignedCartesian is not fitted: call fit(x_train) or load a fitted state_dict")
-
     # ------------------------------------------------------------------ public maps
 
     @torch.no_grad()
     def fit(self, x: Tensor) -> "AlignedCartesian":
         """Per-coordinate mean/std of the aligned coordinates of x [M, N, 3]."""
-        x = torch.as_tensor(x)
-        if x.ndim != 3 or x.shape[1:] != (self.n_atoms, 3):
-            raise ValueError(f"fit expects x of shape [M, {self.n_atoms}, 3], got {tuple(x.shape)}")
-        c = self.canonical(x.to(device=self.z_mean.device, dtype=torch.float64))
+        c = self.canonical(self._fit_input(x))
         vals = c.reshape(c.shape[0], -1)[:, self.dim_src]
         self.z_mean.copy_(vals.mean(0))
         if vals.shape[0] > 1:
             self.z_std.copy_(vals.std(0, unbiased=False).clamp_min(_MIN_STD))
-        self.fitted.fill_(True)
-        self._is_fitted = True
+        self._mark_fitted()
         return self
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:

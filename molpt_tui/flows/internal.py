@@ -72,6 +72,46 @@ class TopologyError(UserError, ValueError):
     """The bond graph cannot give a Z-matrix (too few atoms, disconnected, bad indices)."""
 
 
+class FittedRepresentation(nn.Module):
+    """What the coordinate representations share: statistics fitted on training data that
+    travel in the state_dict, and integer topology buffers (atom order, reference atoms) that a
+    loaded state_dict must reproduce, so a checkpoint of another molecule is refused.
+
+    Subclasses register their buffers, then call ``_freeze_topology()`` last in ``__init__``.
+    """
+
+    def _freeze_topology(self) -> None:
+        self.register_buffer("fitted", torch.tensor(False))
+        self._is_fitted = False
+        self._reference = {k: v.clone() for k, v in self._buffers.items() if v.dtype == torch.long}
+        self.register_load_state_dict_post_hook(FittedRepresentation._after_load)
+
+    @staticmethod
+    def _after_load(module: "FittedRepresentation", incompatible_keys) -> None:
+        for name, ref in module._reference.items():
+            if not torch.equal(getattr(module, name).cpu(), ref):
+                raise TopologyError(
+                    f"state_dict buffer '{name}' does not match this {type(module).__name__}: the "
+                    "checkpoint was built from a different topology or fixed-bond set"
+                )
+        module._is_fitted = bool(module.fitted)
+
+    def _check_fitted(self) -> None:
+        if not self._is_fitted:
+            raise RuntimeError(f"{type(self).__name__} is not fitted: call fit(x_train) or load a fitted state_dict")
+
+    def _fit_input(self, x) -> Tensor:
+        """x [M, N, 3] as float64 on the buffers' device, or a ValueError naming the shape."""
+        x = torch.as_tensor(x)
+        if x.ndim != 3 or x.shape[1:] != (self.n_atoms, 3):
+            raise ValueError(f"fit expects x of shape [M, {self.n_atoms}, 3], got {tuple(x.shape)}")
+        return x.to(device=self.z_mean.device, dtype=torch.float64)
+
+    def _mark_fitted(self) -> None:
+        self.fitted.fill_(True)
+        self._is_fitted = True
+
+
 def wrap_angle(a: Tensor) -> Tensor:
     """Map angles to [-pi, pi)."""
     out = torch.remainder(a + math.pi, TWO_PI) - math.pi
@@ -300,7 +340,7 @@ def build_zmatrix(n_atoms: int, bonds: Iterable[tuple[int, int]], elements: Sequ
 # ----------------------------------------------------------------------------- representation
 
 
-class ICRepresentation(nn.Module):
+class ICRepresentation(FittedRepresentation):
     """Cartesian x [B, N, 3] (nm) <-> standardised internal coordinates z [B, D].
 
     Internally every Z-matrix row k (atom ``atom_order[k + 1]``) has raw coordinates
@@ -366,10 +406,7 @@ class ICRepresentation(nn.Module):
         self.register_buffer("z_std", torch.ones(self.dim, **f64))
         # Raw q (flattened [N-1, 3]) with the fixed bond lengths in place; flow dims overwrite it.
         self.register_buffer("q_template", torch.zeros(3 * (n - 1), **f64))
-        self.register_buffer("fitted", torch.tensor(False))
-        self._is_fitted = False
-        self._reference = {k: v.clone() for k, v in self._buffers.items() if v.dtype == torch.long}
-        self.register_load_state_dict_post_hook(ICRepresentation._after_load)
+        self._freeze_topology()
 
     # ------------------------------------------------------------------ construction
 
@@ -393,16 +430,6 @@ class ICRepresentation(nn.Module):
         bonds = [(int(i), int(j)) for i, j in bonds]
         zm = build_zmatrix(n_atoms, bonds, elements)
         return cls(zm, fixed_bonds=fixed_bonds, bonds=bonds)
-
-    @staticmethod
-    def _after_load(module: "ICRepresentation", incompatible_keys) -> None:
-        for name, ref in module._reference.items():
-            if not torch.equal(getattr(module, name).cpu(), ref):
-                raise TopologyError(
-                    f"state_dict buffer '{name}' does not match this Z-matrix: the checkpoint was "
-                    "built from a different topology or fixed-bond set"
-                )
-        module._is_fitted = bool(module.fitted)
 
     def torsion_dims(self) -> Tensor:
         """Indices of the periodic (torsion) dims of z."""
@@ -485,17 +512,10 @@ class ICRepresentation(nn.Module):
 
     # ------------------------------------------------------------------ public maps
 
-    def _check_fitted(self) -> None:
-        if not self._is_fitted:
-            raise RuntimeError("ICRepresentation is not fitted: call fit(x_train) or load a fitted state_dict")
-
     @torch.no_grad()
     def fit(self, x: Tensor) -> "ICRepresentation":
         """Store mean/std of bonds and angles (and mean lengths of fixed bonds) from x [M, N, 3]."""
-        x = torch.as_tensor(x)
-        if x.ndim != 3 or x.shape[1:] != (self.n_atoms, 3):
-            raise ValueError(f"fit expects x of shape [M, {self.n_atoms}, 3], got {tuple(x.shape)}")
-        q = self.internal_coordinates(x.to(device=self.z_mean.device, dtype=torch.float64))
+        q = self.internal_coordinates(self._fit_input(x))
         flat = q.reshape(q.shape[0], -1)
         vals = flat[:, self.dim_src]
         mean = vals.mean(0)
@@ -507,8 +527,7 @@ class ICRepresentation(nn.Module):
         idx = 3 * self.fixed_row_idx
         template[idx] = flat[:, idx].mean(0)
         self.q_template.copy_(template)
-        self.fitted.fill_(True)
-        self._is_fitted = True
+        self._mark_fitted()
         return self
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
