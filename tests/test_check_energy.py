@@ -49,6 +49,7 @@ def test_check_energy_outside_tolerance_exits_1(monkeypatch, capsys):
     class Args:
         pdb, forcefield, engine, samples, noise, json = str(STRUCTURES / "alanine_dipeptide.pdb"), \
             ["amber99sbildn.xml"], "openmm", 3, 0.01, False
+        compile, precision = "auto", "double"
 
     assert check.check_energy_command(Args) == 1
     assert "OUTSIDE TOLERANCE" in capsys.readouterr().out

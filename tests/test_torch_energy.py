@@ -457,6 +457,10 @@ def test_failing_compiler_falls_back_to_eager_with_a_warning(monkeypatch):
     _assert_matches(energy, forces, ref_energy, ref_forces, torch.float64)
     assert not engine.compiled and engine.description == "torch (cpu, float64, eager)"
     assert "RuntimeError: C++ compile error: cannot find Python.h" in engine.compile_note
+    # The reason a run or check-energy shows is read after use, so it carries the fallback.
+    from molpt_tui.physics.engines import EngineChoice
+
+    assert EngineChoice(engine, "requested").reason == f"requested; kernels not compiled: {engine.compile_note}"
     # With compile = "on" the user asked for it: the failure is raised, not hidden.
     strict = TorchEnergy.from_system(system, compile="on")
     with pytest.raises(RuntimeError, match="Python.h"):

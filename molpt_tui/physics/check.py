@@ -61,8 +61,7 @@ def run_check(pdb, forcefield, engine="auto", samples=16, noise=0.01, seed=0, co
     ok = e_err <= ENERGY_RTOL[precision] and f_err <= FORCE_RTOL * f_scale
     return {
         "pdb": str(pdb), "forcefield": list(forcefield), "n_atoms": ms.n_atoms, "samples": samples,
-        "engine": eng.description, "reason": choice.reason + (
-            f"; {eng.compile_note}" if getattr(eng, "compile_note", "") and eng.compile_note not in choice.reason else ""),
+        "engine": eng.description, "reason": choice.reason,
         "max_rel_energy_error": e_err, "max_abs_force_error": f_err, "max_force": f_scale,
         "max_rel_force_error": f_err / f_scale if f_scale else 0.0,
         "precision": precision, "energy_tolerance": ENERGY_RTOL[precision], "force_tolerance": FORCE_RTOL, "ok": bool(ok),
@@ -75,7 +74,7 @@ def check_energy_command(args) -> int:
     if args.samples < 1:
         raise UserError(f"--samples: must be >= 1, got {args.samples}")
     result = run_check(args.pdb, args.forcefield, args.engine, args.samples, args.noise,
-                       compile=getattr(args, "compile", "auto"), precision=getattr(args, "precision", "double"))
+                       compile=args.compile, precision=args.precision)
     if args.json:
         print(json.dumps(result, indent=2))
     else:

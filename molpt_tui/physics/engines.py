@@ -14,11 +14,18 @@ from ..errors import UserError
 @dataclass
 class EngineChoice:
     engine: object
-    reason: str
+    why: str
 
     @property
     def description(self) -> str:
         return self.engine.description
+
+    @property
+    def reason(self) -> str:
+        """Why this engine, read when asked: a torch engine whose compiler fails on first use
+        falls back to eager kernels after the choice was made, and says why in compile_note."""
+        note = getattr(self.engine, "compile_note", "")
+        return f"{self.why}; kernels not compiled: {note}" if note else self.why
 
 
 def _bridge_workers(requested: int, us_per_config: float, batch_size: int) -> int:
@@ -57,19 +64,13 @@ def make_torch(ms, device: str = "cpu", compile: str = "auto", precision: str = 
         raise UserError(f"{ms.pdb_path}: {exc}") from None
 
 
-def _torch_choice(engine, why: str) -> EngineChoice:
-    if engine.compile_note:
-        why = f"{why}; kernels not compiled: {engine.compile_note}"
-    return EngineChoice(engine, why)
-
-
 def make_engine(ms, engine: str = "auto", platform: str = "auto", n_workers: int = 0, batch_size: int = 64,
                 device: str = "cpu", compile: str = "auto", precision: str = "double") -> EngineChoice:
     if engine == "openmm":
         bridge = make_openmm(ms, platform, n_workers, batch_size)
         return EngineChoice(bridge, f"requested; OpenMM platform {bridge.platform}: {bridge.choice.reason}")
     if engine == "torch":
-        return _torch_choice(make_torch(ms, device, compile, precision), "requested")
+        return EngineChoice(make_torch(ms, device, compile, precision), "requested")
     # auto
     try:
         from .torch_energy import compiler_available, prefer_torch, unsupported_forces
@@ -81,7 +82,7 @@ def make_engine(ms, engine: str = "auto", platform: str = "auto", n_workers: int
         compiled = compile != "off" and compiler_available(device)[0]
         use_torch, why = prefer_torch(ms.system, ms.n_atoms, batch_size, device, compiled=compiled)
         if use_torch:
-            return _torch_choice(make_torch(ms, device, compile, precision), why)
+            return EngineChoice(make_torch(ms, device, compile, precision), why)
     else:
         why = f"torch engine does not support {', '.join(missing)}"
     bridge = make_openmm(ms, platform, n_workers, batch_size)

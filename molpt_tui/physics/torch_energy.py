@@ -351,15 +351,13 @@ class TorchEnergy:
 
     name = "torch"
 
-    def __init__(self, terms: Terms, device, dtype, chunk_elements: int | None = None,
-                 gb_kinds: tuple = (), compile: str = "auto"):
+    def __init__(self, terms: Terms, device, dtype, chunk_elements: int | None = None, compile: str = "auto"):
         if compile not in ("auto", "on", "off"):
             raise ValueError(f"compile must be 'auto', 'on' or 'off', not {compile!r}")
         self._terms = terms
         self.n_atoms = terms.n_atoms
         self.device = torch.device(device)
         self.dtype = dtype
-        self.gb_kinds = gb_kinds
         # Elements of one [N, N, chunk] matrix; None: chosen per device in _chunk_size.
         self.chunk_elements = None if chunk_elements is None else int(chunk_elements)
         self.compile_mode = compile
@@ -484,7 +482,7 @@ class TorchEnergy:
             eps4=per_atom(4.0 * eps),
             gb=gb_terms,
         )
-        return cls(terms, dev, dtype, chunk_elements, tuple(m.kind for m in gb_models), compile)
+        return cls(terms, dev, dtype, chunk_elements, compile)
 
     # ---- evaluation ------------------------------------------------------------------------
 

@@ -150,7 +150,7 @@ def _screened(z, coeff, g: GBTerms):
     return energy, coeff * (dscreen - screen * inv_z) * inv_z
 
 
-def _descreening(r, inv_r, g: GBTerms, with_grad: bool):
+def _descreening(r, inv_r, g: GBTerms, off_diagonal, with_grad: bool):
     """h(r_ij; or_i, sr_j) of the OBC integral, masked, and dh/dr (None without gradient)."""
     o, s = g.o_row, g.s_col
     upper = r + s
@@ -166,8 +166,8 @@ def _descreening(r, inv_r, g: GBTerms, with_grad: bool):
         # Reference GBSAOBCForce adds 2 (1/or_i - 1/L) to the un-halved integral when atom i lies
         # wholly inside j's descreening sphere.
         h = h + torch.where(buried, g.inv_o_row - inv_l, 0.0)
-    # OpenMM's select(step(r + sr_j - or_i), ..., 0).
-    mask = upper >= o
+    # OpenMM's select(step(r + sr_j - or_i), ..., 0); the diagonal is no pair.
+    mask = (upper >= o) & off_diagonal
     h = torch.where(mask, h, 0.0)
     if not with_grad:
         return h, None
@@ -199,8 +199,7 @@ def pair_energy_and_grad(xc: torch.Tensor, t: Terms, with_grad: bool):
 
     for g in t.gb:
         # Pass 1: Born radii [N, b].
-        h, dh = _descreening(r, inv_r, g, with_grad)
-        h = torch.where(t.off_diagonal, h, 0.0)
+        h, dh = _descreening(r, inv_r, g, t.off_diagonal, with_grad)
         psi = h.sum(1) * g.offset_radius
         a, b, c = g.tanh_coeffs
         tanh = torch.tanh(psi * (a + psi * (c * psi - b)))
@@ -225,7 +224,7 @@ def pair_energy_and_grad(xc: torch.Tensor, t: Terms, with_grad: bool):
         # Pass 3: through the integrals, dB_i/dI_i = B_i^2 (1 - tanh^2) P'(psi) or_i / radius_i.
         dpoly = a + psi * (3.0 * c * psi - 2.0 * b)
         de_di = de_dborn * born * born * (1.0 - tanh * tanh) * dpoly * g.offset_radius / g.born_radius_scale
-        through_i = de_di[:, None, :] * torch.where(t.off_diagonal, dh, 0.0)
+        through_i = de_di[:, None, :] * dh
         du_dr = du_dr + through_i + through_i.transpose(0, 1)
 
     if not with_grad:

@@ -167,11 +167,7 @@ class Trainer:
         # subtracts beta U of the very batch samples, which cancels most of the noise.
         u_cold_val, u_hot_val = energies(cold_val), energies(hot_val)
         u_cold_train, u_hot_train = energies(cold_train), energies(hot_train)
-        reason = choice.reason
-        note = getattr(choice.engine, "compile_note", "")
-        if note and note not in reason:  # the compiler failed on first use, after the choice
-            reason = f"{reason}; {note}"
-        return Setup(ms, choice.engine, reason, cold_train, hot_train, cold_val, hot_val,
+        return Setup(ms, choice.engine, choice.reason, cold_train, hot_train, cold_val, hot_val,
                      u_cold_val, u_hot_val, u_cold_train, u_hot_train)
 
     # --- energies ----------------------------------------------------------------------------
