@@ -24,3 +24,18 @@ def load_pdb(name: str):
     elements = [a.element.symbol for a in top.atoms()]
     x = torch.tensor(pdb.getPositions(asNumpy=True).value_in_unit(unit.nanometer), dtype=torch.float64)
     return top.getNumAtoms(), bonds, elements, x
+
+
+def rot_zyz(alpha, beta, gamma):
+    """Rotation matrix Rz(alpha) Ry(beta) Rz(gamma) of scalar tensors (rigid-motion invariance tests)."""
+    import torch
+
+    def rz(a):
+        c, s, o, i = torch.cos(a), torch.sin(a), torch.zeros_like(a), torch.ones_like(a)
+        return torch.stack([torch.stack([c, -s, o]), torch.stack([s, c, o]), torch.stack([o, o, i])])
+
+    def ry(a):
+        c, s, o, i = torch.cos(a), torch.sin(a), torch.zeros_like(a), torch.ones_like(a)
+        return torch.stack([torch.stack([c, o, s]), torch.stack([o, i, o]), torch.stack([-s, o, c])])
+
+    return rz(alpha) @ ry(beta) @ rz(gamma)

@@ -8,19 +8,7 @@ import torch
 
 from molpt_tui.flows.cartesian import AlignedCartesian, align_to_frame
 from molpt_tui.flows.internal import TopologyError, build_zmatrix
-from molpt_testdata import load_pdb
-
-
-def rot_zyz(alpha, beta, gamma):
-    def rz(a):
-        c, s, o, i = torch.cos(a), torch.sin(a), torch.zeros_like(a), torch.ones_like(a)
-        return torch.stack([torch.stack([c, -s, o]), torch.stack([s, c, o]), torch.stack([o, o, i])])
-
-    def ry(a):
-        c, s, o, i = torch.cos(a), torch.sin(a), torch.zeros_like(a), torch.ones_like(a)
-        return torch.stack([torch.stack([c, o, s]), torch.stack([o, i, o]), torch.stack([-s, o, c])])
-
-    return rz(alpha) @ ry(beta) @ rz(gamma)
+from molpt_testdata import load_pdb, rot_zyz
 
 
 def perturbed(x, n, scale, seed=0):

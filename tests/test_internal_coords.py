@@ -8,19 +8,7 @@ import torch
 
 from molpt_tui.flows.cartesian import align_to_frame
 from molpt_tui.flows.internal import ICRepresentation, TopologyError, bond_angle, build_zmatrix, dihedral, wrap_angle
-from molpt_testdata import STRUCTURES, load_pdb
-
-
-def rot_zyz(alpha: torch.Tensor, beta: torch.Tensor, gamma: torch.Tensor) -> torch.Tensor:
-    def rz(a):
-        c, s, o, i = torch.cos(a), torch.sin(a), torch.zeros_like(a), torch.ones_like(a)
-        return torch.stack([torch.stack([c, -s, o]), torch.stack([s, c, o]), torch.stack([o, o, i])])
-
-    def ry(a):
-        c, s, o, i = torch.cos(a), torch.sin(a), torch.zeros_like(a), torch.ones_like(a)
-        return torch.stack([torch.stack([c, o, s]), torch.stack([o, i, o]), torch.stack([-s, o, c])])
-
-    return rz(alpha) @ ry(beta) @ rz(gamma)
+from molpt_testdata import STRUCTURES, load_pdb, rot_zyz
 
 
 def random_rigid(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
