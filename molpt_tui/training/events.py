@@ -10,11 +10,27 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
+import typing
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal, get_args
 
 SCHEMA_NAME = "molpt-tui.metrics"
 SCHEMA_VERSION = 1
+
+# How a run segment ended. "ui-crashed": the monitor died and took the trainer down with it,
+# which must never read as a user stop.
+RunStatus = Literal["completed", "stopped", "failed", "diverged", "ui-crashed"]
+RUN_STATUSES: tuple[str, ...] = get_args(RunStatus)
+Severity = Literal["info", "warning", "error"]
+SEVERITIES: tuple[str, ...] = get_args(Severity)
+CheckpointLabel = Literal["last", "best", "final", "manual"]
+# Requests a viewer can send a trainer through the run directory's control channel.
+ControlAction = Literal["pause", "resume", "checkpoint", "png", "stop"]
+CONTROL_ACTIONS: tuple[str, ...] = get_args(ControlAction)
+
+
+class EventDecodeError(ValueError):
+    """A metrics line that is valid JSON but not a valid event (wrong kind or field types)."""
 
 
 @dataclass
@@ -49,7 +65,6 @@ class RunStarted(Event):
     steps_per_epoch: int = 1
     start_epoch: int = 0       # >0 when resumed: the epochs before it are already in the log
     resumed: bool = False
-    loss_floor: float = math.nan  # beta_c<U>_cold + beta_h<U>_hot over the training data (kT)
 
 
 @dataclass
@@ -98,7 +113,7 @@ class Alert(Event):
     kind: ClassVar[str] = "alert"
     epoch: int
     rule: str                  # stable identifier, e.g. "inverse_diverging"
-    severity: str              # "info" | "warning" | "error"
+    severity: Severity
     message: str
     hint: str
 
@@ -109,7 +124,7 @@ class Message(Event):
 
     kind: ClassVar[str] = "message"
     text: str
-    level: str = "info"        # "info" | "warning" | "error"
+    level: Severity = "info"
 
 
 @dataclass
@@ -117,7 +132,7 @@ class CheckpointSaved(Event):
     kind: ClassVar[str] = "checkpoint"
     epoch: int
     path: str
-    label: str = "last"        # "last" | "best" | "final" | "manual"
+    label: CheckpointLabel = "last"
 
 
 @dataclass
@@ -125,7 +140,7 @@ class Finished(Event):
     """Last event of a run segment."""
 
     kind: ClassVar[str] = "finished"
-    status: str                # "completed" | "stopped" | "failed"
+    status: RunStatus
     epoch: int
     files: list[str] = field(default_factory=list)
     message: str = ""
@@ -133,8 +148,20 @@ class Finished(Event):
     improvement_pct: float = math.nan
 
 
+@dataclass
+class RequestAcknowledged(Event):
+    """The trainer acted on a control request; every viewer of the run sees it in the log."""
+
+    kind: ClassVar[str] = "ack"
+    request_id: str            # as written by the sender ("" for in-process requests: keys, signals)
+    action: ControlAction
+    epoch: int                 # last completed epoch when the request was handled
+    detail: str = ""           # e.g. the checkpoint path written
+
+
 EVENT_TYPES: dict[str, type[Event]] = {
-    cls.kind: cls for cls in (RunStarted, EpochMetrics, LogBlock, Alert, Message, CheckpointSaved, Finished)
+    cls.kind: cls for cls in (RunStarted, EpochMetrics, LogBlock, Alert, Message, CheckpointSaved, Finished,
+                              RequestAcknowledged)
 }
 
 
@@ -150,31 +177,72 @@ def _encode(value: Any) -> Any:
     return value
 
 
-def _decode_float(value: Any) -> Any:
-    if isinstance(value, str) and value in ("nan", "inf", "-inf"):
-        return float(value)
-    return value
+def _decode_value(value: Any, tp: Any, name: str) -> Any:
+    """Check one JSON value against the field's annotation; raise EventDecodeError if it is not."""
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        if value not in get_args(tp):
+            raise EventDecodeError(f"{name}: {value!r} is not one of {list(get_args(tp))}")
+        return value
+    if origin is list:
+        (inner,) = get_args(tp)
+        if not isinstance(value, list):
+            raise EventDecodeError(f"{name}: expected a list, got {type(value).__name__}")
+        return [_decode_value(v, inner, name) for v in value]
+    if tp is float:
+        if isinstance(value, str) and value in ("nan", "inf", "-inf"):
+            return float(value)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise EventDecodeError(f"{name}: expected a number, got {type(value).__name__}")
+        try:
+            return float(value)
+        except OverflowError:  # an integer of hundreds of digits
+            raise EventDecodeError(f"{name}: number out of range") from None
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise EventDecodeError(f"{name}: expected an integer, got {type(value).__name__}")
+        return value
+    if tp is bool or tp is str:
+        if not isinstance(value, tp):
+            raise EventDecodeError(f"{name}: expected {tp.__name__}, got {type(value).__name__}")
+        return value
+    raise EventDecodeError(f"{name}: field type {tp!r} cannot be decoded")  # pragma: no cover - schema bug
+
+
+_HINTS: dict[type[Event], dict[str, Any]] = {}
+
+
+def _hints(cls: type[Event]) -> dict[str, Any]:
+    if cls not in _HINTS:
+        _HINTS[cls] = typing.get_type_hints(cls)
+    return _HINTS[cls]
 
 
 def from_dict(data: dict[str, Any]) -> Event:
-    """Rebuild an event from its JSON form; unknown keys are ignored (forward compatible)."""
+    """Rebuild an event from its JSON form, checking every field's type against the schema.
+
+    Unknown keys are ignored (forward compatible); a missing field without a default, or a value
+    of the wrong type, raises EventDecodeError.
+    """
     kind = data.get("kind")
-    cls = EVENT_TYPES.get(kind)  # type: ignore[arg-type]
+    cls = EVENT_TYPES.get(kind) if isinstance(kind, str) else None
     if cls is None:
-        raise ValueError(f"unknown event kind {kind!r}")
-    kwargs = {}
+        raise EventDecodeError(f"unknown event kind {kind!r}")
+    hints = _hints(cls)
+    kwargs: dict[str, Any] = {}
     for f in dataclasses.fields(cls):
         if f.name in data:
-            value = data[f.name]
-            kwargs[f.name] = _decode_float(value) if f.type in ("float", float) else value
+            kwargs[f.name] = _decode_value(data[f.name], hints[f.name], f.name)
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise EventDecodeError(f"{kind}: missing field {f.name!r}")
     return cls(**kwargs)
 
 
 class Sink:
-    """Anything that consumes events: console reporter, JSONL log, TUI bridge."""
+    """Anything that consumes events: console reporter, JSONL log."""
 
     def emit(self, event: Event) -> None:  # pragma: no cover - interface
         raise NotImplementedError
 
     def close(self) -> None:
-        pass
+        """Release what the sink holds; the default holds nothing."""
