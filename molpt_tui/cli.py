@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from typing import NoReturn
 
 from . import __version__
 from .errors import UserError
@@ -18,7 +19,7 @@ EPILOG = "Presets: `molpt-tui presets`. Docs: README.md."
 class _Parser(argparse.ArgumentParser):
     """Usage mistakes read like every other bad input: one line on stderr, exit 2."""
 
-    def error(self, message: str):
+    def error(self, message: str) -> NoReturn:  # type: ignore[override]
         self.exit(2, f"molpt-tui: error: {message} (see `{self.prog} --help`)\n")
 
 
@@ -49,8 +50,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--batch-size", type=int, help="override training.batch_size")
     t.add_argument("--device", help="auto | cpu | cuda | cuda:N (override training.device)")
     t.add_argument("--out", help="run directory (default: checkpoints/molecular_pt_<preset>)")
-    t.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last.pt")
-    t.add_argument("--force", action="store_true", help="start a new run in a non-empty run directory")
+    t.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR (from its last.pt)")
+    t.add_argument("--from", dest="resume_from", choices=["last", "best"], default="last",
+                   help="with --resume: continue from last.pt (default) or from best.pt")
+    t.add_argument("--force", action="store_true",
+                   help="start a new run in a non-empty run directory, removing the earlier run's files")
     t.add_argument("--no-mouse", action="store_true", help="TUI: do not capture the mouse (tmux/SSH friendly)")
 
     s = sub.add_parser("simulate", help="generate replica-exchange MD data for a preset",
@@ -83,79 +87,86 @@ def build_parser() -> argparse.ArgumentParser:
                         description="Rebuild loss_curves_<Tc>_<Th>.png from RUN_DIR/metrics.jsonl.")
     pl.add_argument("run_dir")
 
-    w = sub.add_parser("watch", help="attach the TUI (read-only) to a run started elsewhere",
-                       description="Follow RUN_DIR/metrics.jsonl of a running or finished run in the TUI.")
+    w = sub.add_parser("watch", help="attach the TUI to a run started elsewhere (and steer it)",
+                       description="Follow RUN_DIR/metrics.jsonl of a running, pending or finished run. The keys "
+                                   "pause, checkpoint, PNG and stop act on the run's live trainer through the "
+                                   "run directory, also from another machine sharing the file system.")
     w.add_argument("run_dir")
+    w.add_argument("--read-only", action="store_true", help="follow only: disable the keys that steer the run")
     w.add_argument("--no-mouse", action="store_true", help="do not capture the mouse")
+
+    k = sub.add_parser("control", help="pause, resume, checkpoint, write the PNG of, or stop a running trainer",
+                       description="Send one request to the live trainer of RUN_DIR through its control channel "
+                                   "and wait for its acknowledgement: exit 0 when acknowledged, 1 when not "
+                                   "within --timeout, 2 on bad input.")
+    k.add_argument("run_dir")
+    k.add_argument("action", choices=["pause", "resume", "checkpoint", "png", "stop"])
+    k.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the acknowledgement (60)")
     return parser
 
 
-def _train(args) -> int:
-    from .training.runner import train_command
-
-    return train_command(args)
-
-
-def _simulate(args) -> int:
-    from .config import load_config
-    from .physics.data import simulate
-
-    cfg = load_config(args.preset, args.overrides)
-    simulate(cfg, out_path=args.out, force=args.force, n_procs=args.processes)
-    return 0
-
-
-def _check_energy(args) -> int:
-    from .physics.check import check_energy_command
-
-    return check_energy_command(args)
-
-
-def _presets(args) -> int:
-    from .config import DEFAULT_PRESET, list_presets
-
-    rows = list_presets()
-    width = max((len(name) for name, _, _ in rows), default=10)
-    for name, desc, _ in rows:
-        mark = " (default)" if name == DEFAULT_PRESET else ""
-        print(f"{name:<{width}}  {desc}{mark}")
-    return 0
-
-
-def _plot(args) -> int:
+def _train(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    run_dir = Path(args.run_dir)
-    if not (run_dir / "metrics.jsonl").is_file():
-        raise UserError(f"{run_dir}: no metrics.jsonl here (give the run directory of a `molpt-tui train` run)")
-    from .report.plotting import plot_run_dir
+    from .app.train import TrainOptions, train
 
-    def warn(message: str) -> None:
-        print(f"molpt-tui: warning: {message}", file=sys.stderr)
-
-    try:
-        path = plot_run_dir(run_dir, warn=warn)
-    except OSError as exc:
-        raise UserError(f"{exc.filename or run_dir}: cannot write the PNG ({exc.strerror or exc})") from None
-    print(f"Wrote {path}")
-    return 0
+    return train(TrainOptions(
+        preset=args.preset, overrides=tuple(args.overrides), epochs=args.epochs, lr=args.lr,
+        batch_size=args.batch_size, device=args.device, out=Path(args.out) if args.out else None,
+        resume=Path(args.resume) if args.resume else None, resume_from=args.resume_from, force=args.force,
+        ui=not args.no_ui, no_mouse=args.no_mouse))
 
 
-def _watch(args) -> int:
+def _simulate(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    run_dir = Path(args.run_dir)
-    if not (run_dir / "metrics.jsonl").is_file():
-        raise UserError(f"{run_dir}: no metrics.jsonl here (give the run directory of a `molpt-tui train` run)")
-    if not sys.stdout.isatty():
-        raise UserError("watch needs a terminal (stdout is not a TTY); use `molpt-tui plot RUN_DIR` for a PNG instead")
-    from .tui.app import run_watch_app
+    from .app.commands import simulate
 
-    return run_watch_app(run_dir, no_mouse=args.no_mouse)
+    return simulate(args.preset, tuple(args.overrides), Path(args.out) if args.out else None, args.force,
+                    args.processes)
+
+
+def _check_energy(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .app.check_energy import check_energy
+
+    return check_energy(Path(args.pdb), tuple(args.forcefield), engine=args.engine, compile=args.compile,
+                        precision=args.precision, samples=args.samples, noise=args.noise, as_json=args.json)
+
+
+def _presets(args: argparse.Namespace) -> int:
+    from .app.commands import presets
+
+    return presets()
+
+
+def _plot(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .app.commands import plot
+
+    return plot(Path(args.run_dir))
+
+
+def _watch(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .app.watch import watch
+
+    return watch(Path(args.run_dir), read_only=args.read_only, no_mouse=args.no_mouse)
+
+
+def _control(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .app.control import control
+
+    return control(Path(args.run_dir), args.action, timeout=args.timeout)
 
 
 COMMANDS = {"train": _train, "simulate": _simulate, "check-energy": _check_energy, "presets": _presets,
-            "plot": _plot, "watch": _watch}
+            "plot": _plot, "watch": _watch, "control": _control}
 
 
 def main(argv: list[str] | None = None) -> int:

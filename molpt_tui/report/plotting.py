@@ -9,24 +9,21 @@ from __future__ import annotations
 import math
 import os
 import warnings
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from ..fileio import atomic_write_bytes
 from ..training.history import History
-from ..training.metrics_log import METRICS_FILE, read_events
+from ..training.metrics_log import read_events
+from ..training.run_dir import RunDirectory, png_name
 
 DEFAULT_PNG = "loss_curves.png"
 # Agg draws 100k-point lines fine, but the PNG gains nothing beyond a few thousand columns.
 MAX_POINTS = 4000
-
-
-def png_name(t_cold: float, t_hot: float) -> str:
-    """``loss_curves_300_450.png``; fractional temperatures keep their decimals (448.6)."""
-    return f"loss_curves_{float(t_cold):g}_{float(t_hot):g}.png"
 
 
 def _finite(x: Sequence[float], y: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
@@ -178,8 +175,6 @@ def _overlay_acceptance(ax, history: History) -> None:
 
 
 def _write_atomic(fig: Figure, path: Path) -> None:
-    from ..training.checkpoint import atomic_write_bytes
-
     atomic_write_bytes(path, lambda fh: fig.savefig(fh, format="png"))
 
 
@@ -197,15 +192,14 @@ def save_loss_curves(history: History, path: str | os.PathLike, title: str | Non
     return path
 
 
-def plot_run_dir(run_dir: str | os.PathLike, path: str | os.PathLike | None = None,
+def plot_run_dir(run_dir: RunDirectory | str | os.PathLike[str], path: str | os.PathLike[str] | None = None,
                  warn: Callable[[str], None] | None = None) -> Path:
     """Rebuild the PNG of a run from its metrics log (corrupt lines are skipped with a warning)."""
-    run_dir = Path(run_dir)
-    log = run_dir / METRICS_FILE
-    if not log.is_file():
-        raise FileNotFoundError(f"no {METRICS_FILE} in {run_dir}: is this a molpt-tui run directory?")
-    history = History.from_events(read_events(log, warn=warn))
+    rd = run_dir if isinstance(run_dir, RunDirectory) else RunDirectory(run_dir)
+    if not rd.metrics.is_file():
+        raise FileNotFoundError(f"no {rd.metrics.name} in {rd.path}: is this a molpt-tui run directory?")
+    history = History.from_events(read_events(rd.metrics, warn=warn))
     if path is None:
         run = history.run
-        path = run_dir / (png_name(run.t_cold, run.t_hot) if run else DEFAULT_PNG)
+        path = rd.png(run.t_cold, run.t_hot) if run else rd.path / DEFAULT_PNG
     return save_loss_curves(history, path)

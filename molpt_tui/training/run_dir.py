@@ -267,6 +267,19 @@ class RunDirectory:
         finally:
             tmp.unlink(missing_ok=True)
 
+    def adopt_lock(self, from_pid: int) -> None:
+        """Take over the lock from the process that started this one (the live TUI hands its
+        lock to the trainer it spawns, so the lock names the process that writes the run)."""
+        owner = self.lock_owner()
+        if owner is None or not owner.here or owner.pid not in (from_pid, os.getpid()):
+            raise UserError(f"{self.lock_path}: the run-directory lock is not held by the process that started "
+                            "this trainer; start the run with `molpt-tui train`")
+        tmp = self.path / f"{LOCK_FILE}.{os.getpid()}.tmp"
+        tmp.write_text(f"{os.getpid()} {socket.gethostname()}\n", encoding="utf-8")
+        os.replace(tmp, self.lock_path)
+        self._lock_held = True
+        self._last_heartbeat = time.monotonic()
+
     def heartbeat(self) -> None:
         """Refresh the lock's mtime now and then, so viewers on other hosts see the run alive.
         Called by the trainer, which may be a child of the lock's holder (the live TUI)."""

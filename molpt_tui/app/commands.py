@@ -1,0 +1,53 @@
+"""The small commands: presets, plot, simulate."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from ..errors import UserError
+from ..training.run_dir import RunDirectory
+
+
+def warn(message: str) -> None:
+    print(f"molpt-tui: warning: {message}", file=sys.stderr)
+
+
+def presets() -> int:
+    from ..config import DEFAULT_PRESET, list_presets
+
+    rows = list_presets(warn=warn)
+    width = max((len(row.name) for row in rows), default=10)
+    for row in rows:
+        mark = " (default)" if row.name == DEFAULT_PRESET else ""
+        print(f"{row.name:<{width}}  {row.description}{mark}")
+    return 0
+
+
+def plot(run_dir: Path) -> int:
+    rd = RunDirectory(run_dir)
+    if rd.path.is_dir():
+        rd.check_entries()
+    if not rd.metrics.is_file():
+        raise UserError(f"{run_dir}: no metrics.jsonl here (give the run directory of a `molpt-tui train` run)")
+    from ..report.plotting import plot_run_dir
+
+    try:
+        path = plot_run_dir(rd, warn=warn)
+    except OSError as exc:
+        raise UserError(f"{exc.filename or run_dir}: cannot write the PNG ({exc.strerror or exc})") from None
+    print(f"Wrote {path}")
+    return 0
+
+
+def simulate(preset: str | None, overrides: tuple[str, ...], out: Path | None, force: bool,
+             processes: int | None) -> int:
+    from ..config import load_config
+    from .data_generation import generate_data
+    from .disk import disk_errors_as_user_errors
+
+    if processes is not None and processes < 1:
+        raise UserError(f"--processes {processes}: must be at least 1 (or leave it out: one per core)")
+    cfg = load_config(preset, overrides)
+    with disk_errors_as_user_errors(out or cfg.data_path):
+        return generate_data(cfg, announce=lambda text: print(text, file=sys.stderr, flush=True),
+                             out_path=out, force=force, n_procs=processes)

@@ -1,0 +1,37 @@
+"""Replica-exchange data for a run, made before the run directory is touched.
+
+Generation takes minutes, so it stops like training does: a job signal ends it at the next MD
+chunk with a line saying so, the 128+n exit code, and no partial data file.
+"""
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+from ..config import Config
+from ..physics.data import SimulationInterrupted, simulate
+from ..training.exit_codes import SIGNAL_EXIT_CODES
+from .signals import JobSignals
+
+
+def generate_data(cfg: Config, announce: Callable[[str], None], out_path: Path | None = None,
+                  force: bool = False, n_procs: int | None = None, missing: bool = False) -> int:
+    """Run `simulate`; 0 when the file was written, 128+n when a signal stopped it."""
+    stop = threading.Event()
+    path = out_path or cfg.data_path
+    if missing:
+        announce(f"Data file {path} is missing: generating it with replica-exchange MD "
+                 f"(`molpt-tui simulate --preset {cfg.preset_name}`)")
+    with JobSignals(on_stop=lambda name: stop.set()) as signals:
+        try:
+            simulate(cfg, out_path=out_path, force=force, n_procs=n_procs, should_stop=stop.is_set)
+        except SimulationInterrupted:
+            name = signals.received or "SIGINT"
+            announce(f"molpt-tui: {name} received while generating data: stopped; no data file was written "
+                     f"({path})")
+            return SIGNAL_EXIT_CODES.get(name, 130)
+        except KeyboardInterrupt:
+            announce(f"molpt-tui: interrupted while generating data: stopped; no data file was written ({path})")
+            return 130
+    return 0

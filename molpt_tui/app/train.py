@@ -1,0 +1,158 @@
+"""`molpt-tui train`: config, preflight, data, run directory, then headless or the live TUI.
+
+Order matters: every check runs before the run directory is touched, data generation (minutes)
+runs before it too, and only then is the directory created, locked, cleared (`--force`) and
+given its config. Headless, the trainer runs in this process; under the TUI it runs in a child
+process that writes metrics.jsonl, which the monitor follows like `watch` does.
+"""
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..config import Config, dump_toml, load_config, load_saved_config, validate
+from ..errors import UserError
+from ..fileio import atomic_write_text
+from ..training.control import TrainingControl
+from ..training.exit_codes import exit_code
+from ..training.metrics_log import MetricsLogSink
+from ..training.run_dir import RunDirectory
+from ..training.setup import TrainingSetup, build_setup
+from ..training.trainer import Trainer
+from .artifacts import RunFiles
+from .data_generation import generate_data
+from .disk import disk_errors_as_user_errors
+from .preflight import Checked, ResumePoint, check_data, check_inputs, data_missing
+from .signals import JobSignals
+
+
+@dataclass(frozen=True)
+class TrainOptions:
+    preset: str | None = None
+    overrides: tuple[str, ...] = ()
+    epochs: int | None = None
+    lr: float | None = None
+    batch_size: int | None = None
+    device: str | None = None
+    out: Path | None = None
+    resume: Path | None = None
+    resume_from: ResumePoint = "last"
+    force: bool = False
+    ui: bool = True
+    no_mouse: bool = False
+    flag_names: dict[str, str] = field(default_factory=lambda: {
+        "epochs": "--epochs", "lr": "--lr", "batch_size": "--batch-size", "device": "--device"})
+
+
+def _say(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def resolve_config(opts: TrainOptions) -> tuple[Config, RunDirectory]:
+    if opts.resume is not None:
+        run_dir = RunDirectory(opts.resume)
+        run_dir.check_resumable(run_dir.last if opts.resume_from == "last" else run_dir.best)
+        cfg = load_saved_config(run_dir.config, opts.overrides)
+    else:
+        cfg = load_config(opts.preset, opts.overrides)
+        run_dir = RunDirectory(opts.out if opts.out is not None else cfg.run_dir)
+    # Typed flags go straight onto the config, named by their flag in any error message.
+    for name, key in (("epochs", "training.epochs"), ("lr", "training.lr"),
+                      ("batch_size", "training.batch_size"), ("device", "training.device")):
+        value = getattr(opts, name)
+        if value is not None:
+            setattr(cfg.training, key.split(".")[1], value)
+            cfg.origins[key] = opts.flag_names[name]
+    return validate(cfg), run_dir
+
+
+def train(opts: TrainOptions) -> int:
+    cfg, run_dir = resolve_config(opts)
+    use_tui = opts.ui
+    if use_tui and not sys.stdout.isatty():
+        _say("molpt-tui: stdout is not a terminal: running headless (as with --no-ui)")
+        use_tui = False
+    resume: ResumePoint | None = opts.resume_from if opts.resume is not None else None
+    if resume is None:
+        run_dir.check_new(opts.force)
+    owner = run_dir.live_trainer()
+    if owner is not None:
+        raise UserError(f"{run_dir.path}: another trainer ({owner.describe()}) is writing this run directory; "
+                        f"stop it first (`molpt-tui control {run_dir.path} stop`) or use --out for a new directory")
+    with disk_errors_as_user_errors(run_dir.path):
+        checked = check_inputs(cfg, run_dir, resume)
+        for warning in checked.warnings:
+            _say(f"molpt-tui: warning: {warning}")
+        if data_missing(cfg):
+            code = generate_data(cfg, announce=_say, missing=True)
+            if code:
+                return code
+        split = check_data(checked)
+        setup = build_setup(cfg, checked.ms, split, checked.device, log=_say)
+        if use_tui:
+            setup.close()  # the child trainer builds its own; this one proved it can be built
+        created = False
+        try:
+            created = run_dir.create()
+            run_dir.acquire_lock()
+            if resume is None and opts.force:
+                run_dir.clear()
+            run_dir.remove_stale_temps()
+            write_config(cfg, run_dir)
+        except BaseException:
+            if not use_tui:
+                setup.close()
+            run_dir.release_lock()
+            if created:
+                _remove_if_ours(run_dir)
+            raise
+        try:
+            if use_tui:
+                from .live import run_live
+
+                return run_live(checked, resume, no_mouse=opts.no_mouse)
+            return _run_headless(checked, setup)
+        finally:
+            run_dir.release_lock()
+
+
+def write_config(cfg: Config, run_dir: RunDirectory) -> None:
+    cfg.data.path = str(cfg.data_path.resolve())
+    cfg.output.dir = str(run_dir.path.resolve())
+    atomic_write_text(run_dir.config, dump_toml(cfg))
+
+
+def _remove_if_ours(run_dir: RunDirectory) -> None:
+    """Undo a directory this command created, when it holds nothing but what we wrote."""
+    run_dir.clear()
+    try:
+        run_dir.path.rmdir()
+    except OSError:
+        pass
+
+
+def run_trainer(checked: Checked, setup: TrainingSetup, sinks: list[object]) -> int:
+    """The trainer in this process, with job signals and the run's control channel."""
+    control = TrainingControl(checked.run_dir)
+    with JobSignals(on_stop=lambda name: control.request_stop(f"received {name}"),
+                    on_checkpoint=control.request_checkpoint) as signals:
+        trainer = Trainer(checked.cfg, setup, sinks, control, RunFiles(checked.run_dir, checked.cfg),
+                          resume_from=checked.resume_from, history_events=checked.history_events)
+        try:
+            finished = trainer.run()
+        finally:
+            setup.close()
+    return exit_code(finished.status, signals.received)
+
+
+def _run_headless(checked: Checked, setup: TrainingSetup) -> int:
+    from ..report.console import ConsoleReporter
+
+    console = ConsoleReporter(progress_every_s=checked.cfg.logging.progress_every_s)
+    log = MetricsLogSink(checked.run_dir.metrics)
+    try:
+        return run_trainer(checked, setup, [console, log])
+    finally:
+        console.close()
+        log.close()

@@ -1,0 +1,103 @@
+"""The trainer process behind the live TUI: a headless trainer for a prepared run directory.
+
+`molpt-tui train` (TUI) checks everything, writes the run's config, then starts this module
+with the run directory and hands it the lock. It writes metrics.jsonl (which the monitor
+follows), reads the control channel (which the monitor's keys write) and handles job signals
+itself, so scancel or a closed terminal reach it as they reach a headless run. Its stdout and
+stderr go to the run's train.log, never over the monitor's screen.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import traceback
+
+from ..config import load_saved_config
+from ..errors import UserError
+from ..training.events import Finished, Message
+from ..training.metrics_log import MetricsLogSink
+from ..training.run_dir import RunDirectory
+from ..training.setup import build_setup
+from .preflight import ResumePoint, check_data, check_inputs
+from .train import run_trainer
+
+
+def _record_failure(run_dir: RunDirectory, text: str) -> None:
+    """A trainer that cannot start says so where every viewer looks, not only in train.log."""
+    sink = MetricsLogSink(run_dir.metrics)
+    try:
+        sink.emit(Message(text=text, level="error"))
+        sink.emit(Finished(status="failed", epoch=0, message=text))
+    finally:
+        sink.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="molpt_tui.app.trainer_process")
+    parser.add_argument("run_dir")
+    parser.add_argument("--resume-from", choices=["none", "last", "best"], default="none")
+    parser.add_argument("--parent", type=int, required=True)
+    args = parser.parse_args(argv)
+    run_dir = RunDirectory(args.run_dir)
+    resume: ResumePoint | None = None if args.resume_from == "none" else args.resume_from
+    try:
+        run_dir.adopt_lock(args.parent)
+    except UserError as exc:
+        print(f"molpt-tui: error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        cfg = load_saved_config(run_dir.config, ())
+        checked = check_inputs(cfg, run_dir, resume)
+        split = check_data(checked)
+        setup = build_setup(cfg, checked.ms, split, checked.device, log=lambda text: print(text, flush=True))
+        return run_trainer(checked, setup, [MetricsLogSink(run_dir.metrics)])
+    except UserError as exc:
+        print(f"molpt-tui: error: {exc}", file=sys.stderr, flush=True)
+        _record_failure(run_dir, str(exc))
+        return 2
+    except Exception as exc:  # noqa: BLE001 - the traceback belongs in train.log, the verdict in the log
+        traceback.print_exc()
+        _record_failure(run_dir, f"the trainer crashed: {type(exc).__name__}: {exc} (see {run_dir.trainer_log})")
+        return 1
+    finally:
+        run_dir.release_lock()
+
+
+class TrainerSubprocess:
+    """The monitor's handle on the trainer process (tui.source.TrainerHandle)."""
+
+    def __init__(self, run_dir: RunDirectory, resume: ResumePoint | None) -> None:
+        self.run_dir = run_dir
+        log = open(run_dir.trainer_log, "a", buffering=1, encoding="utf-8")
+        try:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "molpt_tui.app.trainer_process", str(run_dir.path),
+                 "--resume-from", resume or "none", "--parent", str(os.getpid())],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                env=dict(os.environ, PYTHONUNBUFFERED="1"))
+        finally:
+            log.close()
+        self.description = f"trainer PID {self.proc.pid}"
+
+    def poll(self) -> int | None:
+        return self.proc.poll()
+
+    def terminate(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()  # SIGTERM: it finishes the step and saves
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+
+    def wait(self, timeout: float | None = None) -> int | None:
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
+
+if __name__ == "__main__":
+    sys.exit(main())
