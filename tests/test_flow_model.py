@@ -8,9 +8,10 @@ import pytest
 import torch
 from torch import nn
 
+from molpt_tui.flows.base import Composite, Inverse, Transform
 from molpt_tui.flows.coupling import CouplingLayer, mask_schedule
 from molpt_tui.flows.layout import Layout
-from molpt_tui.flows.model import FlowModel, SequentialFlow
+from molpt_tui.flows.model import FlowModel
 from molpt_tui.flows.splines import wrap_angle
 
 COMBOS = [(c, t) for c in ("transformer", "mlp") for t in ("spline", "affine")]
@@ -111,7 +112,7 @@ def test_model_is_exactly_the_identity_at_init_and_can_leave_it(conditioner, tra
     # zero heads must still receive gradient, otherwise training could never leave the identity
     target = torch.randn_like(z)
     (((y - target) ** 2).sum() - ld.sum()).backward()
-    last_head = model.layers[-1].conditioner.head
+    last_head = model[-1].conditioner.head
     assert last_head.weight.grad.abs().sum() > 0
 
 
@@ -122,13 +123,15 @@ def test_model_is_exactly_the_identity_at_init_and_can_leave_it(conditioner, tra
 def test_coupling_layer_jacobian_is_triangular_and_logdet_exact(conditioner, transform):
     torch.manual_seed(1)
     mask = mask_schedule(LAYOUT, 4)[0]
-    layer = CouplingLayer(LAYOUT, mask, conditioner=conditioner, transform=transform, hidden=16, n_heads=2, n_blocks=1, n_bins=6).double()
+    layer = CouplingLayer(
+        LAYOUT, mask, conditioner=conditioner, transform=transform, hidden=16, n_heads=2, n_blocks=1, n_bins=6
+    ).double()
     perturb(layer, 0.3, seed=1)
     z = sample_z(LAYOUT, 4, torch.float64, seed=1)
     for direction in (layer.forward, layer.inverse):
         _, ld = direction(z)
         for row, ld_row in zip(z, ld):
-            jac = torch.autograd.functional.jacobian(lambda v: direction(v.unsqueeze(0))[0].squeeze(0), row)
+            jac = torch.autograd.functional.jacobian(lambda v, f=direction: f(v.unsqueeze(0))[0].squeeze(0), row)
             cond = ~mask
             # conditioning dims pass through; the transformed block is elementwise
             torch.testing.assert_close(jac[cond][:, cond], torch.eye(int(cond.sum()), dtype=torch.float64))
@@ -217,7 +220,7 @@ def test_state_dict_round_trip_reproduces_the_map():
     z = sample_z(LAYOUT, 8, seed=6)
     with torch.no_grad():
         assert torch.equal(model(z)[0], clone(z)[0])
-    assert model.n_params == sum(p.numel() for p in model.parameters()) == clone.n_params
+    assert sum(p.numel() for p in model.parameters()) == sum(p.numel() for p in clone.parameters())
 
 
 def test_model_rejects_wrong_shape_and_bad_options():
@@ -235,7 +238,7 @@ def test_model_rejects_wrong_shape_and_bad_options():
 # --------------------------------------------------------------------------- composition
 
 
-class _Scale(nn.Module):
+class _Scale(Transform):
     """Fixed diagonal scaling of the non-periodic dims: a stand-in for the harmonic map."""
 
     def __init__(self, layout: Layout, factor: float) -> None:
@@ -250,21 +253,31 @@ class _Scale(nn.Module):
         return y / self.s, -torch.log(self.s).sum().expand(y.shape[0])
 
 
-def test_sequential_flow_composes_maps_logdets_and_inverses():
+def test_composite_composes_maps_logdets_and_inverses():
     torch.manual_seed(7)
     model = FlowModel(LAYOUT, **SMALL).double()
     perturb(model, 0.1, seed=7)
-    flow = SequentialFlow(_Scale(LAYOUT, 0.7), model, _Scale(LAYOUT, 1.3)).double()
-    assert flow.n_params == model.n_params
+    flow = Composite(_Scale(LAYOUT, 0.7), model, _Scale(LAYOUT, 1.3)).double()
+    assert sum(p.numel() for p in flow.parameters()) == sum(p.numel() for p in model.parameters())
     z = sample_z(LAYOUT, 3, torch.float64, seed=7)
     y, ld = flow(z)
-    manual = z * flow.flows[0].s
+    manual = z * flow[0].s
     manual, _ = model(manual)
-    torch.testing.assert_close(y, manual * flow.flows[2].s)
+    torch.testing.assert_close(y, manual * flow[2].s)
     torch.testing.assert_close(jacobian_logdets(flow.forward, z), ld, atol=1e-9, rtol=1e-9)
     x, ldi = flow.inverse(y)
     assert circ_aware_diff(x, z, LAYOUT).abs().max() < 1e-9
     torch.testing.assert_close(ldi, -ld, atol=1e-9, rtol=0)
-    assert len(SequentialFlow([model]).flows) == 1
+    # Inverse swaps the directions exactly, and a named Composite runs in the order given
+    back = Inverse(flow)
+    assert torch.equal(back(y)[0], x) and torch.equal(back.inverse(z)[1], ld)
+    named = Composite(first=flow[0], flow=model)
+    assert list(dict(named.named_children())) == ["first", "flow"] and named["flow"] is model
+    assert torch.equal(named(z)[0], model(z * flow[0].s)[0])
+    assert len(Composite(model)) == 1
+    empty_y, empty_ld = Composite()(z)
+    assert torch.equal(empty_y, z) and torch.count_nonzero(empty_ld) == 0
     with pytest.raises(TypeError):
-        SequentialFlow(nn.Linear(2, 2))
+        Composite(nn.Linear(2, 2))
+    with pytest.raises(TypeError):
+        Composite(model, flow=model)

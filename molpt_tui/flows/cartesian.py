@@ -50,12 +50,16 @@ def align_to_frame(x: Tensor, i0: int, i1: int, i2: int) -> Tensor:
 class AlignedCartesian(FittedRepresentation):
     """Cartesian x [B, N, 3] (nm) <-> standardised aligned Cartesian coordinates z [B, 3N-6]."""
 
-    def __init__(self, n_atoms: int, refs: tuple[int, int, int], atom_order: Sequence[int]):
+    ref_idx: Tensor
+    order_idx: Tensor
+    dim_src: Tensor
+
+    def __init__(self, n_atoms: int, refs: tuple[int, int, int], atom_order: Sequence[int]) -> None:
         super().__init__()
         self.n_atoms = int(n_atoms)
-        self.refs = tuple(int(r) for r in refs)
+        ref0, ref1, ref2 = (int(r) for r in refs)
+        self.refs = (ref0, ref1, ref2)
         self.atom_order = tuple(int(a) for a in atom_order)
-        ref0, ref1, ref2 = self.refs
         if self.atom_order[:3] != self.refs or sorted(self.atom_order) != list(range(self.n_atoms)):
             raise ValueError("atom_order must be a permutation of all atoms starting with the three refs")
 
@@ -87,7 +91,7 @@ class AlignedCartesian(FittedRepresentation):
         bonds: Sequence[tuple[int, int]],
         elements: Sequence[str],
         fixed_bonds: Iterable[tuple[int, int]] = (),
-    ) -> "AlignedCartesian":
+    ) -> AlignedCartesian:
         """Reference atoms and atom order from the same bond-graph analysis as ``ICRepresentation``.
 
         ``fixed_bonds`` must be empty: a bond length is not a coordinate here, so holding it
@@ -122,7 +126,7 @@ class AlignedCartesian(FittedRepresentation):
     # ------------------------------------------------------------------ public maps
 
     @torch.no_grad()
-    def fit(self, x: Tensor) -> "AlignedCartesian":
+    def fit(self, x: Tensor) -> AlignedCartesian:
         """Per-coordinate mean/std of the aligned coordinates of x [M, N, 3]."""
         c = self.canonical(self._fit_input(x))
         vals = c.reshape(c.shape[0], -1)[:, self.dim_src]

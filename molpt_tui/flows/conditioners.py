@@ -45,6 +45,9 @@ class MLPConditioner(nn.Module):
     hidden: width; n_blocks: residual blocks (Linear-SiLU-Linear) between input and head.
     """
 
+    cond_lin_idx: torch.Tensor
+    cond_per_idx: torch.Tensor
+
     def __init__(
         self,
         layout: Layout,
@@ -74,7 +77,7 @@ class MLPConditioner(nn.Module):
         h = self.inp(feats)
         for block in self.blocks:
             h = h + block(h)
-        out = self.head(F.silu(h))
+        out: torch.Tensor = self.head(F.silu(h))
         return out.view(z.shape[0], self.n_trans, self.n_params_per_dim)
 
 
@@ -99,7 +102,8 @@ class _Block(nn.Module):
         q, k, v = self.qkv(self.ln1(h)).view(b, t, 3, self.n_heads, hd).permute(2, 0, 3, 1, 4)
         att = torch.softmax((q @ k.transpose(-1, -2)) * (1.0 / math.sqrt(hd)), dim=-1)
         h = h + self.proj((att @ v).transpose(1, 2).reshape(b, t, c))
-        return h + self.ff2(F.gelu(self.ff1(self.ln2(h))))
+        out: torch.Tensor = h + self.ff2(F.gelu(self.ff1(self.ln2(h))))
+        return out
 
 
 class TransformerConditioner(nn.Module):
@@ -113,6 +117,12 @@ class TransformerConditioner(nn.Module):
     """
 
     N_SLOT_FEATURES = 4
+    lin_idx: torch.Tensor
+    per_idx: torch.Tensor
+    lin_cell: torch.Tensor
+    per_cell: torch.Tensor
+    trans_cell: torch.Tensor
+    visible: torch.Tensor
 
     def __init__(
         self,
@@ -164,5 +174,5 @@ class TransformerConditioner(nn.Module):
         h = self.inp(grid.reshape(b, self.n_tokens, 3 * self.N_SLOT_FEATURES)) + self.embed
         for block in self.blocks:
             h = block(h)
-        out = self.head(self.ln_out(h)).view(b, self.n_cells, self.n_params_per_dim)
-        return out.index_select(1, self.trans_cell)
+        out: torch.Tensor = self.head(self.ln_out(h))
+        return out.view(b, self.n_cells, self.n_params_per_dim).index_select(1, self.trans_cell)

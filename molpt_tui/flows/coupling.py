@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from . import splines
+from .base import Transform
 from .conditioners import MLPConditioner, TransformerConditioner
 from .layout import Layout
 
@@ -68,13 +69,21 @@ def params_per_dim(transform: str, n_bins: int) -> int:
     raise ValueError(f"transform must be one of {TRANSFORMS}, got {transform!r}")
 
 
-class CouplingLayer(nn.Module):
+class CouplingLayer(Transform):
     """One coupling layer over a Layout; builds its own conditioner.
 
     transform="spline": interval RQ spline on [-tail_bound, tail_bound] (identity tails) for
     non-periodic dims, circular RQ spline (+ rotation if circular_shift) for periodic dims.
     transform="affine": bounded-scale affine for non-periodic dims, rotation for periodic dims.
     """
+
+    conditioner: nn.Module
+    # Positions within the conditioner output of the non-periodic / periodic transformed dims,
+    # and the dims of z they belong to.
+    pos_lin: torch.Tensor
+    pos_per: torch.Tensor
+    idx_lin: torch.Tensor
+    idx_per: torch.Tensor
 
     def __init__(
         self,
@@ -115,13 +124,12 @@ class CouplingLayer(nn.Module):
         periodic = layout.periodic[trans_mask]
         trans_idx = torch.nonzero(trans_mask).flatten()
         self.register_buffer("trans_mask", trans_mask, persistent=False)
-        # positions within the conditioner output, and the dims of z they belong to
         self.register_buffer("pos_lin", torch.nonzero(~periodic).flatten(), persistent=False)
         self.register_buffer("pos_per", torch.nonzero(periodic).flatten(), persistent=False)
         self.register_buffer("idx_lin", trans_idx[~periodic], persistent=False)
         self.register_buffer("idx_per", trans_idx[periodic], persistent=False)
 
-    def _lin(self, x: torch.Tensor, p: torch.Tensor, inverse: bool):
+    def _lin(self, x: torch.Tensor, p: torch.Tensor, inverse: bool) -> tuple[torch.Tensor, torch.Tensor]:
         if self.transform == "affine":
             return splines.affine_transform(x, p[..., 0], p[..., 1], inverse=inverse, max_log_scale=self.max_log_scale)
         k = self.n_bins
@@ -130,7 +138,7 @@ class CouplingLayer(nn.Module):
             inverse=inverse, tail_bound=self.tail_bound, **self.spline_kw,
         )
 
-    def _per(self, x: torch.Tensor, p: torch.Tensor, inverse: bool):
+    def _per(self, x: torch.Tensor, p: torch.Tensor, inverse: bool) -> tuple[torch.Tensor, torch.Tensor]:
         if self.transform == "affine":
             return splines.circular_shift(x, p[..., 0], inverse=inverse)
         k = self.n_bins

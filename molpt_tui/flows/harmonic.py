@@ -30,8 +30,9 @@ from __future__ import annotations
 import math
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
+from .base import Transform
 from .internal import wrap_angle
 from .layout import Layout
 
@@ -45,12 +46,19 @@ def circular_stats(phi: Tensor) -> tuple[Tensor, Tensor]:
     return wrap_angle(torch.atan2(s, c)), torch.sqrt(-2.0 * torch.log(r))
 
 
-class HarmonicTemperatureMap(nn.Module):
+class HarmonicTemperatureMap(Transform):
     """Cold -> hot map z' = T(z) on the flow vector described by ``layout``.
 
     ``z_cold`` [M, D] (cold samples in the representation) sets the centres and the torsion
     classification; it may be None to build an empty shell that ``load_state_dict`` fills.
     """
+
+    scale: Tensor
+    periodic: Tensor
+    center: Tensor  # mean, or circular mean for torsions
+    narrow: Tensor
+    window: Tensor
+    circ_std: Tensor
 
     def __init__(
         self,
@@ -61,7 +69,7 @@ class HarmonicTemperatureMap(nn.Module):
         narrow_torsion_std: float = 0.5,
         window_sigmas: float = 3.0,
         max_window_fraction: float = 0.9,
-    ):
+    ) -> None:
         super().__init__()
         if t_cold <= 0 or t_hot <= 0:
             raise ValueError(f"temperatures must be positive, got {t_cold} and {t_hot}")
@@ -73,13 +81,13 @@ class HarmonicTemperatureMap(nn.Module):
         self.max_window_fraction = float(max_window_fraction)
         d = layout.dim
         periodic = layout.periodic
-        f64 = dict(dtype=torch.float64)
-        self.register_buffer("scale", torch.tensor(math.sqrt(t_hot / t_cold), **f64))
+        f64 = torch.float64
+        self.register_buffer("scale", torch.tensor(math.sqrt(t_hot / t_cold), dtype=f64))
         self.register_buffer("periodic", periodic.clone())
-        self.register_buffer("center", torch.zeros(d, **f64))  # mean, or circular mean for torsions
+        self.register_buffer("center", torch.zeros(d, dtype=f64))
         self.register_buffer("narrow", torch.zeros(d, dtype=torch.bool))
-        self.register_buffer("window", torch.zeros(d, **f64))
-        self.register_buffer("circ_std", torch.zeros(d, **f64))
+        self.register_buffer("window", torch.zeros(d, dtype=f64))
+        self.register_buffer("circ_std", torch.zeros(d, dtype=f64))
         if z_cold is not None:
             self._fit(torch.as_tensor(z_cold))
 
@@ -104,13 +112,14 @@ class HarmonicTemperatureMap(nn.Module):
     def s(self) -> float:
         return float(self.scale)
 
-    def _params(self, ref: Tensor):
-        kw = dict(device=ref.device, dtype=ref.dtype)
-        s = self.scale.to(**kw)
-        w = self.window.to(**kw)
+    def _params(self, ref: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+        """(s, centre, window, outer slope k, periodic, narrow) on ref's device, in ref's dtype."""
+        dev, dt = ref.device, ref.dtype
+        s = self.scale.to(device=dev, dtype=dt)
+        w = self.window.to(device=dev, dtype=dt)
         # Only narrow dims use k; others get a harmless 1 to avoid 0/0 where w == 0.
-        k = torch.where(self.narrow.to(ref.device), (math.pi - s * w) / (math.pi - w), torch.ones_like(w))
-        return s, self.center.to(**kw), w, k, self.periodic.to(ref.device), self.narrow.to(ref.device)
+        k = torch.where(self.narrow.to(dev), (math.pi - s * w) / (math.pi - w), torch.ones_like(w))
+        return s, self.center.to(device=dev, dtype=dt), w, k, self.periodic.to(dev), self.narrow.to(dev)
 
     def forward(self, z: Tensor) -> tuple[Tensor, Tensor]:
         """Cold -> hot: (z' [B, D], log|det dz'/dz| [B])."""

@@ -42,22 +42,24 @@ import math
 from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from itertools import pairwise
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from ..errors import UserError
+from .base import Transform
 from .layout import Layout
 
 __all__ = [
     "ICRepresentation",
     "TopologyError",
     "ZMatrix",
+    "bond_angle",
     "build_zmatrix",
     "choose_reference_atoms",
-    "wrap_angle",
-    "bond_angle",
     "dihedral",
+    "wrap_angle",
 ]
 
 TWO_PI = 2.0 * math.pi
@@ -72,7 +74,7 @@ class TopologyError(UserError, ValueError):
     """The bond graph cannot give a Z-matrix (too few atoms, disconnected, bad indices)."""
 
 
-class FittedRepresentation(nn.Module):
+class FittedRepresentation(Transform):
     """What the coordinate representations share: statistics fitted on training data that
     travel in the state_dict, and integer topology buffers (atom order, reference atoms) that a
     loaded state_dict must reproduce, so a checkpoint of another molecule is refused.
@@ -80,14 +82,22 @@ class FittedRepresentation(nn.Module):
     Subclasses register their buffers, then call ``_freeze_topology()`` last in ``__init__``.
     """
 
+    n_atoms: int
+    layout: Layout
+    dim: int
+    z_mean: Tensor
+    z_std: Tensor
+    fitted: Tensor
+
     def _freeze_topology(self) -> None:
         self.register_buffer("fitted", torch.tensor(False))
         self._is_fitted = False
-        self._reference = {k: v.clone() for k, v in self._buffers.items() if v.dtype == torch.long}
-        self.register_load_state_dict_post_hook(FittedRepresentation._after_load)
+        self._reference = {k: v.clone() for k, v in self._buffers.items() if v is not None and v.dtype == torch.long}
+        # torch leaves this hook registration unannotated
+        self.register_load_state_dict_post_hook(FittedRepresentation._after_load)  # type: ignore[no-untyped-call]
 
     @staticmethod
-    def _after_load(module: "FittedRepresentation", incompatible_keys) -> None:
+    def _after_load(module: FittedRepresentation, incompatible_keys: object) -> None:
         for name, ref in module._reference.items():
             if not torch.equal(getattr(module, name).cpu(), ref):
                 raise TopologyError(
@@ -100,7 +110,7 @@ class FittedRepresentation(nn.Module):
         if not self._is_fitted:
             raise RuntimeError(f"{type(self).__name__} is not fitted: call fit(x_train) or load a fitted state_dict")
 
-    def _fit_input(self, x) -> Tensor:
+    def _fit_input(self, x: object) -> Tensor:
         """x [M, N, 3] as float64 on the buffers' device, or a ValueError naming the shape."""
         x = torch.as_tensor(x)
         if x.ndim != 3 or x.shape[1:] != (self.n_atoms, 3):
@@ -144,12 +154,13 @@ def _nerf(pd: Tensor, pc: Tensor, pb: Tensor, r: Tensor, theta: Tensor, phi: Ten
     n = n / torch.linalg.vector_norm(n, dim=-1, keepdim=True)
     m = torch.linalg.cross(n, bc)
     rs = r * torch.sin(theta)
-    return (
+    placed: Tensor = (
         pb
         + (-r * torch.cos(theta)).unsqueeze(-1) * bc
         + (rs * torch.cos(phi)).unsqueeze(-1) * m
         + (rs * torch.sin(phi)).unsqueeze(-1) * n
     )
+    return placed
 
 
 # ----------------------------------------------------------------------------- graph helpers
@@ -287,7 +298,7 @@ def build_zmatrix(n_atoms: int, bonds: Iterable[tuple[int, int]], elements: Sequ
     rank = {r0: 0, r1: 1, r2: 2}
     placed_rows: list[tuple[int, int, int, int]] = []
 
-    def ref_key(j: int) -> tuple:
+    def ref_key(j: int) -> tuple[bool, int, int]:
         return (not heavy[j], dist[j], rank[j])
 
     # Heavy atoms first, outwards from the centre, so that every heavy atom is referenced to
@@ -348,7 +359,22 @@ class ICRepresentation(FittedRepresentation):
     The flow dims are the entries of q that are neither unused nor fixed bonds.
     """
 
-    def __init__(self, zmatrix: ZMatrix, fixed_bonds: Iterable[tuple[int, int]] = (), bonds=None):
+    roots: Tensor
+    row_a: Tensor
+    row_b: Tensor
+    row_c: Tensor
+    row_d: Tensor
+    dim_src: Tensor
+    fixed_row_idx: Tensor
+    periodic_mask: Tensor
+    q_template: Tensor
+
+    def __init__(
+        self,
+        zmatrix: ZMatrix,
+        fixed_bonds: Iterable[tuple[int, int]] = (),
+        bonds: Iterable[tuple[int, int]] | None = None,
+    ) -> None:
         super().__init__()
         self.zmatrix = zmatrix
         n = zmatrix.n_atoms
@@ -392,20 +418,19 @@ class ICRepresentation(FittedRepresentation):
         self.dim = len(src)
 
         rows = zmatrix.rows
-        long = dict(dtype=torch.long)
-        self.register_buffer("roots", torch.tensor(zmatrix.roots, **long))
-        self.register_buffer("row_a", torch.tensor([r[0] for r in rows], **long).reshape(-1))
-        self.register_buffer("row_b", torch.tensor([r[1] for r in rows], **long).reshape(-1))
-        self.register_buffer("row_c", torch.tensor([r[2] for r in rows], **long).reshape(-1))
-        self.register_buffer("row_d", torch.tensor([r[3] for r in rows], **long).reshape(-1))
-        self.register_buffer("dim_src", torch.tensor(src, **long).reshape(-1))
-        self.register_buffer("fixed_row_idx", torch.tensor(self.fixed_rows, **long).reshape(-1))
+        long, f64 = torch.long, torch.float64
+        self.register_buffer("roots", torch.tensor(zmatrix.roots, dtype=long))
+        self.register_buffer("row_a", torch.tensor([r[0] for r in rows], dtype=long).reshape(-1))
+        self.register_buffer("row_b", torch.tensor([r[1] for r in rows], dtype=long).reshape(-1))
+        self.register_buffer("row_c", torch.tensor([r[2] for r in rows], dtype=long).reshape(-1))
+        self.register_buffer("row_d", torch.tensor([r[3] for r in rows], dtype=long).reshape(-1))
+        self.register_buffer("dim_src", torch.tensor(src, dtype=long).reshape(-1))
+        self.register_buffer("fixed_row_idx", torch.tensor(self.fixed_rows, dtype=long).reshape(-1))
         self.register_buffer("periodic_mask", self.layout.periodic.reshape(-1))
-        f64 = dict(dtype=torch.float64)
-        self.register_buffer("z_mean", torch.zeros(self.dim, **f64))
-        self.register_buffer("z_std", torch.ones(self.dim, **f64))
+        self.register_buffer("z_mean", torch.zeros(self.dim, dtype=f64))
+        self.register_buffer("z_std", torch.ones(self.dim, dtype=f64))
         # Raw q (flattened [N-1, 3]) with the fixed bond lengths in place; flow dims overwrite it.
-        self.register_buffer("q_template", torch.zeros(3 * (n - 1), **f64))
+        self.register_buffer("q_template", torch.zeros(3 * (n - 1), dtype=f64))
         self._freeze_topology()
 
     # ------------------------------------------------------------------ construction
@@ -417,7 +442,7 @@ class ICRepresentation(FittedRepresentation):
         bonds: Sequence[tuple[int, int]],
         elements: Sequence[str],
         fixed_bonds: Iterable[tuple[int, int]] = (),
-    ) -> "ICRepresentation":
+    ) -> ICRepresentation:
         """Build the Z-matrix from the bond graph.
 
         Roots: the most central heavy atom with two heavy neighbours and its two most central
@@ -460,7 +485,7 @@ class ICRepresentation(FittedRepresentation):
         x = q.new_zeros(bsz, self.n_atoms, 3).index_copy(1, self.roots, torch.stack([p0, p1, p2], 1))
         qr = q[:, 2:]
         bounds = self.zmatrix.level_bounds
-        for lo, hi in zip(bounds[:-1], bounds[1:]):
+        for lo, hi in pairwise(bounds):
             a = self.row_a[lo:hi]
             new = _nerf(
                 x[:, self.row_d[lo:hi]], x[:, self.row_c[lo:hi]], x[:, self.row_b[lo:hi]],
@@ -513,7 +538,7 @@ class ICRepresentation(FittedRepresentation):
     # ------------------------------------------------------------------ public maps
 
     @torch.no_grad()
-    def fit(self, x: Tensor) -> "ICRepresentation":
+    def fit(self, x: Tensor) -> ICRepresentation:
         """Store mean/std of bonds and angles (and mean lengths of fixed bonds) from x [M, N, 3]."""
         q = self.internal_coordinates(self._fit_input(x))
         flat = q.reshape(q.shape[0], -1)

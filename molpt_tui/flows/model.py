@@ -1,22 +1,19 @@
-"""The learned flow T (a stack of coupling layers) and a helper to compose invertible maps.
+"""The learned flow L: a stack of coupling layers, composed by ``base.Composite``.
 
-Every module here follows one protocol: ``forward(x) -> (y, logdet[B])`` and
-``inverse(y) -> (x, logdet[B])``, where logdet is log|det| of the Jacobian of the map that
-was applied (so forward and inverse logdets at corresponding points are negatives). The loss
-and the flow-swap acceptance use both directions, so both are exact and cost the same.
+Each layer follows the ``base.Transform`` contract, so the stack's log-det is the sum of the
+layers' and its inverse undoes them in reverse order, at the cost of one conditioner pass per
+layer in either direction.
 """
 from __future__ import annotations
 
-from typing import Iterable
-
 import torch
-from torch import nn
 
+from .base import Composite
 from .coupling import CONDITIONERS, TRANSFORMS, CouplingLayer, mask_schedule
 from .layout import Layout
 
 
-class FlowModel(nn.Module):
+class FlowModel(Composite):
     """Coupling flow on z [B, D] described by ``layout``; the exact identity at init.
 
     conditioner: "transformer" (attention over atom tokens) or "mlp".
@@ -45,31 +42,23 @@ class FlowModel(nn.Module):
         ff_mult: int = 2,
         circular_shift: bool = True,
     ) -> None:
-        super().__init__()
         if conditioner not in CONDITIONERS:
             raise ValueError(f"conditioner must be one of {CONDITIONERS}, got {conditioner!r}")
         if transform not in TRANSFORMS:
             raise ValueError(f"transform must be one of {TRANSFORMS}, got {transform!r}")
         if n_layers < 1:
             raise ValueError("n_layers must be >= 1")
-        self.layout = layout
-        self.config = dict(
-            conditioner=conditioner, transform=transform, n_layers=n_layers, hidden=hidden,
-            n_heads=n_heads, n_blocks=n_blocks, n_bins=n_bins, tail_bound=tail_bound,
-            max_log_scale=max_log_scale, ff_mult=ff_mult, circular_shift=circular_shift,
-        )
-        self.layers = nn.ModuleList(
-            CouplingLayer(
-                layout, mask, conditioner=conditioner, transform=transform, hidden=hidden,
-                n_heads=n_heads, n_blocks=n_blocks, ff_mult=ff_mult, n_bins=n_bins,
-                tail_bound=tail_bound, max_log_scale=max_log_scale, circular_shift=circular_shift,
+        super().__init__(
+            *(
+                CouplingLayer(
+                    layout, mask, conditioner=conditioner, transform=transform, hidden=hidden,
+                    n_heads=n_heads, n_blocks=n_blocks, ff_mult=ff_mult, n_bins=n_bins, tail_bound=tail_bound,
+                    max_log_scale=max_log_scale, circular_shift=circular_shift,
+                )
+                for mask in mask_schedule(layout, n_layers)
             )
-            for mask in mask_schedule(layout, n_layers)
         )
-
-    @property
-    def n_params(self) -> int:
-        return sum(p.numel() for p in self.parameters())
+        self.layout = layout
 
     def _check(self, z: torch.Tensor) -> None:
         if z.dim() != 2 or z.shape[1] != self.layout.dim:
@@ -77,50 +66,8 @@ class FlowModel(nn.Module):
 
     def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         self._check(z)
-        logdet = z.new_zeros(z.shape[0])
-        for layer in self.layers:
-            z, ld = layer(z)
-            logdet = logdet + ld
-        return z, logdet
+        return super().forward(z)
 
     def inverse(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         self._check(z)
-        logdet = z.new_zeros(z.shape[0])
-        for layer in reversed(self.layers):
-            z, ld = layer.inverse(z)
-            logdet = logdet + ld
-        return z, logdet
-
-
-class SequentialFlow(nn.Module):
-    """Composition T = f_n o ... o f_1 of modules with forward/inverse -> (out, logdet[B]).
-
-    forward applies f_1 first; inverse undoes them in reverse order. log-dets add (chain rule).
-    """
-
-    def __init__(self, *flows: nn.Module | Iterable[nn.Module]) -> None:
-        super().__init__()
-        if len(flows) == 1 and not isinstance(flows[0], nn.Module):
-            flows = tuple(flows[0])
-        for f in flows:
-            if not (callable(getattr(f, "forward", None)) and callable(getattr(f, "inverse", None))):
-                raise TypeError(f"{type(f).__name__} lacks forward/inverse")
-        self.flows = nn.ModuleList(flows)
-
-    @property
-    def n_params(self) -> int:
-        return sum(p.numel() for p in self.parameters())
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        logdet = x.new_zeros(x.shape[0])
-        for f in self.flows:
-            x, ld = f(x)
-            logdet = logdet + ld
-        return x, logdet
-
-    def inverse(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        logdet = y.new_zeros(y.shape[0])
-        for f in reversed(self.flows):
-            y, ld = f.inverse(y)
-            logdet = logdet + ld
-        return y, logdet
+        return super().inverse(z)

@@ -97,7 +97,7 @@ def _gather(t: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
     return torch.gather(t, -1, idx.unsqueeze(-1)).squeeze(-1)
 
 
-def _rq_log_slope(theta, s, d0, d1):
+def _rq_log_slope(theta: torch.Tensor, s: torch.Tensor, d0: torch.Tensor, d1: torch.Tensor) -> torch.Tensor:
     """log dy/dx = 2 log s + log P - 2 log Den for an RQ bin at fractional position theta.
 
     P = d1 t^2 + 2 s t u + d0 u^2 (u = 1 - t) is written as m + (d1-m) t^2 + 2(s-m) t u + (d0-m) u^2
@@ -112,7 +112,9 @@ def _rq_log_slope(theta, s, d0, d1):
     return 2.0 * torch.log(s) + torch.log(p) - 2.0 * torch.log(den)
 
 
-def _rq_core(x, xknots, yknots, derivs, inverse: bool):
+def _rq_core(
+    x: torch.Tensor, xknots: torch.Tensor, yknots: torch.Tensor, derivs: torch.Tensor, inverse: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
     """RQ spline on [xknots[0], xknots[-1]] for x already inside it.
 
     xknots, yknots: [..., K+1]; derivs: [..., K+1] (derivative at every knot).

@@ -1,67 +1,66 @@
 """The full cross-temperature map T in Cartesian coordinates.
 
-    T = R^-1 o L o H o R
+    T = R^-1 o L o H o R        T^-1 = R^-1 o H^-1 o L^-1 o R
 
 R: representation (internal or aligned Cartesian coordinates, float64 for accuracy),
 H: harmonic temperature map (fixed, from cold-data statistics), L: learned flow (float32,
-identity at start). Every piece returns its exact log|det|, so log|det J_T(x)| on the
-3N-6 internal degrees of freedom is the plain sum. Outputs sit in the representation's
-canonical frame; energies are invariant to rigid motions, so that is all the loss needs.
+identity at start). H and L run together in the flow's dtype (``InParameterDtype``). Every
+piece returns its exact log|det|, so log|det J_T(x)| on the 3N-6 internal degrees of freedom
+is the plain sum. Outputs sit in the representation's canonical frame; energies are invariant
+to rigid motions, so that is all the loss needs.
 """
 from __future__ import annotations
 
-import torch
-from torch import nn
+from typing import cast
+
+from torch import Tensor
+
+from .base import Composite, InParameterDtype, Transform, compose
+
+__all__ = ["Transport"]
 
 
-class Identity(nn.Module):
-    def forward(self, z):
-        return z, torch.zeros(z.shape[0], dtype=z.dtype, device=z.device)
+class Transport(Transform):
+    """T and T^-1 between the cold and hot ensembles; ``harmonic`` may be None (H = identity).
 
-    def inverse(self, z):
-        return z, torch.zeros(z.shape[0], dtype=z.dtype, device=z.device)
+    This is ``Composite(R, latent, Inverse(R))`` with R owned once: that Composite would hold
+    the representation twice and store its buffers twice in every checkpoint. state_dict keys:
+    ``representation.*``, ``latent.transform.harmonic.*``, ``latent.transform.flow.*``.
+    """
 
+    representation: Transform
+    latent: InParameterDtype
 
-class Transport(nn.Module):
-    def __init__(self, representation: nn.Module, harmonic: nn.Module | None, flow: nn.Module):
+    def __init__(self, representation: Transform, harmonic: Transform | None, flow: Transform) -> None:
         super().__init__()
         self.representation = representation
-        self.harmonic = harmonic if harmonic is not None else Identity()
-        self.flow = flow
+        inner = Composite(flow=flow) if harmonic is None else Composite(harmonic=harmonic, flow=flow)
+        self.latent = InParameterDtype(inner)
 
     @property
-    def flow_dtype(self) -> torch.dtype:
-        for p in self.flow.parameters():
-            return p.dtype
-        return torch.float32
+    def _inner(self) -> Composite:
+        return cast(Composite, self.latent.transform)
 
-    def _latent_forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        dtype = z.dtype
-        h, ld_h = self.harmonic(z.to(self.flow_dtype))
-        out, ld_l = self.flow(h)
-        return out.to(dtype), (ld_h + ld_l).to(dtype)
+    @property
+    def flow(self) -> Transform:
+        """The learned flow L (what the optimiser trains)."""
+        return self._inner["flow"]
 
-    def _latent_inverse(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        dtype = z.dtype
-        h, ld_l = self.flow.inverse(z.to(self.flow_dtype))
-        out, ld_h = self.harmonic.inverse(h)
-        return out.to(dtype), (ld_h + ld_l).to(dtype)
+    @property
+    def harmonic(self) -> Transform | None:
+        return self._inner["harmonic"] if "harmonic" in self._inner._modules else None
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """Cold -> hot: x [B, N, 3] nm -> (T(x), log|det J_T(x)|)."""
-        z, ld_r = self.representation(x)
-        z2, ld_m = self._latent_forward(z)
-        y, ld_ri = self.representation.inverse(z2)
-        return y, ld_r + ld_m + ld_ri
+        rep = self.representation
+        return compose(x, (rep, self.latent, rep.inverse))
 
-    def inverse(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def inverse(self, y: Tensor) -> tuple[Tensor, Tensor]:
         """Hot -> cold: y -> (T^-1(y), log|det J_T^-1(y)|)."""
-        z, ld_r = self.representation(y)
-        z2, ld_m = self._latent_inverse(z)
-        x, ld_ri = self.representation.inverse(z2)
-        return x, ld_r + ld_m + ld_ri
+        rep = self.representation
+        return compose(y, (rep, self.latent.inverse, rep.inverse))
 
-    def canonical(self, x: torch.Tensor) -> torch.Tensor:
+    def canonical(self, x: Tensor) -> Tensor:
         """x moved to the representation's frame (what T^-1(T(x)) should return)."""
         z, _ = self.representation(x)
         return self.representation.inverse(z)[0]
