@@ -5,10 +5,10 @@ import math
 
 import pytest
 import torch
+from molpt_testdata import load_pdb, rot_zyz
 
 from molpt_tui.flows.cartesian import AlignedCartesian, align_to_frame
 from molpt_tui.flows.internal import TopologyError, build_zmatrix
-from molpt_testdata import load_pdb, rot_zyz
 
 
 def perturbed(x, n, scale, seed=0):
@@ -26,7 +26,7 @@ def ala2():
 def test_layout_refs_and_order_follow_the_zmatrix(ala2):
     rep, x = ala2
     n = x.shape[0]
-    n_, bonds, el, _ = load_pdb("alanine_dipeptide")
+    _, bonds, el, _ = load_pdb("alanine_dipeptide")
     zm = build_zmatrix(n, bonds, el)
     assert rep.refs == zm.roots and rep.atom_order == zm.atom_order
     lay = rep.layout
@@ -93,7 +93,7 @@ def test_float32_state_dict_and_guards(ala2):
     fresh.load_state_dict(rep.state_dict())
     xs = perturbed(x, 4, 0.01, seed=3)
     assert torch.equal(fresh(xs)[0], rep(xs)[0])
-    z32, ld32 = rep(xs.float())
+    z32, _ = rep(xs.float())
     assert z32.dtype == torch.float32
     x_back = rep.inverse(z32)[0]
     assert x_back.dtype == torch.float32

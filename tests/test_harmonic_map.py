@@ -145,19 +145,12 @@ def test_state_dict_round_trip_and_dtypes(hmap):
 
 
 def test_works_on_internal_coordinates_of_alanine_dipeptide():
-    from pathlib import Path
-
-    import openmm.app as app
-    import openmm.unit as unit
+    from molpt_testdata import load_pdb
 
     from molpt_tui.flows.internal import ICRepresentation
 
-    pdb = app.PDBFile(str(Path(__file__).resolve().parent.parent / "presets/structures/alanine_dipeptide.pdb"))
-    top = pdb.topology
-    rep = ICRepresentation.from_topology(
-        top.getNumAtoms(), [(b[0].index, b[1].index) for b in top.bonds()], [a.element.symbol for a in top.atoms()]
-    )
-    x = torch.tensor(pdb.getPositions(asNumpy=True).value_in_unit(unit.nanometer), dtype=torch.float64)
+    n, bonds, elements, x = load_pdb("alanine_dipeptide")
+    rep = ICRepresentation.from_topology(n, bonds, elements)
     xs = x + 0.01 * torch.randn(256, *x.shape, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     z, _ = rep.fit(xs)(xs)
     hm = HarmonicTemperatureMap(rep.layout, z, T_COLD, T_HOT)

@@ -5,10 +5,10 @@ import math
 
 import pytest
 import torch
+from molpt_testdata import STRUCTURES, load_pdb, rot_zyz
 
 from molpt_tui.flows.cartesian import align_to_frame
 from molpt_tui.flows.internal import ICRepresentation, TopologyError, bond_angle, build_zmatrix, dihedral, wrap_angle
-from molpt_testdata import STRUCTURES, load_pdb, rot_zyz
 
 
 def random_rigid(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
@@ -96,7 +96,7 @@ def test_zmatrix_is_valid_and_prefers_heavy_references(name):
     # depth levels: every reference of a row lies in an earlier level
     level = {r: 0 for r in zm.roots}
     for k, (lo, hi) in enumerate(zip(zm.level_bounds[:-1], zm.level_bounds[1:])):
-        for a, b, c, d in zm.rows[lo:hi]:
+        for _, b, c, d in zm.rows[lo:hi]:
             assert max(level[b], level[c], level[d]) <= k
         for a, *_ in zm.rows[lo:hi]:
             level[a] = k + 1
@@ -125,7 +125,7 @@ def test_disconnected_graph_raises_clear_error():
 
 
 def test_layout_and_dims():
-    n, bonds, el, x = load_pdb("alanine_dipeptide")
+    n, bonds, el, _ = load_pdb("alanine_dipeptide")
     rep = ICRepresentation.from_topology(n, bonds, el)
     lay = rep.layout
     assert rep.dim == lay.dim == 3 * n - 6
@@ -318,6 +318,6 @@ def test_runs_on_cuda():
     z_cpu, l_cpu = rep(xs)
     rep = rep.cuda()
     z, ld = rep(xs.cuda())
-    x_back, ld_inv = rep.inverse(z)
+    x_back, _ = rep.inverse(z)
     assert torch.allclose(z.cpu(), z_cpu, atol=1e-10) and torch.allclose(ld.cpu(), l_cpu, atol=1e-10)
     assert (x_back.cpu() - align_to_frame(xs, *rep.zmatrix.roots)).abs().max().item() < 1e-10
