@@ -21,6 +21,7 @@ import math
 import platform
 import statistics
 import time
+from collections.abc import Callable
 
 import torch
 
@@ -72,6 +73,28 @@ def timed(fn, device, min_time: float, min_reps: int = 3) -> list[float]:
     return times
 
 
+def _directions(model: FlowModel, z: torch.Tensor) -> tuple[Callable[[], None], ...]:
+    """The four timed calls for one model and batch: forward/inverse, without and with backward."""
+
+    def fwd_nograd() -> None:
+        with torch.no_grad():
+            model(z)
+
+    def inv_nograd() -> None:
+        with torch.no_grad():
+            model.inverse(z)
+
+    def fwd_grad() -> None:
+        y, ld = model(z)
+        (y.square().sum() - ld.sum()).backward()
+
+    def inv_grad() -> None:
+        x, ld = model.inverse(z)
+        (x.square().sum() - ld.sum()).backward()
+
+    return fwd_nograd, inv_nograd, fwd_grad, inv_grad
+
+
 def run(device: str, min_time: float, batches: list[int]) -> dict:
     layout = bench_layout()
     torch.manual_seed(0)
@@ -84,21 +107,7 @@ def run(device: str, min_time: float, batches: list[int]) -> dict:
         for batch in batches:
             z = sample(layout, batch, device)
 
-            def fwd_nograd():
-                with torch.no_grad():
-                    model(z)
-
-            def inv_nograd():
-                with torch.no_grad():
-                    model.inverse(z)
-
-            def fwd_grad():
-                y, ld = model(z)
-                (y.square().sum() - ld.sum()).backward()
-
-            def inv_grad():
-                x, ld = model.inverse(z)
-                (x.square().sum() - ld.sum()).backward()
+            fwd_nograd, inv_nograd, fwd_grad, inv_grad = _directions(model, z)
 
             # interleave the pair being compared so drift in machine load hits both alike
             t = {k: [] for k in ("fwd", "inv", "fwd_bwd", "inv_bwd")}
@@ -115,7 +124,7 @@ def run(device: str, min_time: float, batches: list[int]) -> dict:
                 dict(
                     config=name,
                     **{k: v for k, v in cfg.items()},
-                    n_params=model.n_params,
+                    n_params=sum(p.numel() for p in model.parameters()),
                     batch=batch,
                     forward_ms=round(1e3 * med["fwd"], 3),
                     inverse_ms=round(1e3 * med["inv"], 3),
