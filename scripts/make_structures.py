@@ -1,6 +1,6 @@
 """Build the two shipped structures from ideal peptide geometry.
 
-    python scripts/make_structures.py [--out presets/structures]
+    python scripts/make_structures.py [--out molpt_tui/presets/structures]
 
 Heavy atoms are placed from textbook internal coordinates (Engh & Huber bond lengths and
 angles, trans peptide bonds, a C7eq-like backbone), hydrogens are added by OpenMM's
@@ -141,7 +141,8 @@ def _check_l_chirality(top, positions):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent.parent / "presets" / "structures")
+    parser.add_argument("--out", type=Path,
+                        default=Path(__file__).resolve().parent.parent / "molpt_tui" / "presets" / "structures")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     top, pos = ala_ala()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-STRUCTURES = ROOT / "presets" / "structures"
+STRUCTURES = ROOT / "molpt_tui" / "presets" / "structures"
 
 TINY_DATA = ["data.n_samples=600", "data.stride=20", "data.swap_every=20", "data.equilibration_ps=1.0"]
 TINY_TRAIN = ["model.hidden=16", "model.n_layers=2", "training.batch_size=32", "training.steps_per_epoch=3",

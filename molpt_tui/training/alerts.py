@@ -10,28 +10,28 @@ nats (dimensionless, the same scale as kT in the loss), epochs are 1-based count
 """
 from __future__ import annotations
 
-import dataclasses
 import math
-from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping
 
 import numpy as np
 
+from ..config.alerts import (  # the [alerts] schema; re-exported for callers of this module
+    ACCEPTANCE_COLLAPSE,
+    FORWARD_DIVERGING,
+    GRAD_EXPLOSION,
+    INITIAL_LOSS_HUGE,
+    INVERSE_DIVERGING,
+    LOGDET_ASYMMETRY,
+    LOSS_RISING,
+    LOSS_STUCK,
+    NONFINITE_ENERGIES,
+    NONFINITE_METRIC,
+    OVERFITTING,
+    AlertThresholds,
+)
+from ..config.alerts import RULE_IDS as RULE_IDS  # re-exported: callers read the rule ids here
 from .events import Alert
 from .history import History
-
-# Stable identifiers: presets, logs and the UI refer to rules by these names.
-INITIAL_LOSS_HUGE = "initial_loss_huge"
-NONFINITE_METRIC = "nonfinite_metric"
-NONFINITE_ENERGIES = "nonfinite_energies"
-LOSS_RISING = "loss_rising"
-INVERSE_DIVERGING = "inverse_diverging"
-FORWARD_DIVERGING = "forward_diverging"
-LOSS_STUCK = "loss_stuck"
-LOGDET_ASYMMETRY = "logdet_asymmetry"
-GRAD_EXPLOSION = "grad_explosion"
-ACCEPTANCE_COLLAPSE = "acceptance_collapse"
-OVERFITTING = "overfitting"
 
 HINTS: dict[str, str] = {
     INITIAL_LOSS_HUGE: (
@@ -69,104 +69,6 @@ HINTS: dict[str, str] = {
         "fewer epochs or lower the learning rate."
     ),
 }
-
-
-@dataclass
-class AlertThresholds:
-    """Knobs of the alert rules; the preset's ``[alerts]`` section maps 1:1 onto these fields.
-
-    Defaults are tuned so a healthy, noisy, decaying run raises nothing.
-    """
-
-    # initial_loss_huge: first finite loss above this [kT].
-    initial_loss_max: float = 1e15
-
-    # loss_rising: only after this epoch, because warmup and early transients may rise [epoch].
-    rising_after_epoch: int = 100
-    # ... trend fitted over the last this many epochs [epochs].
-    rising_window: int = 50
-    # ... the fitted rise across the window must exceed this fraction of the window's median |loss|
-    rising_min_rel: float = 0.1
-    # ... and this absolute amount, so losses near 0 kT do not trip on tiny rises [kT].
-    rising_min_abs: float = 1.0
-    # ... and be this many standard errors of the fitted rise, so a noisy plateau stays quiet.
-    rising_min_z: float = 4.0
-
-    # inverse_diverging / forward_diverging: compared across the last this many epochs [epochs].
-    divergence_window: int = 20
-    # ... the diverging energy must rise by more than this [kT]
-    divergence_min_rise: float = 20.0
-    # ... and by more than this fraction of its |value| at the start of the window.
-    divergence_rel_rise: float = 1.0
-
-    # loss_stuck: from this epoch on [epoch] ...
-    stuck_after_epoch: int = 500
-    # ... the median loss over the last `stuck_window` epochs is above this [kT].
-    stuck_loss: float = 1000.0
-    stuck_window: int = 50
-
-    # logdet_asymmetry: from this epoch on [epoch] ...
-    logdet_after_epoch: int = 100
-    # ... over the last this many epochs [epochs] ...
-    logdet_window: int = 50
-    # ... |mean fwd + mean inv| / max(|mean fwd|, |mean inv|, logdet_min_scale) above this ratio
-    logdet_asymmetry_ratio: float = 0.5
-    # ... with this floor on the scale, so near-identity maps (log-dets ~ 0) do not trip [nats].
-    logdet_min_scale: float = 1.0
-
-    # grad_explosion: latest grad norm above this multiple of the running median ...
-    grad_explosion_factor: float = 10.0
-    # ... of the previous this many finite grad norms [epochs] ...
-    grad_window: int = 50
-    # ... once at least this many exist [epochs].
-    grad_min_history: int = 10
-
-    # acceptance_collapse: latest flow acceptance below its best divided by this factor ...
-    acc_drop_factor: float = 10.0
-    # ... when that best was at least this [probability]; tinier ones are estimation noise.
-    acc_min_best: float = 1e-3
-    # ... or flow acceptance below naive * (1 - acc_naive_margin) [fraction].
-    acc_naive_margin: float = 0.1
-
-    # overfitting: held-out KL above its best by this much [kT] and this fraction, while the
-    # training KL kept falling, over the last `overfit_blocks` log blocks.
-    overfit_min_rise: float = 0.1
-    overfit_rel_rise: float = 0.25
-    overfit_blocks: int = 2
-
-    # AlertTracker: a raised rule re-arms once its condition has been absent this long [epochs].
-    rearm_epochs: int = 5
-
-    # Rule ids to switch off, e.g. ["logdet_asymmetry"]. A list, as TOML gives it.
-    disabled: list[str] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        self.disabled = [str(rule) for rule in self.disabled]
-        unknown = set(self.disabled) - set(RULE_IDS)
-        if unknown:
-            raise ValueError(f"unknown alert rule(s) in disabled: {sorted(unknown)}; known: {list(RULE_IDS)}")
-        for name in ("rising_window", "divergence_window", "stuck_window", "logdet_window", "grad_window"):
-            if getattr(self, name) < 2:
-                raise ValueError(f"{name} must be at least 2 epochs")
-        for name in ("grad_explosion_factor", "acc_drop_factor"):
-            if not getattr(self, name) > 1.0:
-                raise ValueError(f"{name} must be > 1")
-        if not 0.0 <= self.acc_naive_margin < 1.0:
-            raise ValueError("acc_naive_margin must be in [0, 1)")
-        if self.rearm_epochs < 0 or self.grad_min_history < 1:
-            raise ValueError("rearm_epochs must be >= 0 and grad_min_history >= 1")
-
-    @classmethod
-    def from_mapping(cls, data: Mapping[str, Any]) -> "AlertThresholds":
-        """Build from a preset's [alerts] table; a misspelt key is an error, not silently ignored."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(data) - names
-        if unknown:
-            raise ValueError(f"unknown [alerts] key(s): {sorted(unknown)}; known: {sorted(names)}")
-        return cls(**dict(data))
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
 
 
 # --- helpers ----------------------------------------------------------------------------------
@@ -401,7 +303,6 @@ RULES: dict[str, Rule] = {
     ACCEPTANCE_COLLAPSE: rule_acceptance_collapse,
     OVERFITTING: rule_overfitting,
 }
-RULE_IDS: tuple[str, ...] = tuple(RULES)
 
 
 def evaluate(history: History, thresholds: AlertThresholds | None = None) -> list[Alert]:
