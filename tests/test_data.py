@@ -1,4 +1,4 @@
-"""Replica-exchange data: physics sanity, swap statistics, file format and safety."""
+"""Replica-exchange data: physics sanity, swap statistics, file format, progress events, stopping."""
 from __future__ import annotations
 
 import os
@@ -8,27 +8,63 @@ import sys
 import time
 
 import numpy as np
+import psutil
 import pytest
 
 from molpt_tui.config import load_config
 from molpt_tui.errors import UserError
-from molpt_tui.physics.data import load_data, simulate, swap_log_acceptance
+from molpt_tui.physics.data import (
+    SimulationInterrupted,
+    SimulationProgress,
+    TextProgress,
+    format_progress,
+    load_data,
+    simulate,
+    swap_log_acceptance,
+)
 from molpt_tui.physics.units import beta
 
 SMALL = ["data.n_samples=1500", "data.stride=20", "data.swap_every=20", "data.equilibration_ps=2.0",
          "temperatures.ladder=[300.0, 360.0, 450.0]"]
+# Tens of samples: seconds per run, for the tests of behaviour rather than physics.
+TINY = ["data.n_samples=20", "data.equilibration_ps=0.1", "data.stride=10", "data.swap_every=10"]
+PHASES = ["minimising", "equilibrating", "sampling", "writing"]
+
+
+def quiet(*_: object) -> None:
+    pass
+
+
+def is_worker(proc: psutil.Process) -> bool:
+    """A spawned multiprocessing worker (not multiprocessing's own resource tracker, which
+    lives as long as its parent by design)."""
+    try:
+        return "spawn_main" in " ".join(proc.cmdline()) and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def still_a_worker(pid: int) -> bool:
+    try:
+        return is_worker(psutil.Process(pid))
+    except psutil.NoSuchProcess:
+        return False
+
+
+def worker_children() -> set[int]:
+    return {p.pid for p in psutil.Process().children(recursive=True) if is_worker(p)}
 
 
 @pytest.fixture(scope="module")
 def small_data(tmp_path_factory):
     path = tmp_path_factory.mktemp("data") / "qs.npz"
     cfg = load_config("quickstart", SMALL + [f"data.path={path}"])
-    simulate(cfg, progress=False, log=lambda *_: None)
+    simulate(cfg, progress=False, log=quiet)
     return cfg, path
 
 
 def test_mean_energy_rises_with_temperature(small_data):
-    cfg, path = small_data
+    _, path = small_data
     data = load_data(path)
     assert data.positions.shape == (3, 1500, 22, 3)
     means = data.potential_energy.mean(axis=1)
@@ -38,7 +74,7 @@ def test_mean_energy_rises_with_temperature(small_data):
 
 
 def test_recorded_swap_acceptance_matches_saved_energies(small_data):
-    cfg, path = small_data
+    _, path = small_data
     data = load_data(path)
     temps = data.temperatures
     for i in range(len(temps) - 1):
@@ -61,6 +97,7 @@ def test_file_round_trips_and_is_not_overwritten(small_data):
     assert list(data.temperatures) == [300.0, 360.0, 450.0]
     assert data.meta["constraints"] == "none"
     assert data.meta["stride"] == 20 and data.meta["timestep_fs"] == 1.0
+    assert np.isfinite(data.positions).all() and np.isfinite(data.potential_energy).all()
     from molpt_tui.physics.systems import system_from_config
 
     ms = system_from_config(cfg)
@@ -71,8 +108,15 @@ def test_file_round_trips_and_is_not_overwritten(small_data):
     assert path.read_bytes() == before
 
 
+def test_data_file_is_readable_by_the_group(small_data):
+    _, path = small_data
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask  # not mkstemp's 0600
+
+
 def test_data_of_another_system_is_refused(small_data):
-    cfg, path = small_data
+    _, path = small_data
     from molpt_tui.physics.systems import system_from_config
 
     other = system_from_config(load_config("aa_300_450"))
@@ -87,15 +131,142 @@ def test_corrupt_data_file_is_a_clear_error(tmp_path):
         load_data(bad)
 
 
-def test_ctrl_c_leaves_no_file_posing_as_complete(tmp_path):
+# --- progress events ------------------------------------------------------------------------------
+
+def test_progress_events_cover_every_phase_in_order(tmp_path):
+    events: list[SimulationProgress] = []
+    path = simulate(load_config("quickstart", TINY + [f"data.path={tmp_path / 'd.npz'}"]), progress=events.append,
+                    log=quiet, progress_interval_s=0.0)
+    phases = [e.phase for e in events]
+    assert [p for i, p in enumerate(phases) if i == 0 or phases[i - 1] != p] == PHASES
+    done = [e.simulated_ns for e in events]
+    assert done == sorted(done) and done[0] == 0.0
+    last = events[-1]
+    assert last.phase == "writing" and last.simulated_ns == pytest.approx(last.planned_ns)
+    assert last.samples == last.planned_samples == 20
+    assert last.temperatures == (300.0, 367.4, 450.0) and last.n_replicas == 3
+    assert last.total_planned_ns == pytest.approx(3 * last.planned_ns) and last.fraction == 1.0
+    assert last.eta_s == 0.0 and last.ns_per_day > 0 and last.elapsed_s > 0
+    data = load_data(path)
+    np.testing.assert_array_equal(np.array(last.swap_acceptance), data.meta["swap_acceptance"])
+    # The sampling phase reports acceptance as it accrues: nan until a pair's first attempt.
+    assert all(len(e.swap_acceptance) == 2 for e in events)
+    assert all(np.isnan(e.swap_acceptance).all() for e in events if e.phase in ("minimising", "equilibrating"))
+    text = format_progress(last)
+    assert text.startswith("simulate: writing 100% (") and "3 replicas" in text and "swap acceptance" in text
+
+
+def test_default_progress_is_plain_lines_through_log_when_not_a_terminal(tmp_path):
+    lines: list[str] = []
     out = tmp_path / "d.npz"
-    proc = subprocess.Popen([sys.executable, "-m", "molpt_tui", "simulate", "--out", str(out),
-                             "--set", "data.n_samples=1000000"], cwd=tmp_path,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(6)
-    proc.send_signal(signal.SIGINT)
-    proc.wait(timeout=30)
-    assert proc.returncode == 130, proc.stderr
-    assert "Traceback" not in proc.stderr
-    assert not out.exists()
-    assert not [p for p in os.listdir(tmp_path) if p.endswith(".npz")]
+    simulate(load_config("quickstart", TINY), out_path=out, progress=TextProgress(lines.append, tty=False), log=quiet)
+    assert [line.split()[1] for line in lines] == PHASES  # one line per phase change (the run is short)
+    lines.clear()
+    cfg = load_config("quickstart", TINY)
+    simulate(cfg, out_path=tmp_path / "e.npz", log=lines.append)  # the default display, stderr not a TTY here
+    assert lines[0].startswith("simulate: minimising") and lines[-1].startswith(f"Wrote {tmp_path / 'e.npz'}: 20 ")
+    lines.clear()
+    simulate(cfg, out_path=tmp_path / "f.npz", progress=False, log=lines.append)
+    assert len(lines) == 1 and lines[0].startswith("Wrote ")
+
+
+# --- stopping -----------------------------------------------------------------------------------
+
+def _stop_when_sampling(answer: object):
+    """A progress callback and a should_stop that asks to stop once sampling has begun."""
+    seen: list[str] = []
+
+    def progress(p: SimulationProgress) -> None:
+        seen.append(p.phase)
+
+    def should_stop() -> object:
+        return answer if "sampling" in seen else None
+
+    return progress, should_stop, seen
+
+
+@pytest.mark.parametrize(("answer", "code", "reason"), [("SIGTERM", 143, "SIGTERM"), ("SIGHUP", 129, "SIGHUP"),
+                                                        (True, 130, "stop requested")])
+def test_should_stop_ends_md_cleanly(tmp_path, answer, code, reason):
+    out = tmp_path / "new" / "d.npz"
+    before = worker_children()
+    progress, should_stop, seen = _stop_when_sampling(answer)
+    with pytest.raises(SimulationInterrupted) as info:
+        simulate(load_config("quickstart", TINY + ["data.n_samples=100000"]), out_path=out, progress=progress,
+                 should_stop=should_stop, log=quiet, progress_interval_s=0.0)
+    exc = info.value
+    assert isinstance(exc, UserError) and exc.exit_code == code and exc.reason == reason
+    assert reason in str(exc) and "no data file was written" in str(exc)
+    assert 0 < exc.simulated_ns < exc.planned_ns
+    assert "writing" not in seen
+    assert list(tmp_path.iterdir()) == []  # no data file, no temp file, not even the missing directory
+    assert worker_children() <= before  # the MD workers are gone
+
+
+def test_ctrl_c_in_process_is_an_interruption_with_exit_code_130(tmp_path):
+    before = worker_children()
+
+    def progress(p: SimulationProgress) -> None:
+        if p.phase == "sampling":
+            raise KeyboardInterrupt
+
+    with pytest.raises(SimulationInterrupted) as info:
+        simulate(load_config("quickstart", TINY + ["data.n_samples=100000"]), out_path=tmp_path / "d.npz",
+                 progress=progress, log=quiet, progress_interval_s=0.0)
+    assert info.value.exit_code == 130 and "SIGINT" in str(info.value)
+    assert list(tmp_path.iterdir()) == []
+    assert worker_children() <= before
+
+
+def test_a_stop_before_md_starts_no_worker(tmp_path):
+    phases: list[str] = []
+    with pytest.raises(SimulationInterrupted, match="0 ps of"):
+        simulate(load_config("quickstart", TINY), out_path=tmp_path / "d.npz",
+                 progress=lambda p: phases.append(p.phase), should_stop=lambda: "SIGTERM", log=quiet)
+    assert phases == ["minimising"] and list(tmp_path.iterdir()) == []
+
+
+def _wait_for_md_workers(proc: subprocess.Popen, timeout: float = 120.0) -> set[int]:
+    """The MD worker processes of `proc`, once started: a state to wait for, not a time."""
+    parent = psutil.Process(proc.pid)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.communicate()
+        kids = [c for c in parent.children(recursive=True) if is_worker(c)]
+        if len(kids) >= 2:  # --processes 2
+            return {c.pid for c in kids}
+        time.sleep(0.05)
+    raise AssertionError("the MD workers did not start")
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(("name", "code"), [("SIGINT", 130), ("SIGTERM", 143), ("SIGHUP", 129)])
+def test_signal_during_md_exits_128_plus_n_with_no_file_and_no_orphans(tmp_path, name, code):
+    out = tmp_path / "d.npz"
+    proc = subprocess.Popen([sys.executable, "-m", "molpt_tui", "simulate", "--out", str(out), "--processes", "2",
+                             *[a for s in TINY + ["data.n_samples=100000"] for a in ("--set", s)]],
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            stdin=subprocess.DEVNULL, start_new_session=True)
+    try:
+        workers = _wait_for_md_workers(proc)
+        if name == "SIGINT":
+            os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C reaches the whole foreground process group
+        else:
+            os.kill(proc.pid, getattr(signal, name))
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == code, err
+    assert "Traceback" not in err
+    assert name in err and "no data file was written" in err, err
+    assert list(tmp_path.iterdir()) == []
+    assert not [pid for pid in workers if still_a_worker(pid)]
+
+
+def test_existing_callers_keep_working(tmp_path):
+    """The signature callers used before the progress events: positional and keyword forms."""
+    cfg = load_config("quickstart", TINY + [f"data.path={tmp_path / 'a.npz'}"])
+    assert simulate(cfg, tmp_path / "b.npz", False, False, 1, quiet) == tmp_path / "b.npz"
+    assert simulate(cfg, out_path=tmp_path / "b.npz", force=True, n_procs=3, progress=False, log=quiet).is_file()
+    assert load_data(tmp_path / "b.npz").positions.shape == (3, 20, 22, 3)
