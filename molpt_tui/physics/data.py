@@ -71,8 +71,9 @@ class SimulationPlan:
 def preflight_simulate(cfg: Config, out_path: str | Path | None = None, force: bool = False,
                        n_procs: int | None = None) -> SimulationPlan:
     """Every check `simulate` makes before it starts MD, and nothing written (one probe file is
-    created and removed in the destination directory). `train` calls it before it makes its run
-    directory, so a data path it cannot write fails before anything exists."""
+    created and removed in the destination directory). A command that makes its data on the
+    way (`train`) calls it before it announces or creates anything, so that a data path it
+    cannot write fails first, as one line."""
     if n_procs is not None and n_procs < 1:
         raise UserError(f"--processes must be >= 1 (got {n_procs})")
     from .systems import system_from_config
@@ -95,7 +96,7 @@ def preflight_simulate(cfg: Config, out_path: str | Path | None = None, force: b
 
 def check_structure(positions: np.ndarray, atom_names: list[str], source: str) -> None:
     """A starting structure MD can run from: finite coordinates, no two atoms on top of each
-    other (either gives NaN in the first steps and, before this check, a file of NaN)."""
+    other. Either gives NaN within the first steps, after minutes of start-up."""
     x = np.asarray(positions, dtype=np.float64)
     bad = np.flatnonzero(~np.isfinite(x).all(axis=1))
     if bad.size:
