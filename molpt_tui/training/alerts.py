@@ -11,7 +11,8 @@ nats (dimensionless, the same scale as kT in the loss), epochs are 1-based count
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -30,8 +31,9 @@ from ..config.alerts import (  # the [alerts] schema; re-exported for callers of
     AlertThresholds,
 )
 from ..config.alerts import RULE_IDS as RULE_IDS  # re-exported: callers read the rule ids here
-from .events import Alert
+from .events import Alert, Severity
 from .history import History
+from .schema import SchemaError, as_int, as_mapping, as_optional_int, as_str, required
 
 HINTS: dict[str, str] = {
     INITIAL_LOSS_HUGE: (
@@ -103,7 +105,7 @@ def _fmt(value: float) -> str:
     return f"{value:.2f}"
 
 
-def _alert(rule: str, severity: str, epoch: int, message: str) -> Alert:
+def _alert(rule: str, severity: Severity, epoch: int, message: str) -> Alert:
     return Alert(epoch=int(epoch), rule=rule, severity=severity, message=message, hint=HINTS[rule])
 
 
@@ -325,7 +327,7 @@ class AlertTracker:
 
     STATE_VERSION = 1
 
-    def __init__(self, thresholds: AlertThresholds | None = None):
+    def __init__(self, thresholds: AlertThresholds | None = None) -> None:
         self.thresholds = thresholds or AlertThresholds()
         self._active: dict[str, int] = {}   # rule -> last epoch its condition held
         self._epoch: int | None = None      # epoch of the last update
@@ -363,8 +365,20 @@ class AlertTracker:
         return {"version": self.STATE_VERSION, "epoch": self._epoch, "active": dict(self._active)}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        if int(state.get("version", 0)) > self.STATE_VERSION:
-            raise ValueError(f"alert tracker state version {state['version']} is newer than supported")
-        epoch = state.get("epoch")
-        self._epoch = None if epoch is None else int(epoch)
-        self._active = {str(k): int(v) for k, v in dict(state.get("active", {})).items()}
+        """Raises `SchemaError` naming the key of a missing or ill-typed value; sets nothing then."""
+        self._epoch, self._active = self.parse_state(state)
+
+    @classmethod
+    def parse_state(cls, state: Mapping[str, Any]) -> tuple[int | None, dict[str, int]]:
+        """(epoch, active) of a saved state, checked; a checkpoint is validated with this before
+        anything is loaded."""
+        version = as_int(required(state, "version"), "version", minimum=1)
+        if version > cls.STATE_VERSION:
+            raise SchemaError("version", f"alert tracker state version {version} is newer than this molpt-tui "
+                                         f"understands ({cls.STATE_VERSION})")
+        epoch = as_optional_int(required(state, "epoch"), "epoch")
+        active = as_mapping(required(state, "active"), "active")
+        out: dict[str, int] = {}
+        for rule, seen in active.items():
+            out[as_str(rule, "active")] = as_int(seen, f"active.{rule}")
+        return epoch, out

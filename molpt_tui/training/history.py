@@ -7,6 +7,7 @@ a resume after a rollback never shows a jump or a duplicate.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from .events import Alert, EpochMetrics, Event, Finished, LogBlock, RunStarted
@@ -54,35 +55,25 @@ class History:
         return len(self.epochs)
 
     @property
-    def first_loss(self) -> float:
-        for value in self.series["loss"]:
-            if math.isfinite(value):
-                return value
-        return math.nan
-
-    @property
     def last_epoch(self) -> int:
         return self.epochs[-1] if self.epochs else 0
 
     @classmethod
-    def from_events(cls, events) -> "History":
+    def from_events(cls, events: Iterable[Event]) -> History:
         history = cls()
         for event in events:
             history.add(event)
         return history
 
 
-def improvement_pct(first: float, current: float, floor: float = 0.0) -> float:
-    """Improvement from start in %, measured above `floor`.
+def improvement_pct(first: float, current: float) -> float:
+    """Improvement from start in %.
 
     The trainer passes the held-out KL estimate (the loss above beta_c<U>_cold + beta_h<U>_hot on
     pairs not trained on), which is >= 0 in expectation and, unlike the training value, does not
     reward overfitting; the raw loss in kT can sit near or below zero, where a percentage of it
     means nothing.
     """
-    if not math.isfinite(floor):
-        floor = 0.0
-    first, current = first - floor, current - floor
     if not (math.isfinite(first) and math.isfinite(current)) or first == 0:
         return math.nan
     return (first - current) / abs(first) * 100.0

@@ -7,11 +7,15 @@ plain dict so a resumed run continues the very same schedule.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
+from typing import Any
+
+from .schema import SchemaError, as_float, as_int, required
 
 
 class LRSchedule:
     def __init__(self, lr: float, epochs: int, warmup_epochs: int, kind: str = "cosine",
-                 min_lr_factor: float = 0.01, patience: int = 20, factor: float = 0.5):
+                 min_lr_factor: float = 0.01, patience: int = 20, factor: float = 0.5) -> None:
         self.base_lr = lr
         self.epochs = max(1, epochs)
         self.warmup = max(0, warmup_epochs)
@@ -47,13 +51,23 @@ class LRSchedule:
                 self.scale = max(self.scale * self.factor, self.min_lr_factor)
                 self._bad_epochs = 0
 
-    def state_dict(self) -> dict:
+    def state_dict(self) -> dict[str, float | int]:
         return {"scale": self.scale, "best": self._best, "bad_epochs": self._bad_epochs}
 
-    def load_state_dict(self, state: dict) -> None:
-        self.scale = float(state["scale"])
-        self._best = float(state["best"])
-        self._bad_epochs = int(state["bad_epochs"])
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Raises `SchemaError` naming the key of a missing or ill-typed value; sets nothing then."""
+        self.scale, self._best, self._bad_epochs = self.parse_state(state)
+
+    @staticmethod
+    def parse_state(state: Mapping[str, Any]) -> tuple[float, float, int]:
+        """(scale, best, bad_epochs) of a saved state, checked; a checkpoint is validated with
+        this before anything is loaded."""
+        scale = as_float(required(state, "scale"), "scale", allow_inf=False)
+        if scale <= 0:
+            raise SchemaError("scale", f"must be > 0, got {scale}")
+        # best starts at +inf, before the first finite loss
+        best = as_float(required(state, "best"), "best")
+        return scale, best, as_int(required(state, "bad_epochs"), "bad_epochs")
 
 
 def is_log_epoch(epoch: int, total: int, eval_interval: int) -> bool:
