@@ -1,17 +1,38 @@
-"""The trainer end to end on tiny runs: outputs, sane start, exact resume, NaN guard."""
+"""The trainer end to end on tiny runs: outputs, sane start, exact resume, NaN guard, requests;
+and the setup it is built from (device, representation, split)."""
 from __future__ import annotations
 
 import json
 import math
 import subprocess
 import sys
+from pathlib import Path
+from types import SimpleNamespace
 
+import numpy as np
+import pytest
 import torch
 
-from molpt_tui.training.checkpoint import load_checkpoint
+from molpt_tui.errors import UserError
+from molpt_tui.report.plotting import save_loss_curves
+from molpt_tui.training.checkpoint import load_checkpoint, save_checkpoint
 from molpt_tui.training.control import TrainingControl
-from molpt_tui.training.events import EpochMetrics, LogBlock
+from molpt_tui.training.events import (
+    CheckpointSaved,
+    EpochMetrics,
+    LogBlock,
+    Message,
+    RequestAcknowledged,
+    RunStarted,
+)
 from molpt_tui.training.metrics_log import MetricsLogSink, read_events
+from molpt_tui.training.setup import (
+    build_setup,
+    build_transport,
+    check_representation,
+    resolve_device,
+    split_data,
+)
 from molpt_tui.training.trainer import Trainer
 
 
@@ -32,11 +53,47 @@ class Collect:
         return [e for e in self.events if isinstance(e, cls)]
 
 
+class DirArtifacts:
+    """RunArtifacts in a plain directory, with the names the app gives them."""
+
+    def __init__(self, run_dir: Path, cfg):
+        self.run_dir, self.cfg = run_dir, cfg
+
+    @property
+    def location(self) -> str:
+        return str(self.run_dir)
+
+    def save_checkpoint(self, label, payload):
+        t = self.cfg.temperatures
+        name = {"last": "last.pt", "best": "best.pt", "final": f"molecular_pt_{t.cold:g}_{t.hot:g}.pt"}[label]
+        return save_checkpoint(self.run_dir / name, payload)
+
+    def write_png(self, history, status):
+        t = self.cfg.temperatures
+        return save_loss_curves(history, self.run_dir / f"loss_curves_{t.cold:g}_{t.hot:g}.png", title=status)
+
+
+def make_setup(cfg, log=None):
+    from molpt_tui.physics.data import load_data
+    from molpt_tui.physics.systems import system_from_config
+
+    ms = system_from_config(cfg)
+    split = split_data(cfg, load_data(cfg.data_path, ms))
+    return build_setup(cfg, ms, split, resolve_device(cfg.training.device), log=log or (lambda text: None))
+
+
 def _train(cfg, run_dir, control=None, resume=False, on_event=None):
     sink = Collect(on_event)
+    resume_from, earlier = None, []
+    if resume:
+        resume_from = load_checkpoint(run_dir / "last.pt")
+        earlier = list(read_events(run_dir / "metrics.jsonl"))
     log = MetricsLogSink(run_dir / "metrics.jsonl")
     try:
-        finished = Trainer(cfg, run_dir, [sink, log], control, resume=resume).run()
+        with make_setup(cfg) as setup:
+            trainer = Trainer(cfg, setup, [sink, log], control or TrainingControl(), DirArtifacts(run_dir, cfg),
+                              resume_from, resume_path=run_dir / "last.pt", history_events=earlier)
+            finished = trainer.run()
     finally:
         log.close()
     return finished, sink
@@ -56,34 +113,43 @@ def test_tiny_run_writes_every_output(tiny_config, tmp_path):
     assert len(list(read_events(tmp_path / "metrics.jsonl"))) == len(sink.events)
     final = load_checkpoint(tmp_path / "molecular_pt_300_450.pt")
     assert final["epoch"] == 12 and final["config"]["training"]["epochs"] == 12
-    assert {"representation.mean", "representation.std"} & set(final["model"]) or any(
-        k.startswith("representation.") for k in final["model"])
+    # The final model loads into a freshly built map of the same run (every key, every shape)
+    # and is not the untrained one.
+    with make_setup(cfg) as setup:
+        torch.manual_seed(cfg.training.seed)
+        fresh = build_transport(cfg, setup.ms, setup.split.cold_train, setup.split.hot_train)
+    untrained = {k: v.clone() for k, v in fresh.state_dict().items()}
+    fresh.load_state_dict(final["model"], strict=True)
+    assert any(k.startswith("representation.") for k in final["model"])
+    changed = [k for k, v in untrained.items() if v.is_floating_point() and not torch.equal(v, final["model"][k])]
+    assert changed, "training left every weight as it was"
     blocks = sink.of(LogBlock)
     assert all(0 <= b.acc_flow <= 1 and 0 <= b.acc_naive <= 1 for b in blocks)
     assert all(b.roundtrip_err < 1e-4 for b in blocks)
     assert finished.files and all(str(tmp_path) in f for f in finished.files)
+    # best.pt is the snapshot of the epoch with the lowest held-out KL
+    best = load_checkpoint(tmp_path / "best.pt")
+    best_block = min(blocks, key=lambda b: b.kl_val)
+    assert best["epoch"] == best["best_epoch"] == best_block.epoch
+    assert best["best_score"] == best_block.kl_val
 
 
 def test_start_is_sane_on_quickstart(tiny_data, tmp_path):
     """The old prototype started at 1e12-1e14; the harmonic start must beat naive swaps."""
-    from molpt_tui.config import load_config
     from molpt_testdata import TINY_DATA
+
+    from molpt_tui.config import load_config
 
     cfg = load_config("quickstart", TINY_DATA + [f"data.path={tiny_data}", "training.epochs=1",
                                                   "training.steps_per_epoch=1", "energy.engine=openmm"])
-    trainer = Trainer(cfg, tmp_path, [])
-    trainer.setup = trainer._setup()
-    from molpt_tui.training.schedule import LRSchedule
-    from molpt_tui.training.trainer import build_transport
-
-    trainer.transport = build_transport(cfg, trainer.setup.ms, trainer.setup.cold_train, trainer.setup.hot_train)
-    trainer.schedule = LRSchedule(1e-3, 1, 0)
-    initial = trainer.initial_metrics()
-    stats = trainer.evaluate()
-    trainer.setup.engine.close()
+    with make_setup(cfg) as setup:
+        trainer = Trainer(cfg, setup, [], TrainingControl(), DirArtifacts(tmp_path, cfg))
+        initial = trainer.initial_metrics()
+        stats = trainer.evaluate()
     assert math.isfinite(initial.loss) and abs(initial.loss) < 1e4
-    assert stats["acc_flow"] >= stats["acc_naive"]
-    assert stats["acc_flow"] > 0.3  # measured 0.56-0.66 for the internal-coordinate harmonic map
+    assert stats.acc_flow >= stats.acc_naive
+    assert stats.acc_flow > 0.3  # measured 0.56-0.66 for the internal-coordinate harmonic map
+    assert list(tmp_path.iterdir()) == []  # evaluating writes nothing
 
 
 def test_resume_is_exact(tiny_config, tmp_path):
@@ -99,13 +165,13 @@ def test_resume_is_exact(tiny_config, tmp_path):
         if isinstance(event, EpochMetrics) and event.epoch == 3:
             control.request_stop("test")
 
-    finished, first = _train(tiny_config("training.epochs=6", "training.checkpoint_every=1"), cut_dir, control,
-                             on_event=stop_after_3)
+    finished, _first = _train(tiny_config("training.epochs=6", "training.checkpoint_every=1"), cut_dir, control,
+                              on_event=stop_after_3)
     assert finished.status == "stopped" and finished.epoch == 3
     assert load_checkpoint(cut_dir / "last.pt")["epoch"] == 3
     finished, second = _train(tiny_config("training.epochs=6", "training.checkpoint_every=1"), cut_dir, resume=True)
     assert finished.status == "completed"
-    starts = [e for e in second.events if e.kind == "run_started"]
+    starts = second.of(RunStarted)
     assert starts[0].resumed and starts[0].start_epoch == 3
 
     def table(events, lo):
@@ -153,9 +219,57 @@ def test_nan_guard_stops_after_k_failures_with_a_usable_checkpoint(tiny_config, 
     monkeypatch.setattr(Trainer, "_step_losses", poisoned)
     finished, sink = _train(cfg, tmp_path)
     assert finished.status == "failed" and "consecutive non-finite" in finished.message
+    # 3 steps per epoch: epoch 1 is clean, the last two steps of epoch 2 fail (it ends on them),
+    # the first step of epoch 3 is the third failure in a row: last.pt is the end of epoch 2.
+    assert finished.epoch == 2
     ckpt = load_checkpoint(tmp_path / "last.pt")
-    assert ckpt["epoch"] >= 0
+    assert ckpt["epoch"] == 2 and ckpt["nan_failures"] == 2
+    assert all(torch.isfinite(v).all() for v in ckpt["model"].values() if v.is_floating_point())
+    saved = [e for e in sink.of(CheckpointSaved) if e.path.endswith("last.pt")]
+    assert [e.epoch for e in saved] == [2]
     assert (tmp_path / "loss_curves_300_450.png").is_file()
+
+
+def test_requests_are_answered_while_paused(tiny_config, tmp_path):
+    """Pause after epoch 1; a checkpoint and a PNG request are served while paused, each
+    acknowledged with the file it wrote; no step runs until the resume."""
+    cfg = tiny_config("training.epochs=3")
+    control = TrainingControl()
+
+    def steer(event):
+        if isinstance(event, EpochMetrics) and event.epoch == 1:
+            control.pause()
+            control.request_checkpoint("c1")
+            control.request_png("p1")
+        if isinstance(event, RequestAcknowledged) and event.action == "png":
+            control.resume("r1")
+
+    finished, sink = _train(cfg, tmp_path, control, on_event=steer)
+    assert finished.status == "completed"
+    acks = {e.action: e for e in sink.of(RequestAcknowledged)}
+    assert set(acks) == {"pause", "checkpoint", "png", "resume"}
+    assert acks["checkpoint"].request_id == "c1" and acks["checkpoint"].detail == str(tmp_path / "last.pt")
+    assert acks["png"].detail == str(tmp_path / "loss_curves_300_450.png")
+    assert all(e.epoch == 1 for e in acks.values())
+    (manual,) = [e for e in sink.of(CheckpointSaved) if e.label == "manual"]
+    assert manual.epoch == 1
+    kinds = [(type(e).__name__, getattr(e, "epoch", None), getattr(e, "action", None)) for e in sink.events]
+    assert kinds.index(("RequestAcknowledged", 1, "resume")) < kinds.index(("EpochMetrics", 2, None))
+
+
+def test_a_failing_png_is_reported_and_costs_nothing(tiny_config, tmp_path):
+    cfg = tiny_config("training.epochs=1")
+
+    class BrokenPlots(DirArtifacts):
+        def write_png(self, history, status):
+            raise RuntimeError("no fonts")
+
+    sink = Collect()
+    with make_setup(cfg) as setup:
+        finished = Trainer(cfg, setup, [sink], TrainingControl(), BrokenPlots(tmp_path, cfg)).run()
+    assert finished.status == "completed"
+    assert any("could not write the loss-curve PNG: no fonts" in m.text for m in sink.of(Message))
+    assert (tmp_path / "molecular_pt_300_450.pt").is_file()
 
 
 def test_headless_paths_do_not_import_textual(tiny_data, tmp_path):
@@ -167,8 +281,9 @@ def test_headless_paths_do_not_import_textual(tiny_data, tmp_path):
     code = ("import sys\nfrom molpt_tui.cli import main\n"
             f"rc = main({args!r})\n"
             f"rc2 = main(['plot', {str(tmp_path / 'run')!r}])\n"
-            "print('RC', rc, rc2, 'UI', sorted(m for m in sys.modules if m.split('.')[0] in ('textual', 'rich', 'textual_plotext')"
-            " or m.startswith('molpt_tui.tui')))")
+            "ui = sorted(m for m in sys.modules if m.split('.')[0] in ('textual', 'rich', 'textual_plotext')"
+            " or m.startswith('molpt_tui.tui'))\n"
+            "print('RC', rc, rc2, 'UI', ui)")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert "RC 0 0 UI []" in proc.stdout, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert "Results saved to" in proc.stdout
@@ -188,8 +303,6 @@ def test_aligned_cartesian_representation_trains_too(tiny_config, tmp_path):
 
 def test_torch_engine_settings_reach_the_run(tiny_config, tmp_path):
     # energy.precision and energy.compile are honoured, and the header says which engine ran and why.
-    from molpt_tui.training.events import RunStarted
-
     cfg = tiny_config("training.epochs=2", "energy.engine=torch", "energy.precision=single", "energy.compile=off")
     finished, sink = _train(cfg, tmp_path)
     assert finished.status == "completed"
@@ -199,21 +312,93 @@ def test_torch_engine_settings_reach_the_run(tiny_config, tmp_path):
     assert all(math.isfinite(m.loss) for m in sink.of(EpochMetrics))
 
 
-def test_compiled_torch_engine_is_announced_before_the_run(tiny_config, tmp_path):
-    # The compile wait happens during setup, said before the header, so epoch 1 is not charged for it.
-    import pytest
-
+def test_compiled_torch_engine_is_announced_while_the_setup_is_built(tiny_config, tmp_path):
+    # The compile wait happens in build_setup, said through its log, so epoch 1 is not charged for it.
     from molpt_tui.physics.torch_energy import compiler_available
-    from molpt_tui.training.events import Message, RunStarted
 
     if not compiler_available("cpu")[0]:
         pytest.skip("no C++ compiler for torch.compile")
     cfg = tiny_config("training.epochs=1", "energy.engine=torch", "energy.compile=on")
-    finished, sink = _train(cfg, tmp_path)
+    said: list[str] = []
+    with make_setup(cfg, log=said.append) as setup:
+        assert said[0].startswith("torch energy kernels: compiling")
+        assert said[1].startswith("torch energy kernels compiled in ")
+        sink = Collect()
+        finished = Trainer(cfg, setup, [sink], TrainingControl(), DirArtifacts(tmp_path, cfg)).run()
     assert finished.status == "completed"
-    kinds = [type(e).__name__ for e in sink.events]
-    texts = [e.text for e in sink.of(Message)]
-    assert texts[0].startswith("torch energy kernels: compiling")
-    assert texts[1].startswith("torch energy kernels compiled in ")
-    assert kinds.index("RunStarted") > kinds.index("Message")
     assert sink.of(RunStarted)[0].engine == "torch (cpu, float64, compiled)"
+
+
+# --- setup ------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("device", ["meta", "mps", "xla", "nonsense", "cuda:99"])
+def test_unusable_devices_are_one_line_naming_the_key(device):
+    with pytest.raises(UserError) as info:
+        resolve_device(device)
+    text = str(info.value)
+    assert "training.device" in text and device in text and "\n" not in text
+
+
+def test_cpu_and_auto_devices_resolve():
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _molecule(n_atoms, bonds, elements):
+    return SimpleNamespace(n_atoms=n_atoms, bonds=bonds, elements=elements, pdb_path=Path("/structures/tiny.pdb"),
+                           hydrogen_bonds=lambda: [b for b in bonds if "H" in (elements[b[0]], elements[b[1]])])
+
+
+@pytest.mark.parametrize("representation", ["internal", "cartesian"])
+@pytest.mark.parametrize("molecule", [
+    (2, [(0, 1)], ["H", "H"]),                         # too few atoms for a Z-matrix
+    (4, [(0, 1), (2, 3)], ["C", "H", "C", "H"]),       # no atom with two bonded neighbours
+])
+def test_a_molecule_too_small_is_refused_from_its_topology(tiny_config, representation, molecule):
+    cfg = tiny_config(f"model.representation={representation}")
+    with pytest.raises(UserError) as info:
+        check_representation(cfg, _molecule(*molecule))
+    text = str(info.value)
+    assert text.startswith(f"{cfg.pdb_path}: ") and "\n" not in text
+    assert f'model.representation = "{representation}"' in text and "larger molecule" in text
+
+
+def test_a_bonded_chain_of_three_atoms_is_enough(tiny_config):
+    check_representation(tiny_config(), _molecule(3, [(0, 1), (1, 2)], ["H", "O", "H"]))
+
+
+def test_cartesian_with_constrained_bonds_is_refused_naming_both_keys(tiny_config):
+    cfg = tiny_config("model.representation=cartesian", "data.constraints=hbonds")
+    with pytest.raises(UserError, match=r"data\.constraints.*model\.representation = \"internal\""):
+        check_representation(cfg, _molecule(3, [(0, 1), (1, 2)], ["H", "O", "H"]))
+
+
+class _Data:
+    def __init__(self, n, temperatures=(300.0, 450.0)):
+        self.temperatures = np.array(temperatures)
+        self.positions = np.zeros((len(temperatures), n, 3, 3))
+
+    def at(self, t):
+        hits = np.flatnonzero(np.isclose(self.temperatures, t))
+        if not hits.size:
+            raise UserError(f"data file has no samples at {t:g} K")
+        return self.positions[hits[0]]
+
+
+def test_too_little_data_is_refused_naming_the_file_and_the_key(tiny_config):
+    cfg = tiny_config()
+    with pytest.raises(UserError) as info:
+        split_data(cfg, _Data(3))
+    assert str(info.value) == f"{cfg.data_path}: only 3 samples per temperature; need more (data.n_samples)"
+    with pytest.raises(UserError, match=rf"^{cfg.data_path}: data file has no samples at 450 K"):
+        split_data(cfg, _Data(100, temperatures=(300.0, 400.0)))
+
+
+def test_the_split_holds_out_the_end_of_each_trajectory(tiny_config):
+    cfg = tiny_config("data.validation_fraction=0.2", "logging.eval_samples=5")
+    data = _Data(50)
+    data.positions[:, :, 0, 0] = np.arange(50)  # sample index in the first coordinate
+    split = split_data(cfg, data)
+    assert split.cold_train[:, 0, 0].tolist() == list(range(40))
+    assert split.cold_val[:, 0, 0].tolist() == list(range(45, 50))  # the last eval_samples of the 10 held out
+    assert split.n_train_pairs == 40

@@ -9,90 +9,59 @@ One epoch is one pass over the training pairs (cold and hot samples, each shuffl
 with the float32 flow and float64 energies. Non-finite losses or gradients never reach the
 weights: the step is skipped and, by policy, the model rolls back to the last good state
 with a lower learning rate.
+
+The trainer is handed everything it does not compute: the built `TrainingSetup` (system, engine,
+data and their energies), the sinks, the control channel and the `RunArtifacts` that write
+checkpoints and PNGs. It names no file and draws nothing.
 """
 from __future__ import annotations
 
-import copy
 import math
-import platform
 import time
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
-from .. import __version__
-from ..errors import UserError
-from ..physics.units import beta
-from . import losses
-from .alerts import AlertThresholds, AlertTracker
-from .checkpoint import check_compatible, load_checkpoint, save_checkpoint
+from .artifacts import ArtifactLabel, RunArtifacts
+from .checkpoint import make_payload, refused
 from .control import TrainingControl
-from .events import Alert, CheckpointSaved, EpochMetrics, Event, Finished, LogBlock, Message, RunStarted
+from .evaluation import Evaluation, batch_reference, direction_terms, evaluate
+from .events import (
+    Alert,
+    CheckpointLabel,
+    CheckpointSaved,
+    EpochMetrics,
+    Event,
+    Finished,
+    LogBlock,
+    Message,
+    RunStarted,
+    RunStatus,
+    Severity,
+    Sink,
+)
 from .history import History, improvement_pct
-from .schedule import LRSchedule, is_log_epoch
+from .losses import DirectionTerms, paired_kl
+from .schedule import is_log_epoch
+from .schema import SchemaError
+from .setup import build_transport
+from .state import TrainingState
 
-
-def resolve_device(requested: str) -> torch.device:
-    if requested == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if requested.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"--device {requested}: CUDA is not available here (use --device cpu or auto)")
-    try:
-        return torch.device(requested)
-    except RuntimeError:
-        raise UserError(f"--device {requested}: not a device (use auto, cpu, cuda or cuda:N)") from None
-
-
-def final_model_name(t_cold: float, t_hot: float) -> str:
-    return f"molecular_pt_{t_cold:g}_{t_hot:g}.pt"
-
-
-@dataclass
-class Setup:
-    """Everything a run needs that is not training state."""
-
-    ms: object
-    engine: object
-    engine_reason: str
-    cold_train: torch.Tensor
-    hot_train: torch.Tensor
-    cold_val: torch.Tensor
-    hot_val: torch.Tensor
-    u_cold_val: torch.Tensor
-    u_hot_val: torch.Tensor
-    u_cold_train: torch.Tensor
-    u_hot_train: torch.Tensor
-
-
-def build_transport(cfg, ms, cold: torch.Tensor, hot: torch.Tensor):
-    """Representation fitted on the data, harmonic start map, learned flow at the identity."""
-    from ..flows.harmonic import HarmonicTemperatureMap
-    from ..flows.model import FlowModel
+if TYPE_CHECKING:
+    from ..config import Config
     from ..flows.transport import Transport
+    from .setup import TrainingSetup
 
-    m = cfg.model
-    fixed = ms.hydrogen_bonds() if cfg.data.constraints == "hbonds" else []
-    if m.representation == "internal":
-        from ..flows.internal import ICRepresentation as Rep
-    else:
-        from ..flows.cartesian import AlignedCartesian as Rep
-    rep = Rep.from_topology(ms.n_atoms, ms.bonds, ms.elements, fixed_bonds=fixed).double()
-    rep.fit(torch.cat([cold, hot]))
-    harmonic = None
-    if m.harmonic_init:
-        with torch.no_grad():
-            z_cold, _ = rep(cold)
-        harmonic = HarmonicTemperatureMap(rep.layout, z_cold.float(), cfg.temperatures.cold, cfg.temperatures.hot,
-                                          narrow_torsion_std=m.narrow_torsion_std)
-    flow = FlowModel(rep.layout, conditioner=m.conditioner, transform=m.transform, n_layers=m.n_layers,
-                     hidden=m.hidden, n_heads=m.n_heads, n_blocks=m.n_blocks, n_bins=m.n_bins,
-                     tail_bound=m.tail_bound, max_log_scale=m.max_log_scale)
-    return Transport(rep, harmonic, flow)
+# The epoch-0 loss is the mean over this many training batches, drawn with a fixed seed.
+INITIAL_BATCHES = 4
+_INITIAL_SEED = 12345
 
 
-def model_label(cfg) -> str:
+def model_label(cfg: Config) -> str:
     m = cfg.model
     kind = "transformer flow" if m.conditioner == "transformer" else "MLP coupling flow"
     rep = "internal coordinates" if m.representation == "internal" else "aligned Cartesian"
@@ -100,19 +69,100 @@ def model_label(cfg) -> str:
     return f"{kind} ({m.transform}, {m.n_layers} layers, {rep}{start})"
 
 
+@dataclass
+class _EpochSums:
+    """Running sums over an epoch's good steps (non-finite ones are counted, not averaged)."""
+
+    loss: float = 0.0
+    fwd_energy: float = 0.0
+    fwd_logdet: float = 0.0
+    inv_energy: float = 0.0
+    inv_logdet: float = 0.0
+    grad_norm: float = 0.0
+    kl: float = 0.0
+    n_ok: int = 0
+    n_regularised: int = 0
+    n_nonfinite: int = 0
+    started: float = field(default_factory=time.perf_counter)
+
+    def count(self, fwd: DirectionTerms, inv: DirectionTerms) -> None:
+        self.n_regularised += fwd.n_regularised + inv.n_regularised
+        self.n_nonfinite += fwd.n_nonfinite + inv.n_nonfinite
+
+    def add(self, loss: float, fwd: DirectionTerms, inv: DirectionTerms, grad_norm: float, kl: float) -> None:
+        self.n_ok += 1
+        self.loss += loss
+        self.fwd_energy += fwd.mean_energy
+        self.fwd_logdet += fwd.mean_logdet
+        self.inv_energy += inv.mean_energy
+        self.inv_logdet += inv.mean_logdet
+        self.grad_norm += grad_norm
+        self.kl += kl
+
+    def metrics(self, epoch: int, lr: float) -> EpochMetrics:
+        def mean(total: float) -> float:
+            return total / self.n_ok if self.n_ok else math.nan
+
+        return EpochMetrics(epoch=epoch, loss=mean(self.loss), fwd_energy=mean(self.fwd_energy),
+                            fwd_logdet=mean(self.fwd_logdet), inv_energy=mean(self.inv_energy),
+                            inv_logdet=mean(self.inv_logdet), lr=lr, grad_norm=mean(self.grad_norm),
+                            n_regularised=self.n_regularised, n_nonfinite=self.n_nonfinite,
+                            seconds=time.perf_counter() - self.started, kl=mean(self.kl))
+
+
+class _Stop(Exception):
+    """Raised inside an epoch when the run must end (stop request or NaN policy exhausted)."""
+
+
 class Trainer:
-    def __init__(self, cfg, run_dir: Path, sinks: list, control: TrainingControl | None = None,
-                 resume: bool = False):
+    """Trains the map of `setup` under `cfg`.
+
+    Construction builds the model and its optimizer and, with `resume_from` (a payload from
+    `checkpoint.load_checkpoint`, already validated), loads it: a checkpoint that does not fit
+    this model is refused there, with a UserError naming `resume_path`, before `run()` writes
+    anything. `history_events`: the run's earlier events (its metrics log), of which those up to
+    the checkpoint's epoch seed the History, so alerts and curves continue where they were.
+    The caller owns `setup` and closes it.
+    """
+
+    def __init__(self, cfg: Config, setup: TrainingSetup, sinks: Sequence[Sink], control: TrainingControl,
+                 artifacts: RunArtifacts, resume_from: Mapping[str, Any] | None = None, *,
+                 resume_path: Path | None = None, history_events: Iterable[Event] = ()) -> None:
         self.cfg = cfg
-        self.run_dir = Path(run_dir)
+        self.setup = setup
         self.sinks = list(sinks)
-        self.control = control or TrainingControl()
-        self.resume = resume
+        self.control = control
+        self.artifacts = artifacts
         self.history = History()
-        self.beta_c = beta(cfg.temperatures.cold)
-        self.beta_h = beta(cfg.temperatures.hot)
-        self.device = resolve_device(cfg.training.device)
         self.files: list[str] = []
+        self.failed_reason = ""
+        self.resume_path = resume_path
+        self.resumed = resume_from is not None
+        tc = cfg.training
+        torch.manual_seed(tc.seed)  # the model's initial weights do not depend on anything before
+        split = setup.split
+        transport = build_transport(cfg, setup.ms, split.cold_train, split.hot_train).to(setup.device)
+        self.state = TrainingState.create(cfg, transport)
+        # The last epoch-boundary snapshot: what checkpoints hold and NaN rollbacks return to.
+        self.boundary: dict[str, Any] | None = None
+        if resume_from is not None:
+            try:
+                self.state.load_state_dict(resume_from)
+            except SchemaError as exc:
+                raise refused(resume_path or "checkpoint", exc.key, exc.problem) from None
+            self.boundary = self.state.state_dict()
+            for event in history_events:
+                if getattr(event, "epoch", 0) <= self.state.epoch:
+                    self.history.add(event)
+
+    @property
+    def transport(self) -> Transport:
+        return self.state.transport
+
+    @property
+    def steps_per_epoch(self) -> int:
+        tc = self.cfg.training
+        return tc.steps_per_epoch or max(1, self.setup.split.n_train_pairs // tc.batch_size)
 
     # --- events ------------------------------------------------------------------------------
     def emit(self, event: Event) -> None:
@@ -120,367 +170,263 @@ class Trainer:
         for sink in self.sinks:
             sink.emit(event)
 
-    def message(self, text: str, level: str = "info") -> None:
+    def message(self, text: str, level: Severity = "info") -> None:
         self.emit(Message(text=text, level=level))
 
-    # --- setup -------------------------------------------------------------------------------
-    def _setup(self) -> Setup:
-        from ..physics.data import load_data
-        from ..physics.engines import make_engine
-        from ..physics.systems import system_from_config
-
-        cfg = self.cfg
-        ms = system_from_config(cfg)
-        data = load_data(cfg.data_path, ms)
-        cold = torch.from_numpy(data.at(cfg.temperatures.cold))
-        hot = torch.from_numpy(data.at(cfg.temperatures.hot))
-        n = min(len(cold), len(hot))
-        n_val = max(2, int(round(n * cfg.data.validation_fraction)))
-        if n - n_val < 2:
-            raise UserError(f"{cfg.data_path}: only {n} samples per temperature; need more (data.n_samples)")
-        # Held-out = the end of each trajectory: less correlated with training than a random split.
-        cold_train, cold_val = cold[: n - n_val], cold[n - n_val:n]
-        hot_train, hot_val = hot[: n - n_val], hot[n - n_val:n]
-        n_eval = min(cfg.logging.eval_samples, n_val)
-        cold_val, hot_val = cold_val[-n_eval:], hot_val[-n_eval:]
-        engine_device = str(self.device) if self.device.type == "cuda" else "cpu"
-        choice = make_engine(ms, cfg.energy.engine, cfg.energy.platform, cfg.energy.n_workers,
-                             cfg.training.batch_size, engine_device, cfg.energy.compile, cfg.energy.precision)
-        def energies(x: torch.Tensor) -> torch.Tensor:
-            with torch.no_grad():
-                return torch.cat([choice.engine.energy(x[i:i + 1024].to(engine_device)).double().cpu()
-                                  for i in range(0, len(x), 1024)])
-
-        if getattr(choice.engine, "compiled", False):
-            # Both kernels (with and without forces) compile now, so that the wait is announced
-            # and the first epoch's timing and ETA are not inflated by it.
-            self.message("torch energy kernels: compiling for this system, or loading them from torch's "
-                         "cache (20-40 s the first time)")
-            started = time.perf_counter()
-            probe = cold_train[: cfg.training.batch_size].to(engine_device).requires_grad_(True)
-            choice.engine.energy(probe).sum().backward()
-            energies(cold_val[:2])
-            state = "compiled" if choice.engine.compiled else "not compiled"
-            self.message(f"torch energy kernels {state} in {time.perf_counter() - started:.1f} s")
-
-        # Energies of the data themselves: the acceptance needs U(x), U(y); the KL estimate
-        # subtracts beta U of the very batch samples, which cancels most of the noise.
-        u_cold_val, u_hot_val = energies(cold_val), energies(hot_val)
-        u_cold_train, u_hot_train = energies(cold_train), energies(hot_train)
-        return Setup(ms, choice.engine, choice.reason, cold_train, hot_train, cold_val, hot_val,
-                     u_cold_val, u_hot_val, u_cold_train, u_hot_train)
-
-    # --- energies ----------------------------------------------------------------------------
-    def _energy(self, x: torch.Tensor) -> torch.Tensor:
-        engine = self.setup.engine
-        dev = getattr(engine, "device", None)
-        target = torch.device(dev) if dev is not None else torch.device("cpu")
-        return engine.energy(x.to(device=target, dtype=torch.float64)).to(self.device)
+    def _check_alerts(self) -> None:
+        for alert in self.state.tracker.check(self.history):
+            self.emit(alert)
 
     # --- one step ----------------------------------------------------------------------------
-    def _step_losses(self, xb: torch.Tensor, yb: torch.Tensor):
-        thr = self.cfg.training.energy_reg_kt
-        y, ld_f = self.transport(xb)
-        e_f = self.beta_h * self._energy(y)
-        x2, ld_i = self.transport.inverse(yb)
-        e_i = self.beta_c * self._energy(x2)
-        fwd = losses.direction_term(e_f, ld_f, thr)
-        inv = losses.direction_term(e_i, ld_i, thr)
-        return fwd, inv
+    def _step_losses(self, xb: torch.Tensor, yb: torch.Tensor) -> tuple[DirectionTerms, DirectionTerms]:
+        return direction_terms(self.state.transport, self.setup, xb, yb, self.cfg.training.energy_reg_kt)
 
-    def _train_epoch(self, epoch: int) -> EpochMetrics | None:
-        """Returns None when the run must stop (stop requested or NaN policy exhausted)."""
-        cfg = self.cfg.training
-        n_c, n_h = len(self.setup.cold_train), len(self.setup.hot_train)
-        n_pairs = min(n_c, n_h)
-        steps = cfg.steps_per_epoch or max(1, n_pairs // cfg.batch_size)
-        perm_c = torch.randperm(n_c, generator=self.gen)
-        perm_h = torch.randperm(n_h, generator=self.gen)
-        sums = {k: 0.0 for k in ("loss", "fwd_e", "fwd_ld", "inv_e", "inv_ld", "grad", "kl")}
-        counts = {"reg": 0, "nonfinite": 0, "ok": 0}
-        t0 = time.perf_counter()
+    def _train_epoch(self, epoch: int) -> EpochMetrics:
+        """Raises _Stop when the run must end before the epoch does."""
+        tc = self.cfg.training
+        st, split = self.state, self.setup.split
+        n_c, n_h = len(split.cold_train), len(split.hot_train)
+        n_pairs = split.n_train_pairs
+        steps = self.steps_per_epoch
+        perm_c = torch.randperm(n_c, generator=st.shuffle)
+        perm_h = torch.randperm(n_h, generator=st.shuffle)
+        sums = _EpochSums()
         for step in range(steps):
-            self.control.wait_if_paused()
-            if self.control.stop_requested:
-                return None
             self._service_requests()
-            lr = self.schedule.lr_at(epoch - 1 + step / steps)
-            for group in self.optimizer.param_groups:
+            self.control.wait_if_paused(service=self._service_requests)
+            self._emit_acknowledgements()
+            if self.control.stop_requested:
+                raise _Stop
+            lr = st.schedule.lr_at(epoch - 1 + step / steps)
+            for group in st.optimizer.param_groups:
                 group["lr"] = lr
-            lo = (step * cfg.batch_size) % max(1, n_pairs - cfg.batch_size + 1)
-            idx_c = perm_c[(torch.arange(cfg.batch_size) + lo) % n_c]
-            idx_h = perm_h[(torch.arange(cfg.batch_size) + lo) % n_h]
-            xb = self.setup.cold_train[idx_c].to(self.device)
-            yb = self.setup.hot_train[idx_h].to(self.device)
-            fwd, inv = self._step_losses(xb, yb)
-            loss = fwd[0] + inv[0]
+            lo = (step * tc.batch_size) % max(1, n_pairs - tc.batch_size + 1)
+            idx_c = perm_c[(torch.arange(tc.batch_size) + lo) % n_c]
+            idx_h = perm_h[(torch.arange(tc.batch_size) + lo) % n_h]
+            fwd, inv = self._step_losses(split.cold_train[idx_c].to(self.setup.device),
+                                         split.hot_train[idx_h].to(self.setup.device))
+            loss = fwd.loss + inv.loss
             loss_value = float(loss.detach())
-            counts["reg"] += fwd[3] + inv[3]
-            counts["nonfinite"] += fwd[4] + inv[4]
-            self.optimizer.zero_grad(set_to_none=True)
+            sums.count(fwd, inv)
+            st.optimizer.zero_grad(set_to_none=True)
             grad_norm = math.nan
             if math.isfinite(loss_value):
-                loss.backward()
-                grad_norm = float(torch.nn.utils.clip_grad_norm_(self.transport.flow.parameters(), cfg.grad_clip))
+                torch.autograd.backward(loss)  # typed, unlike Tensor.backward
+                grad_norm = float(torch.nn.utils.clip_grad_norm_(st.transport.flow.parameters(), tc.grad_clip))
             if not (math.isfinite(loss_value) and math.isfinite(grad_norm)):
-                if not self._handle_nonfinite(epoch, loss_value, grad_norm):
-                    return None
+                if not self._handle_nonfinite(epoch, loss_value):
+                    raise _Stop
                 continue
-            self.optimizer.step()
-            self.nan_failures = 0
-            counts["ok"] += 1
-            sums["loss"] += loss_value
-            sums["fwd_e"] += fwd[1]
-            sums["fwd_ld"] += fwd[2]
-            sums["inv_e"] += inv[1]
-            sums["inv_ld"] += inv[2]
-            sums["grad"] += grad_norm
-            sums["kl"] += self._kl(fwd, inv, idx_c, idx_h)
-        ok = max(counts["ok"], 1)
-        nan = math.nan
-        return EpochMetrics(
-            epoch=epoch,
-            loss=sums["loss"] / ok if counts["ok"] else nan,
-            fwd_energy=sums["fwd_e"] / ok if counts["ok"] else nan,
-            fwd_logdet=sums["fwd_ld"] / ok if counts["ok"] else nan,
-            inv_energy=sums["inv_e"] / ok if counts["ok"] else nan,
-            inv_logdet=sums["inv_ld"] / ok if counts["ok"] else nan,
-            lr=self.optimizer.param_groups[0]["lr"],
-            grad_norm=sums["grad"] / ok if counts["ok"] else nan,
-            n_regularised=counts["reg"],
-            n_nonfinite=counts["nonfinite"],
-            seconds=time.perf_counter() - t0,
-            kl=sums["kl"] / ok if counts["ok"] else nan,
-        )
+            st.optimizer.step()
+            st.nan_failures = 0
+            kl = paired_kl(fwd, inv, batch_reference(self.setup, idx_c, idx_h))
+            sums.add(loss_value, fwd, inv, grad_norm, kl)
+        return sums.metrics(epoch, st.optimizer.param_groups[0]["lr"])
 
-    def _kl(self, fwd, inv, idx_c: torch.Tensor, idx_h: torch.Tensor) -> float:
-        """KL_fwd + KL_inv estimated on this batch: the unregularised loss minus the batch's own
-        beta_c U(x) + beta_h U(y). Paired per sample, so its noise is far below that of the loss."""
-        floor = self.beta_c * float(self.setup.u_cold_train[idx_c].mean()) + \
-            self.beta_h * float(self.setup.u_hot_train[idx_h].mean())
-        return fwd[1] - fwd[2] + inv[1] - inv[2] - floor
-
-    def _handle_nonfinite(self, epoch: int, loss: float, grad_norm: float) -> bool:
+    def _handle_nonfinite(self, epoch: int, loss: float) -> bool:
         """NaN/Inf guard. Returns False when training must stop."""
-        cfg = self.cfg.training
-        self.nan_failures += 1
-        self.optimizer.zero_grad(set_to_none=True)
+        tc, st = self.cfg.training, self.state
+        st.nan_failures += 1
+        st.optimizer.zero_grad(set_to_none=True)
         what = "loss" if not math.isfinite(loss) else "gradient"
-        if cfg.nan_policy == "stop":
+        if tc.nan_policy == "stop":
             self.emit(Alert(epoch=epoch, rule="nan_guard", severity="error",
                             message=f"non-finite {what}; stopping (training.nan_policy = 'stop')",
                             hint="lower the LR to 1e-4, or set training.nan_policy = 'rollback'"))
             self.failed_reason = f"non-finite {what} at epoch {epoch}"
             return False
-        if cfg.nan_policy == "rollback" and self.boundary is not None:
-            self.transport.load_state_dict(self.boundary["model"])
-            self.optimizer.load_state_dict(self.boundary["optimizer"])
-            self.schedule.scale *= cfg.nan_lr_factor
-            action = f"rolled back to the end of epoch {self.boundary['epoch']}, LR scaled by {cfg.nan_lr_factor}"
+        if tc.nan_policy == "rollback" and self.boundary is not None:
+            st.restore_weights(self.boundary)
+            st.schedule.scale *= tc.nan_lr_factor
+            action = f"rolled back to the end of epoch {self.boundary['epoch']}, LR scaled by {tc.nan_lr_factor}"
         else:
             action = "step skipped"
         self.emit(Alert(epoch=epoch, rule="nan_guard", severity="warning",
-                        message=f"non-finite {what} ({self.nan_failures} in a row): {action}",
+                        message=f"non-finite {what} ({st.nan_failures} in a row): {action}",
                         hint="lower the LR to 1e-4; lower training.energy_reg_kt; check the structure"))
-        if self.nan_failures >= cfg.max_nan_failures:
-            self.failed_reason = (f"{self.nan_failures} consecutive non-finite steps at epoch {epoch} "
-                                  f"(training.max_nan_failures = {cfg.max_nan_failures})")
+        if st.nan_failures >= tc.max_nan_failures:
+            self.failed_reason = (f"{st.nan_failures} consecutive non-finite steps at epoch {epoch} "
+                                  f"(training.max_nan_failures = {tc.max_nan_failures})")
             return False
         return True
 
-    def _capture_boundary(self, epoch: int) -> None:
-        """Complete training state at the end of `epoch`.
+    # --- requests ------------------------------------------------------------------------------
+    def _service_requests(self) -> None:
+        """Read the control channel and answer checkpoint and PNG requests; cheap when idle."""
+        self.control.poll()
+        request = self.control.take_checkpoint_request()
+        if request is not None:
+            path = self._save("last", event_label="manual")
+            self.control.acknowledge(request, str(path) if path else "no finished epoch to save yet")
+        request = self.control.take_png_request()
+        if request is not None:
+            png = self._write_png("running")
+            self.control.acknowledge(request, str(png) if png else "could not write the PNG (see the log)")
+        self._emit_acknowledgements()
 
-        Checkpoints are always written from this snapshot, so a checkpoint taken mid-epoch
-        (stop, signal, key press) is the state of the last finished epoch, and resuming from it
-        reproduces an uninterrupted run exactly. NaN rollbacks also return here.
-        """
-        self.boundary = {
-            "epoch": epoch,
-            "model": copy.deepcopy(self.transport.state_dict()),
-            "optimizer": copy.deepcopy(self.optimizer.state_dict()),
-            "schedule": self.schedule.state_dict(),
-            "best_loss": self.best_loss,
-            "best_score": self.best_score,
-            "first_loss": self.first_loss,
-            "first_kl": self.first_kl,
-            "nan_failures": self.nan_failures,
-            "alerts": copy.deepcopy(self.tracker.state_dict()),
-            "rng": {
-                "shuffle": self.gen.get_state(),
-                "torch": torch.get_rng_state(),
-            },
-        }
+    def _emit_acknowledgements(self) -> None:
+        self.control.epoch = self.state.epoch
+        for event in self.control.take_acknowledgements():
+            self.emit(event)
 
     # --- evaluation ----------------------------------------------------------------------------
+    def evaluate(self) -> Evaluation:
+        return evaluate(self.state.transport, self.setup, max(64, self.cfg.training.batch_size * 4))
+
     @torch.no_grad()
-    def evaluate(self) -> dict:
-        s = self.setup
-        bs = max(64, self.cfg.training.batch_size * 4)
-        parts = {k: [] for k in ("u_tx", "u_tiy", "ld_f", "ld_i", "rt")}
-        for lo in range(0, len(s.cold_val), bs):
-            x = s.cold_val[lo:lo + bs].to(self.device)
-            y = s.hot_val[lo:lo + bs].to(self.device)
-            tx, ld_f = self.transport(x)
-            tiy, ld_i = self.transport.inverse(y)
-            back, _ = self.transport.inverse(tx)
-            canon = self.transport.canonical(x)
-            parts["u_tx"].append(self._energy(tx).double().cpu())
-            parts["u_tiy"].append(self._energy(tiy).double().cpu())
-            parts["ld_f"].append(ld_f.double().cpu())
-            parts["ld_i"].append(ld_i.double().cpu())
-            parts["rt"].append((back - canon).abs().amax(dim=(1, 2)).double().cpu())
-        u_tx, u_tiy, ld_f, ld_i, rt = (torch.cat(parts[k]) for k in ("u_tx", "u_tiy", "ld_f", "ld_i", "rt"))
-        bc, bh = self.beta_c, self.beta_h
-        delta = losses.flow_swap_log_acceptance(bc, bh, s.u_cold_val, s.u_hot_val, u_tx, u_tiy, ld_f, ld_i)
-        delta0 = losses.naive_swap_log_acceptance(bc, bh, s.u_cold_val, s.u_hot_val)
-        return {
-            "acc_flow": losses.mean_acceptance(delta),
-            "acc_naive": losses.mean_acceptance(delta0),
-            "ess_fwd": losses.ess_percent(-bh * u_tx + ld_f + bc * s.u_cold_val),
-            "ess_inv": losses.ess_percent(-bc * u_tiy + ld_i + bh * s.u_hot_val),
-            "roundtrip_err": float(torch.nan_to_num(rt, nan=math.inf).max()),
-            # paired held-out KL_fwd + KL_inv: -mean log w in both directions
-            "kl_val": float((bh * u_tx - ld_f - bc * s.u_cold_val).mean() + (bc * u_tiy - ld_i - bh * s.u_hot_val).mean()),
-        }
+    def initial_metrics(self) -> EpochMetrics:
+        """The loss of the untrained map (epoch 0), on a few training batches: the first point
+        of every curve."""
+        bs = self.cfg.training.batch_size
+        split = self.setup.split
+        idx = torch.randperm(split.n_train_pairs, generator=torch.Generator().manual_seed(_INITIAL_SEED))
+        idx = idx[: INITIAL_BATCHES * bs]
+        batches: list[tuple[DirectionTerms, DirectionTerms]] = []
+        kls: list[float] = []
+        for lo in range(0, len(idx), bs):
+            sel = idx[lo:lo + bs]
+            fwd, inv = self._step_losses(split.cold_train[sel].to(self.setup.device),
+                                         split.hot_train[sel].to(self.setup.device))
+            batches.append((fwd, inv))
+            kls.append(paired_kl(fwd, inv, batch_reference(self.setup, sel, sel)))
 
-    # --- checkpoints ---------------------------------------------------------------------------
-    def _payload(self) -> dict:
-        import openmm
+        def mean(values: list[float]) -> float:
+            # NaN batches are left out of each mean; an all-NaN epoch 0 stays NaN
+            finite = [v for v in values if not math.isnan(v)]
+            return float(np.mean(finite)) if finite else math.nan
 
-        return dict(
-            self.boundary,
-            config=self.cfg.to_dict(),
-            system={"n_atoms": self.setup.ms.n_atoms, "atom_names": list(self.setup.ms.atom_names),
-                    "pdb": self.setup.ms.pdb_path.name, "forcefield": list(self.cfg.system.forcefield)},
-            versions={"molpt_tui": __version__, "torch": str(torch.__version__), "openmm": str(openmm.__version__),
-                      "python": platform.python_version()},
-        )
+        return EpochMetrics(
+            epoch=0, loss=mean([float(f.loss) + float(i.loss) for f, i in batches]),
+            fwd_energy=mean([f.mean_energy for f, _ in batches]), fwd_logdet=mean([f.mean_logdet for f, _ in batches]),
+            inv_energy=mean([i.mean_energy for _, i in batches]), inv_logdet=mean([i.mean_logdet for _, i in batches]),
+            lr=self.state.schedule.lr_at(0.0), seconds=0.0, kl=mean(kls),
+            n_regularised=sum(f.n_regularised + i.n_regularised for f, i in batches),
+            n_nonfinite=sum(f.n_nonfinite + i.n_nonfinite for f, i in batches))
 
-    def save(self, label: str) -> Path:
-        """Write the last epoch-boundary state as last.pt / best.pt / the final model."""
-        name = {"last": "last.pt", "best": "best.pt", "manual": "last.pt"}.get(
-            label, final_model_name(self.cfg.temperatures.cold, self.cfg.temperatures.hot))
-        path = save_checkpoint(self.run_dir / name, self._payload())
-        self.emit(CheckpointSaved(epoch=self.boundary["epoch"], path=str(path), label=label))
-        if str(path) not in self.files:
-            self.files.append(str(path))
+    def _log_block(self, m: EpochMetrics, ev: Evaluation, improvement: float) -> None:
+        self.emit(LogBlock(epoch=m.epoch, loss=m.loss, fwd_energy=m.fwd_energy, fwd_logdet=m.fwd_logdet,
+                           inv_energy=m.inv_energy, inv_logdet=m.inv_logdet, lr=m.lr,
+                           improvement_pct=improvement, kl=m.kl, **ev.fields()))
+
+    def _initial_eval(self) -> None:
+        st = self.state
+        m = self.initial_metrics()
+        self.emit(m)
+        ev = self.evaluate()
+        st.first_kl = ev.kl_val
+        if math.isfinite(m.loss):
+            st.best_loss, st.best_score, st.best_epoch = m.loss, ev.score(m.loss), 0
+        self.message(
+            f"step 0 (untrained map): loss {m.loss:.4g} kT, flow-swap acceptance {ev.acc_flow:.3f} vs naive "
+            f"{ev.acc_naive:.3f}, ESS {ev.ess_fwd:.1f}% / {ev.ess_inv:.1f}%")
+        self._log_block(m, ev, 0.0)
+        self._check_alerts()
+        st.epoch = 0
+        self._capture_boundary()
+        if math.isfinite(m.loss):
+            self._save("best")
+
+    def _end_epoch(self, m: EpochMetrics) -> None:
+        tc, st = self.cfg.training, self.state
+        self.emit(m)
+        st.schedule.end_epoch(m.loss)
+        self._check_alerts()
+        is_best = False
+        if is_log_epoch(m.epoch, tc.epochs, self.cfg.logging.eval_interval):
+            ev = self.evaluate()
+            self._log_block(m, ev, improvement_pct(st.first_kl, ev.kl_val))
+            self._check_alerts()
+            score = ev.score(m.loss)
+            if math.isfinite(score) and score < st.best_score:
+                st.best_score, st.best_loss, st.best_epoch = score, m.loss, m.epoch
+                is_best = True
+        st.epoch = m.epoch
+        self._capture_boundary()
+        if is_best:
+            self._save("best")
+        if m.epoch % tc.checkpoint_every == 0 or m.epoch == tc.epochs:
+            self._save("last")
+
+    def _capture_boundary(self) -> None:
+        self.boundary = self.state.state_dict()
+
+    # --- results -------------------------------------------------------------------------------
+    def _save(self, label: ArtifactLabel, event_label: CheckpointLabel | None = None) -> Path | None:
+        """Write the last epoch-boundary snapshot as `label`; None before the first one."""
+        if self.boundary is None:
+            return None
+        path = self.artifacts.save_checkpoint(label, make_payload(self.boundary, self.cfg, self.setup.ms))
+        self.emit(CheckpointSaved(epoch=int(self.boundary["epoch"]), path=str(path), label=event_label or label))
+        self._note_file(path)
         return path
 
-    def write_png(self) -> Path | None:
-        from ..report.plotting import png_name, save_loss_curves
-
-        path = self.run_dir / png_name(self.cfg.temperatures.cold, self.cfg.temperatures.hot)
+    def _write_png(self, status: str) -> Path | None:
         try:
-            save_loss_curves(self.history, path, title=f"{self.cfg.system_name}: "
-                             f"{self.cfg.temperatures.cold:.1f}K → {self.cfg.temperatures.hot:.1f}K")
+            path = self.artifacts.write_png(self.history, status)
         except Exception as exc:  # a plotting failure must never cost the run
             self.message(f"could not write the loss-curve PNG: {exc}", "warning")
             return None
-        if str(path) not in self.files:
-            self.files.append(str(path))
+        if path is not None:
+            self._note_file(path)
         return path
 
-    def _service_requests(self) -> None:
-        if self.control.take_checkpoint_request():
-            self.save("manual")
-        if self.control.take_png_request():
-            path = self.write_png()
-            if path:
-                self.message(f"wrote {path}")
+    def _note_file(self, path: Path) -> None:
+        if str(path) not in self.files:
+            self.files.append(str(path))
 
-    def _restore(self, ckpt: dict) -> int:
-        path = self.run_dir / "last.pt"
-        check_compatible(ckpt, path, self.setup.ms, self.cfg)
+    def _finish_files(self, status: RunStatus) -> None:
+        """Whatever happened, leave a loadable checkpoint and the loss curves."""
         try:
-            self.transport.load_state_dict(ckpt["model"])
-            self.optimizer.load_state_dict(ckpt["optimizer"])
-        except (RuntimeError, KeyError, ValueError) as exc:
-            raise UserError(f"{path}: checkpoint does not fit this model ({str(exc).splitlines()[0][:160]})") from None
-        self.schedule.load_state_dict(ckpt["schedule"])
-        self.best_loss = float(ckpt["best_loss"])
-        self.best_score = float(ckpt["best_score"])
-        self.first_loss = float(ckpt["first_loss"])
-        self.first_kl = float(ckpt.get("first_kl", math.nan))
-        self.nan_failures = int(ckpt.get("nan_failures", 0))
-        self.tracker.load_state_dict(ckpt["alerts"])
-        rng = ckpt["rng"]
-        self.gen.set_state(rng["shuffle"])
-        torch.set_rng_state(rng["torch"])
-        return int(ckpt["epoch"])
+            self._save("final" if status == "completed" else "last")
+        finally:
+            self._write_png(status)
+
+    def _emit_finished(self, status: RunStatus) -> Finished:
+        if self.failed_reason:
+            message = self.failed_reason
+        elif status == "stopped":
+            message = self.control.stop_reason or "interrupted"
+        else:
+            message = "Training completed"
+        blocks = self.history.blocks
+        event = Finished(status=status, epoch=self.state.epoch, files=list(self.files), message=message,
+                         best_loss=self.state.best_loss,
+                         improvement_pct=blocks[-1].improvement_pct if blocks else math.nan)
+        self.emit(event)
+        return event
 
     # --- the run -------------------------------------------------------------------------------
     def run(self) -> Finished:
-        cfg = self.cfg
-        self.failed_reason = ""
-        self.boundary = None
-        self.nan_failures = 0
-        self.best_loss = math.inf
-        self.best_score = math.inf
-        self.first_loss = math.nan
-        self.first_kl = math.nan
-        # Shuffling has its own generator so its state can be checkpointed for exact resume.
-        self.gen = torch.Generator().manual_seed(cfg.training.seed)
-        resume_ckpt = None
-        if self.resume:
-            resume_ckpt = load_checkpoint(self.run_dir / "last.pt")
-            from .metrics_log import METRICS_FILE, read_events
-
-            log = self.run_dir / METRICS_FILE
-            if log.is_file():
-                for event in read_events(log, warn=lambda m: None):
-                    if getattr(event, "epoch", 0) <= int(resume_ckpt["epoch"]):
-                        self.history.add(event)
-        self.setup = self._setup()
-        try:
-            return self._run(resume_ckpt)
-        finally:
-            self.setup.engine.close()
-
-    def _run(self, resume_ckpt) -> Finished:
-        cfg = self.cfg
-        tc = cfg.training
-        torch.manual_seed(tc.seed)  # the model's initial weights do not depend on data loading
-        self.transport = build_transport(cfg, self.setup.ms, self.setup.cold_train, self.setup.hot_train).to(self.device)
-        self.optimizer = torch.optim.AdamW(self.transport.flow.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
-        self.schedule = LRSchedule(tc.lr, tc.epochs, tc.warmup_epochs, tc.schedule, tc.min_lr_factor)
-        self.tracker = AlertTracker(AlertThresholds.from_mapping(cfg.alerts))
-        start_epoch = self._restore(resume_ckpt) if resume_ckpt is not None else 0
-        n_params = sum(p.numel() for p in self.transport.flow.parameters() if p.requires_grad)
-        self.loss_floor = float(self.beta_c * self.setup.u_cold_train.mean() + self.beta_h * self.setup.u_hot_train.mean())
+        """Train to `training.epochs`; always ends with a Finished event (also when it raises)."""
+        cfg, tc, st = self.cfg, self.cfg.training, self.state
+        start_epoch = st.epoch
         self.emit(RunStarted(
-            run_dir=str(self.run_dir), preset=cfg.preset_name, model=model_label(cfg),
+            run_dir=self.artifacts.location, preset=cfg.preset_name, model=model_label(cfg),
             t_cold=cfg.temperatures.cold, t_hot=cfg.temperatures.hot, epochs=tc.epochs,
-            batch_size=tc.batch_size, lr=tc.lr, device=str(self.device), n_params=n_params,
+            batch_size=tc.batch_size, lr=tc.lr, device=str(self.setup.device),
+            n_params=sum(p.numel() for p in st.transport.flow.parameters() if p.requires_grad),
             engine=self.setup.engine.description, engine_reason=self.setup.engine_reason,
-            steps_per_epoch=tc.steps_per_epoch or max(1, min(len(self.setup.cold_train), len(self.setup.hot_train)) // tc.batch_size),
-            start_epoch=start_epoch, resumed=resume_ckpt is not None, loss_floor=self.loss_floor,
+            steps_per_epoch=self.steps_per_epoch, start_epoch=start_epoch, resumed=self.resumed,
         ))
-        if resume_ckpt is not None:
-            self.boundary = {k: resume_ckpt[k] for k in ("epoch", "model", "optimizer", "schedule", "best_loss", "best_score",
-                                                          "first_loss", "first_kl", "nan_failures", "alerts", "rng")}
-            self.message(f"resumed from {self.run_dir / 'last.pt'} at epoch {start_epoch}")
-        else:
-            self._initial_eval()
-        epoch = start_epoch
-        status = "completed"
+        status: RunStatus = "completed"
         try:
+            if self.resumed:
+                where = f" {self.resume_path}" if self.resume_path else ""
+                self.message(f"resumed from{where} at epoch {start_epoch}")
+            else:
+                self._initial_eval()
             for epoch in range(start_epoch + 1, tc.epochs + 1):
-                metrics = self._train_epoch(epoch)
-                if metrics is None:
-                    status = "failed" if self.failed_reason else "stopped"
-                    break
-                self._end_epoch(metrics)
+                self._end_epoch(self._train_epoch(epoch))
+        except _Stop:
+            status = "failed" if self.failed_reason else "stopped"
         except KeyboardInterrupt:
             status = "stopped"
-            self.control.request_stop("interrupted")
         except Exception as exc:
-            status = "failed"
             self.failed_reason = f"{type(exc).__name__}: {exc}"
             try:
-                self._finish_files(status)
+                self._finish_files("failed")
             finally:
-                self._emit_finished(status)
+                self._emit_finished("failed")
             raise
         try:
             self._finish_files(status)
@@ -490,106 +436,3 @@ class Trainer:
             self._emit_finished("failed")
             raise
         return self._emit_finished(status)
-
-    def _end_epoch(self, metrics: EpochMetrics) -> None:
-        cfg, epoch = self.cfg, metrics.epoch
-        if not math.isfinite(self.first_loss) and math.isfinite(metrics.loss):
-            self.first_loss = metrics.loss
-        self.emit(metrics)
-        self.schedule.end_epoch(metrics.loss)
-        for alert in self.tracker.check(self.history):
-            self.emit(alert)
-        is_best = False
-        if is_log_epoch(epoch, cfg.training.epochs, cfg.logging.eval_interval):
-            is_best = self._log_block(metrics)
-        self._capture_boundary(epoch)
-        if is_best:
-            self.save("best")
-        if epoch % cfg.training.checkpoint_every == 0 or epoch == cfg.training.epochs:
-            self.save("last")
-
-    def _emit_finished(self, status: str) -> Finished:
-        epoch = self.boundary["epoch"] if self.boundary else 0
-        message = self.failed_reason or (self.control.stop_reason if status == "stopped" else "Training completed")
-        event = Finished(status=status, epoch=epoch, files=list(self.files), message=message, best_loss=self.best_loss,
-                         improvement_pct=self.history.blocks[-1].improvement_pct if self.history.blocks else math.nan)
-        self.emit(event)
-        return event
-
-    def _finish_files(self, status: str) -> None:
-        """Whatever happened, leave a loadable checkpoint and the loss curves."""
-        if self.boundary is None:
-            return
-        try:
-            self.save("final" if status == "completed" else "last")
-        finally:
-            self.write_png()
-
-    @torch.no_grad()
-    def initial_metrics(self, n_batches: int = 4) -> EpochMetrics:
-        """The loss of the untrained map (epoch 0), on a few training batches: the reference
-        for "improvement from start" and the first point of every curve."""
-        bs = self.cfg.training.batch_size
-        n = min(len(self.setup.cold_train), len(self.setup.hot_train))
-        idx = torch.randperm(n, generator=torch.Generator().manual_seed(12345))[: n_batches * bs]
-        parts, kls = [], []
-        for lo in range(0, len(idx), bs):
-            sel = idx[lo:lo + bs]
-            fwd_b, inv_b = self._step_losses(self.setup.cold_train[sel].to(self.device),
-                                             self.setup.hot_train[sel].to(self.device))
-            parts.append((fwd_b, inv_b))
-            kls.append(self._kl(fwd_b, inv_b, sel, sel))
-        mean = lambda values: float(np.nanmean(values)) if len(values) else math.nan  # noqa: E731
-        fwd = [p[0] for p in parts]
-        inv = [p[1] for p in parts]
-        return EpochMetrics(kl=mean(kls),
-            epoch=0, loss=mean([float(f[0]) + float(i[0]) for f, i in zip(fwd, inv)]),
-            fwd_energy=mean([f[1] for f in fwd]), fwd_logdet=mean([f[2] for f in fwd]),
-            inv_energy=mean([i[1] for i in inv]), inv_logdet=mean([i[2] for i in inv]),
-            lr=self.schedule.lr_at(0.0), n_regularised=sum(f[3] + i[3] for f, i in zip(fwd, inv)),
-            n_nonfinite=sum(f[4] + i[4] for f, i in zip(fwd, inv)), seconds=0.0)
-
-    def _initial_eval(self) -> None:
-        m = self.initial_metrics()
-        self.first_loss = m.loss
-        self.emit(m)
-        stats = self.evaluate()
-        self.first_kl = stats["kl_val"]
-        self.initial_stats = dict(stats, loss=m.loss)
-        if math.isfinite(m.loss):
-            self.best_loss = m.loss
-            self.best_score = self._score(m.loss, stats)
-        self.message(
-            f"step 0 (untrained map): loss {m.loss:.4g} kT, flow-swap acceptance {stats['acc_flow']:.3f} vs naive "
-            f"{stats['acc_naive']:.3f}, ESS {stats['ess_fwd']:.1f}% / {stats['ess_inv']:.1f}%")
-        self.emit(LogBlock(epoch=0, loss=m.loss, fwd_energy=m.fwd_energy, fwd_logdet=m.fwd_logdet,
-                           inv_energy=m.inv_energy, inv_logdet=m.inv_logdet, lr=m.lr, improvement_pct=0.0, kl=m.kl,
-                           **stats))
-        for alert in self.tracker.check(self.history):
-            self.emit(alert)
-        self._capture_boundary(0)
-        if math.isfinite(m.loss):
-            self.save("best")
-
-    def _log_block(self, m: EpochMetrics) -> bool:
-        """Held-out evaluation on the adaptive schedule; True when this is the best loss so far."""
-        stats = self.evaluate()
-        self.emit(LogBlock(
-            epoch=m.epoch, loss=m.loss, fwd_energy=m.fwd_energy, fwd_logdet=m.fwd_logdet,
-            inv_energy=m.inv_energy, inv_logdet=m.inv_logdet, lr=m.lr,
-            improvement_pct=improvement_pct(self.first_kl, stats["kl_val"]), kl=m.kl, **stats,
-        ))
-        for alert in self.tracker.check(self.history):
-            self.emit(alert)
-        score = self._score(m.loss, stats)
-        if math.isfinite(score) and score < self.best_score:
-            self.best_score, self.best_loss = score, m.loss
-            return True
-        return False
-
-    @staticmethod
-    def _score(loss: float, stats: dict) -> float:
-        """best.pt is chosen on held-out data (KL of the held-out pairs), not on the training
-        loss, which keeps falling when the flow starts to overfit."""
-        kl_val = stats.get("kl_val", math.nan)
-        return kl_val if math.isfinite(kl_val) else loss

@@ -1,0 +1,202 @@
+"""What a training run is built from, shared by preflight and the trainer.
+
+Preflight calls the cheap checks (`resolve_device`, `check_representation`, `split_data`) before
+anything is written, then `build_setup` (the energy engine and the energies of the data); the
+trainer is handed the resulting `TrainingSetup` and builds nothing that can fail on input. Each
+rule (the split, its error, the device check) therefore exists once.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import TracebackType
+from typing import TYPE_CHECKING
+
+import torch
+
+from ..errors import UserError
+from ..physics.engines import EngineChoice, check_device, make_engine
+from ..physics.units import beta
+
+if TYPE_CHECKING:
+    from ..config import Config
+    from ..flows.cartesian import AlignedCartesian
+    from ..flows.internal import ICRepresentation
+    from ..flows.transport import Transport
+    from ..physics.data import ReplicaData
+    from ..physics.engine_protocol import EnergyEngine
+    from ..physics.systems import MolecularSystem
+
+# Energies of the data are evaluated in chunks of this many configurations (memory, not speed).
+_ENERGY_CHUNK = 1024
+
+
+def resolve_device(requested: str) -> torch.device:
+    """`training.device` as a torch device; one UserError line naming the key when it cannot be
+    used here (meta, mps, CUDA without a GPU, cuda:N beyond the GPUs present)."""
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    check_device(requested, "training.device")
+    return torch.device(requested)
+
+
+# --- data ---------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class DataSplit:
+    """Training and held-out configurations per temperature, [M, N, 3] float64 nm."""
+
+    cold_train: torch.Tensor
+    hot_train: torch.Tensor
+    cold_val: torch.Tensor
+    hot_val: torch.Tensor
+
+    @property
+    def n_train_pairs(self) -> int:
+        return min(len(self.cold_train), len(self.hot_train))
+
+
+def split_data(cfg: Config, data: ReplicaData) -> DataSplit:
+    """The held-out part is the end of each trajectory: less correlated with training than a
+    random split. At most `logging.eval_samples` of it are evaluated."""
+    try:
+        cold = torch.from_numpy(data.at(cfg.temperatures.cold))
+        hot = torch.from_numpy(data.at(cfg.temperatures.hot))
+    except UserError as exc:
+        raise UserError(f"{cfg.data_path}: {exc}") from None
+    n = min(len(cold), len(hot))
+    n_val = max(2, round(n * cfg.data.validation_fraction))
+    if n - n_val < 2:
+        raise UserError(f"{cfg.data_path}: only {n} samples per temperature; need more (data.n_samples)")
+    n_eval = min(cfg.logging.eval_samples, n_val)
+    return DataSplit(cold_train=cold[: n - n_val], hot_train=hot[: n - n_val],
+                     cold_val=cold[n - n_val:n][-n_eval:], hot_val=hot[n - n_val:n][-n_eval:])
+
+
+# --- the map --------------------------------------------------------------------------------------
+
+def _representation(cfg: Config, ms: MolecularSystem, kind: str | None = None) -> ICRepresentation | AlignedCartesian:
+    """The coordinate representation from the topology alone (not fitted)."""
+    fixed = ms.hydrogen_bonds() if cfg.data.constraints == "hbonds" else []
+    if (kind or cfg.model.representation) == "internal":
+        from ..flows.internal import ICRepresentation
+
+        return ICRepresentation.from_topology(ms.n_atoms, ms.bonds, ms.elements, fixed_bonds=fixed)
+    from ..flows.cartesian import AlignedCartesian
+
+    return AlignedCartesian.from_topology(ms.n_atoms, ms.bonds, ms.elements, fixed_bonds=fixed)
+
+
+def check_representation(cfg: Config, ms: MolecularSystem) -> None:
+    """Whether the representation can be built for this molecule, from its topology alone, so a
+    molecule too small (or not bonded enough) is refused before any data are simulated."""
+    try:
+        _representation(cfg, ms)
+    except UserError as exc:  # TopologyError, FixedBondsUnsupported
+        wanted = cfg.model.representation
+        if wanted == "cartesian" and cfg.data.constraints == "hbonds":
+            raise UserError(f"{cfg.pdb_path}: model.representation = \"cartesian\" cannot hold the constrained X-H "
+                            f"bonds of data.constraints = \"hbonds\" ({exc}); use model.representation = "
+                            "\"internal\" or data.constraints = \"none\"") from None
+        other = "cartesian" if wanted == "internal" else "internal"
+        try:
+            _representation(cfg, ms, other)
+            fix = f'use model.representation = "{other}", or a larger molecule'
+        except UserError:
+            fix = "use a larger molecule: both representations need a bonded chain of at least 3 atoms"
+        raise UserError(f"{cfg.pdb_path}: model.representation = \"{wanted}\" cannot be built for this "
+                        f"molecule ({exc}); {fix}") from None
+
+
+def build_transport(cfg: Config, ms: MolecularSystem, cold: torch.Tensor, hot: torch.Tensor) -> Transport:
+    """Representation fitted on the data, harmonic start map, learned flow at the identity."""
+    from ..flows.harmonic import HarmonicTemperatureMap
+    from ..flows.model import FlowModel
+    from ..flows.transport import Transport
+
+    m = cfg.model
+    rep = _representation(cfg, ms).double()
+    rep.fit(torch.cat([cold, hot]))
+    harmonic = None
+    if m.harmonic_init:
+        with torch.no_grad():
+            z_cold, _ = rep(cold)
+        harmonic = HarmonicTemperatureMap(rep.layout, z_cold.float(), cfg.temperatures.cold, cfg.temperatures.hot,
+                                          narrow_torsion_std=m.narrow_torsion_std)
+    flow = FlowModel(rep.layout, conditioner=m.conditioner, transform=m.transform, n_layers=m.n_layers,
+                     hidden=m.hidden, n_heads=m.n_heads, n_blocks=m.n_blocks, n_bins=m.n_bins,
+                     tail_bound=m.tail_bound, max_log_scale=m.max_log_scale)
+    return Transport(rep, harmonic, flow)
+
+
+# --- energies -------------------------------------------------------------------------------------
+
+@dataclass
+class TrainingSetup:
+    """Everything a run needs that is not training state. Owns the engine: `close()` it (or use
+    `with`), whoever built it."""
+
+    ms: MolecularSystem
+    choice: EngineChoice
+    device: torch.device          # where the flow trains
+    split: DataSplit
+    beta_cold: float              # 1/kT, mol/kJ
+    beta_hot: float
+    # U of the data themselves (kJ/mol, float64, CPU): the acceptance needs U(x), U(y); the KL
+    # estimate subtracts beta U of the very batch samples, which cancels most of its noise.
+    u_cold_train: torch.Tensor
+    u_hot_train: torch.Tensor
+    u_cold_val: torch.Tensor
+    u_hot_val: torch.Tensor
+
+    @property
+    def engine(self) -> EnergyEngine:
+        return self.choice.engine
+
+    @property
+    def engine_reason(self) -> str:
+        """Read when asked: a torch engine whose compiler fails on first use says so here."""
+        return self.choice.reason
+
+    def energy(self, x: torch.Tensor) -> torch.Tensor:
+        """U(x) [B] in kJ/mol on the training device, differentiable."""
+        engine = self.engine
+        return engine.energy(x.to(device=engine.device, dtype=torch.float64)).to(self.device)
+
+    def close(self) -> None:
+        self.engine.close()
+
+    def __enter__(self) -> TrainingSetup:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+
+def build_setup(cfg: Config, ms: MolecularSystem, split: DataSplit, device: torch.device,
+                log: Callable[[str], None]) -> TrainingSetup:
+    """The energy engine (compiled now, announced through `log`, so the first epoch's time and
+    ETA do not include the wait) and the energies of the data. Closes the engine on failure."""
+    engine_device = str(device) if device.type == "cuda" else "cpu"
+    choice = make_engine(ms, cfg.energy.engine, cfg.energy.platform, cfg.energy.n_workers,
+                         cfg.training.batch_size, engine_device, cfg.energy.compile,
+                         cfg.energy.precision, log=log)
+    engine = choice.engine
+    try:
+        engine.warm_up(split.cold_train[: cfg.training.batch_size], log)
+
+        def energies(x: torch.Tensor) -> torch.Tensor:
+            with torch.no_grad():
+                return torch.cat([engine.energy(x[i:i + _ENERGY_CHUNK].to(engine.device)).double().cpu()
+                                  for i in range(0, len(x), _ENERGY_CHUNK)])
+
+        return TrainingSetup(
+            ms=ms, choice=choice, device=device, split=split,
+            beta_cold=beta(cfg.temperatures.cold), beta_hot=beta(cfg.temperatures.hot),
+            u_cold_train=energies(split.cold_train), u_hot_train=energies(split.hot_train),
+            u_cold_val=energies(split.cold_val), u_hot_val=energies(split.hot_val),
+        )
+    except BaseException:
+        engine.close()
+        raise

@@ -1,0 +1,199 @@
+"""Everything a run changes as it trains, in one object that saves and restores as a whole.
+
+`TrainingState.state_dict()` is the snapshot at an epoch boundary: checkpoints are always
+written from such a snapshot, so a checkpoint taken mid-epoch (stop, signal, key press) is the
+state of the last finished epoch, and resuming from it reproduces an uninterrupted run bit for
+bit. The NaN guard rolls the weights back to the same snapshot.
+
+The snapshot's keys are the checkpoint's training keys; `check_state_dict` is their schema, used
+both by the checkpoint loader (before anything is loaded) and by `load_state_dict`.
+"""
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from .alerts import AlertTracker
+from .schedule import LRSchedule
+from .schema import (
+    SchemaError,
+    as_byte_tensor,
+    as_float,
+    as_int,
+    as_mapping,
+    as_optional_int,
+    as_tensor,
+    required,
+    tensor_table,
+)
+
+if TYPE_CHECKING:
+    from ..config import Config
+    from ..flows.transport import Transport
+
+# The training keys of a checkpoint (it also holds format, config, system and versions).
+STATE_KEYS: tuple[str, ...] = ("epoch", "model", "optimizer", "schedule", "best_score", "best_loss", "best_epoch",
+                               "first_kl", "nan_failures", "alerts", "rng")
+
+
+@dataclass
+class TrainingState:
+    """The model, its optimizer and every counter that decides what the next step does."""
+
+    transport: Transport
+    optimizer: torch.optim.Optimizer
+    schedule: LRSchedule
+    tracker: AlertTracker
+    # Shuffling has its own generator so that its state can be checkpointed for exact resume.
+    shuffle: torch.Generator
+    epoch: int = 0                 # last completed epoch (0: the untrained map was evaluated)
+    best_score: float = math.inf   # held-out KL of best.pt (training loss where that is not finite)
+    best_loss: float = math.inf    # training loss of the epoch that gave best.pt
+    best_epoch: int | None = None  # epoch of best.pt; None before the first finite evaluation
+    first_kl: float = math.nan     # held-out KL of the untrained map: "improvement from start"
+    nan_failures: int = 0          # consecutive non-finite steps
+
+    @classmethod
+    def create(cls, cfg: Config, transport: Transport) -> TrainingState:
+        """A fresh state for `transport` from the config's training and alerts sections."""
+        tc = cfg.training
+        optimizer = torch.optim.AdamW(transport.flow.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+        schedule = LRSchedule(tc.lr, tc.epochs, tc.warmup_epochs, tc.schedule, tc.min_lr_factor)
+        return cls(transport=transport, optimizer=optimizer, schedule=schedule, tracker=AlertTracker(cfg.alerts),
+                   shuffle=torch.Generator().manual_seed(tc.seed))
+
+    # --- snapshots -------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """A deep copy: later steps do not change a snapshot taken now."""
+        return {
+            "epoch": self.epoch,
+            "model": copy.deepcopy(self.transport.state_dict()),
+            "optimizer": copy.deepcopy(self.optimizer.state_dict()),
+            "schedule": self.schedule.state_dict(),
+            "best_score": self.best_score,
+            "best_loss": self.best_loss,
+            "best_epoch": self.best_epoch,
+            "first_kl": self.first_kl,
+            "nan_failures": self.nan_failures,
+            "alerts": copy.deepcopy(self.tracker.state_dict()),
+            "rng": {"shuffle": self.shuffle.get_state(), "torch": torch.get_rng_state()},
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore a snapshot (of this run, or a validated checkpoint's).
+
+        Raises `SchemaError` naming the key whose value is missing, ill-typed or does not fit this
+        model (a tensor of another shape). The global torch RNG is set last, once everything else
+        has been accepted.
+        """
+        check_state_dict(state)
+        self.restore_weights(state)
+        self.schedule.load_state_dict(state["schedule"])
+        self.tracker.load_state_dict(state["alerts"])
+        self.epoch = int(state["epoch"])
+        self.best_score = float(state["best_score"])
+        self.best_loss = float(state["best_loss"])
+        self.best_epoch = None if state["best_epoch"] is None else int(state["best_epoch"])
+        self.first_kl = float(state["first_kl"])
+        self.nan_failures = int(state["nan_failures"])
+        rng = state["rng"]
+        try:
+            self.shuffle.set_state(rng["shuffle"])
+        except RuntimeError as exc:
+            raise SchemaError("rng.shuffle", f"is not a state of this torch's generator ({_first_line(exc)})") from None
+        if rng["torch"].numel() != torch.get_rng_state().numel():
+            raise SchemaError("rng.torch", f"is not a state of this torch's generator ({rng['torch'].numel()} bytes, "
+                                           f"expected {torch.get_rng_state().numel()})")
+        torch.set_rng_state(rng["torch"])
+
+    def restore_weights(self, state: Mapping[str, Any]) -> None:
+        """Model and optimizer only (the NaN guard's rollback keeps counters and RNG running)."""
+        try:
+            self.transport.load_state_dict(state["model"])
+        except (RuntimeError, ValueError, KeyError) as exc:
+            # TopologyError (a ValueError) for another molecule, RuntimeError for other shapes
+            raise SchemaError("model", f"does not fit this model ({_first_line(exc)})") from None
+        try:
+            self.optimizer.load_state_dict(state["optimizer"])
+        except (RuntimeError, ValueError, KeyError, TypeError) as exc:
+            raise SchemaError("optimizer", f"does not fit this model's optimizer ({_first_line(exc)})") from None
+        _check_optimizer_shapes(self.optimizer)
+
+
+def check_state_dict(state: Mapping[str, Any]) -> None:
+    """The schema of a training snapshot: keys, types, finiteness. Raises `SchemaError`.
+
+    Shapes against a model are checked when it is loaded (`TrainingState.load_state_dict`).
+    """
+    epoch = as_int(required(state, "epoch"), "epoch")
+    tensor_table(required(state, "model"), "model")
+    _check_optimizer_state(required(state, "optimizer"))
+    try:
+        LRSchedule.parse_state(as_mapping(required(state, "schedule"), "schedule"))
+    except SchemaError as exc:
+        raise exc.within("schedule") from None
+    # +inf is the "nothing better yet" start; NaN never is
+    as_float(required(state, "best_score"), "best_score")
+    as_float(required(state, "best_loss"), "best_loss")
+    best_epoch = as_optional_int(required(state, "best_epoch"), "best_epoch")
+    if best_epoch is not None and best_epoch > epoch:
+        raise SchemaError("best_epoch", f"is {best_epoch}, after the checkpoint's epoch {epoch}")
+    as_float(required(state, "first_kl"), "first_kl", allow_nan=True)  # NaN: the untrained map had no finite KL
+    as_int(required(state, "nan_failures"), "nan_failures")
+    try:
+        AlertTracker.parse_state(as_mapping(required(state, "alerts"), "alerts"))
+    except SchemaError as exc:
+        raise exc.within("alerts") from None
+    rng = as_mapping(required(state, "rng"), "rng")
+    for name in ("shuffle", "torch"):
+        try:
+            as_byte_tensor(required(rng, name), name)
+        except SchemaError as exc:
+            raise exc.within("rng") from None
+
+
+def _check_optimizer_state(value: object) -> None:
+    """torch's optimizer state_dict: {"state": {int: {name: tensor | number}}, "param_groups": [...]}."""
+    opt = as_mapping(value, "optimizer")
+    per_param = as_mapping(required(opt, "state"), "optimizer.state")
+    for index, entry in per_param.items():
+        if isinstance(index, bool) or not isinstance(index, int):
+            raise SchemaError("optimizer.state", f"has a key that is not a parameter index ({index!r})")
+        for name, item in as_mapping(entry, f"optimizer.state.{index}").items():
+            key = f"optimizer.state.{index}.{name}"
+            if isinstance(item, torch.Tensor):
+                as_tensor(item, key)
+            else:
+                as_float(item, key, allow_inf=False)
+    groups = required(opt, "param_groups")
+    if not isinstance(groups, list) or not groups:
+        raise SchemaError("optimizer.param_groups", "must be a non-empty list")
+    for i, group in enumerate(groups):
+        where = f"optimizer.param_groups.{i}"
+        table = as_mapping(group, where)
+        params = table.get("params")
+        if not isinstance(params, list) or not all(isinstance(p, int) and not isinstance(p, bool) for p in params):
+            raise SchemaError(f"{where}.params", "must be a list of parameter indices")
+        for name in ("lr", "weight_decay", "eps"):
+            if name in table:
+                as_float(table[name], f"{where}.{name}", allow_inf=False)
+
+
+def _check_optimizer_shapes(optimizer: torch.optim.Optimizer) -> None:
+    """torch loads moment estimates of any shape and fails only at the next step; refuse now."""
+    for group in optimizer.param_groups:
+        for param in group["params"]:
+            for name, value in optimizer.state.get(param, {}).items():
+                if isinstance(value, torch.Tensor) and value.ndim > 0 and value.shape != param.shape:
+                    raise SchemaError("optimizer", f"holds '{name}' of shape {tuple(value.shape)} for a parameter "
+                                                   f"of shape {tuple(param.shape)}")
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:160] if text else type(exc).__name__
