@@ -13,17 +13,20 @@ import argparse
 import json
 import os
 import time
+from collections.abc import Callable
+from functools import partial
+from typing import Any
 
 import numpy as np
 import openmm
 import openmm.unit as u
 
-from molpt_tui.config import load_config
+from molpt_tui.config import Config, load_config
 from molpt_tui.physics.openmm_bridge import OpenMMBridge
 from molpt_tui.physics.systems import system_from_config
 
 
-def _timeit(fn, repeats):
+def _timeit(fn: Callable[[], object], repeats: int) -> float:
     fn()
     best = float("inf")
     for _ in range(repeats):
@@ -33,11 +36,11 @@ def _timeit(fn, repeats):
     return best
 
 
-def serial_loop(system, platform, x):
+def serial_loop(system: Any, platform: str, x: np.ndarray) -> Callable[[], None]:
     props = {"Threads": "1"} if platform == "CPU" else {}
     ctx = openmm.Context(system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName(platform), props)
 
-    def run():
+    def run() -> None:
         for xi in x:
             ctx.setPositions(xi)
             st = ctx.getState(getEnergy=True, getForces=True)
@@ -46,7 +49,7 @@ def serial_loop(system, platform, x):
     return run
 
 
-def md_ns_per_day(cfg, constraints, timestep_fs, steps):
+def md_ns_per_day(cfg: Config, constraints: str, timestep_fs: float, steps: int) -> float:
     ms = system_from_config(cfg, constraints=constraints)
     integ = openmm.LangevinMiddleIntegrator(300 * u.kelvin, 1 / u.picosecond, timestep_fs * u.femtosecond)
     ctx = openmm.Context(ms.system, integ, openmm.Platform.getPlatformByName(cfg.data.platform))
@@ -60,7 +63,7 @@ def md_ns_per_day(cfg, constraints, timestep_fs, steps):
     return steps * timestep_fs * 1e-6 / sec * 86400
 
 
-def main():
+def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=3)
@@ -77,7 +80,8 @@ def main():
             row[f"serial_loop_{platform}"] = _timeit(serial_loop(ms.system, platform, x), args.repeats) / len(x) * 1e6
             for label, workers in (("in_process", 0), ("1_worker", 1), (f"{cores}_workers", cores)):
                 with OpenMMBridge(ms.system, platform=platform, n_workers=workers) as bridge:
-                    row[f"bridge_{label}_{platform}"] = _timeit(lambda: bridge.evaluate(x), args.repeats) / len(x) * 1e6
+                    seconds = _timeit(partial(bridge.evaluate, x), args.repeats)
+                    row[f"bridge_{label}_{platform}"] = seconds / len(x) * 1e6
         row["md_ns_per_day_flexible_1fs"] = md_ns_per_day(cfg, "none", 1.0, args.md_steps)
         row["md_ns_per_day_hbonds_2fs"] = md_ns_per_day(cfg, "hbonds", 2.0, args.md_steps // 2)
         out["systems"][preset] = {k: (round(v, 2) if isinstance(v, float) else v) for k, v in row.items()}

@@ -35,7 +35,9 @@ import platform
 import resource
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import openmm
@@ -46,8 +48,13 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+import molpt_tui  # noqa: E402
 from molpt_tui.physics.openmm_bridge import OpenMMBridge  # noqa: E402
-from molpt_tui.physics.torch_energy import TorchEnergy, compiler_available  # noqa: E402
+from molpt_tui.physics.torch_energy import CompileMode, TorchEnergy, compiler_available  # noqa: E402
+
+# The shipped structures, read from the installed package's presets.
+STRUCTURES = Path(molpt_tui.__file__).resolve().parent / "presets" / "structures"
+Runner = Callable[[], object]
 
 SYSTEMS = {
     # name: (structure, force-field files)
@@ -62,20 +69,22 @@ PROTEIN = {
 }
 
 
-def _helix(forcefields):
+def _helix(forcefields: tuple[str, ...]) -> tuple[Any, Any]:
     """30-residue Ala/Gly helix built with the repository's structure script (273 atoms)."""
     spec = importlib.util.spec_from_file_location("make_structures", ROOT / "scripts" / "make_structures.py")
+    assert spec is not None and spec.loader is not None
     ms = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(ms)
-    return ms.helix(30, forcefields)
+    topology, positions = ms.helix(30, forcefields)
+    return topology, positions
 
 
-def build(structure, forcefields):
+def build(structure: str, forcefields: tuple[str, ...]) -> tuple[Any, np.ndarray]:
     ff = app.ForceField(*forcefields)
     if structure == "helix30":
         topology, positions = _helix(forcefields)
     else:
-        pdb = app.PDBFile(str(ROOT / "presets" / "structures" / f"{structure}.pdb"))
+        pdb = app.PDBFile(str(STRUCTURES / f"{structure}.pdb"))
         topology, positions = pdb.topology, pdb.positions
     system = ff.createSystem(topology, nonbondedMethod=app.NoCutoff, constraints=None)
     context = openmm.Context(system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("Reference"))
@@ -85,22 +94,22 @@ def build(structure, forcefields):
     return system, np.asarray(x0)
 
 
-def torch_runner(engine, x, device):
-    def once():
+def torch_runner(engine: TorchEnergy, x: torch.Tensor, device: str) -> Runner:
+    def once() -> object:
         xr = x.detach().clone().requires_grad_(True)
         energy = engine.energy(xr)
-        energy.sum().backward()
+        (grad,) = torch.autograd.grad(energy.sum(), xr)
         if device == "cuda":
             torch.cuda.synchronize()
-        return xr.grad
+        return grad
 
     return once
 
 
-def openmm_runner(system, x, platform_name):
+def openmm_runner(system: Any, x: torch.Tensor, platform_name: str) -> Runner:
     context = openmm.Context(system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName(platform_name))
 
-    def once():
+    def once() -> object:
         xs = x.detach().numpy()
         energies = np.empty(len(xs))
         forces = np.empty_like(xs)
@@ -114,9 +123,9 @@ def openmm_runner(system, x, platform_name):
     return once
 
 
-def with_threads(run, threads):
+def with_threads(run: Runner, threads: int) -> Runner:
     """Run with torch limited to `threads` intra-op threads (OpenMM's CPU platform is unaffected)."""
-    def once():
+    def once() -> object:
         before = torch.get_num_threads()
         torch.set_num_threads(threads)
         try:
@@ -127,14 +136,15 @@ def with_threads(run, threads):
     return once
 
 
-def bridge_runner(bridge, x):
-    def once():
+def bridge_runner(bridge: OpenMMBridge, x: torch.Tensor) -> Runner:
+    def once() -> object:
         return bridge.evaluate(x.detach().numpy())
 
     return once
 
 
-def best_seconds(runners, repeats, burst):
+def best_seconds(runners: dict[str, Runner], repeats: int,
+                 burst: dict[str, int]) -> tuple[dict[str, float], dict[str, float]]:
     """Best wall time of each runner and its first call's time.
 
     Rounds are interleaved across contenders so that load from other processes on a shared
@@ -158,7 +168,7 @@ def best_seconds(runners, repeats, burst):
     return best, first
 
 
-def main(argv=None):
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="batches 64 and 256 only, one repeat, no protein")
     parser.add_argument("--no-protein", action="store_true")
@@ -180,9 +190,10 @@ def main(argv=None):
         systems.update(PROTEIN)
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
-    def modes(device):
+    def modes(device: str) -> list[CompileMode]:
         usable = compiler_available(device)[0]
-        return (["on"] if usable else []) + (["off"] if args.eager or not usable else [])
+        chosen: list[CompileMode] = ["on"] if usable else []
+        return chosen + (["off"] if args.eager or not usable else [])
 
     rng = np.random.default_rng(0)
     results = []
@@ -206,7 +217,8 @@ def main(argv=None):
                         # One engine per system and kind across batch sizes: it compiles once.
                         engine_key = (device, dtype, mode)
                         if engine_key not in engines:
-                            engines[engine_key] = TorchEnergy.from_system(system, device=device, dtype=dtype, compile=mode)
+                            engines[engine_key] = TorchEnergy.from_system(system, device=device, dtype=dtype,
+                                                                          compile=mode)
                         engine = engines[engine_key]
                         dtype_name = str(dtype).split(".")[-1]
                         for threads in (thread_counts if device == "cpu" else [default_threads]):

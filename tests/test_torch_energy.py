@@ -10,7 +10,10 @@ from __future__ import annotations
 import functools
 import importlib.util
 import math
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import ModuleType
+from typing import Any
 
 import numpy as np
 import openmm
@@ -18,18 +21,16 @@ import openmm.app as app
 import openmm.unit as unit
 import pytest
 import torch
+from molpt_testdata import STRUCTURES
 
+from molpt_tui.errors import UserError
 from molpt_tui.physics import torch_energy
-from molpt_tui.physics.torch_energy import (
-    TorchEnergy,
-    UnsupportedSystemError,
-    compiler_available,
-    prefer_torch,
-    unsupported_forces,
-)
+from molpt_tui.physics.engine_protocol import EnergyEngine
+from molpt_tui.physics.engines import EngineName, check_device, make_engine, prefer_torch
+from molpt_tui.physics.torch_energy import Kernel, TorchEnergy, compiler_available
+from molpt_tui.physics.torch_support import UnsupportedSystemError, unsupported_forces
 
 ROOT = Path(__file__).resolve().parent.parent
-STRUCTURES = ROOT / "presets" / "structures"
 
 # (structure, force-field files, extra createSystem arguments)
 CASES = {
@@ -50,7 +51,7 @@ RTOL = {torch.float64: 1e-6, torch.float32: 1e-4}
 
 
 @pytest.fixture(autouse=True)
-def _one_torch_thread():
+def _one_torch_thread() -> Iterator[None]:
     # On the shared 2-core test machines, two torch threads contending with other jobs made
     # these tests several times slower; results do not depend on the thread count.
     before = torch.get_num_threads()
@@ -61,21 +62,21 @@ def _one_torch_thread():
 FORCE_TOL = 1e-4  # max |F - F_ref| / max |F_ref|
 
 
-def _load_make_structures():
+def _load_make_structures() -> ModuleType:
     spec = importlib.util.spec_from_file_location("make_structures", ROOT / "scripts" / "make_structures.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
-@functools.lru_cache(maxsize=None)
-def _polypeptide(forcefields):
+@functools.cache
+def _polypeptide(forcefields: tuple[str, ...]) -> tuple[Any, Any]:
     """A 30-residue Ala/Gly helix (273 atoms), protonated; _case minimises it."""
     return _load_make_structures().helix(30, forcefields)
 
 
-@functools.lru_cache(maxsize=None)
-def _case(name):
+@functools.cache
+def _case(name: str) -> tuple[Any, np.ndarray]:
     """(system, minimised positions [N, 3] in nm) for a CASES entry."""
     structure, forcefields, kwargs = CASES[name]
     ff = app.ForceField(*forcefields)
@@ -93,18 +94,18 @@ def _case(name):
     return system, np.asarray(positions)
 
 
-def _engine(system, **kwargs):
+def _engine(system: Any, **kwargs: Any) -> TorchEnergy:
     """The engine with eager kernels: the same code the compiled path runs, without compile time.
     The compiled path has its own tests below."""
     kwargs.setdefault("compile", "off")
     return TorchEnergy.from_system(system, **kwargs)
 
 
-def _context(system):
+def _context(system: Any) -> Any:
     return openmm.Context(system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("Reference"))
 
 
-def _reference(system, xs):
+def _reference(system: Any, xs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Energies [B] and forces [B, N, 3] from OpenMM's Reference platform, one configuration at a time."""
     context = _context(system)
     energies, forces = [], []
@@ -116,19 +117,21 @@ def _reference(system, xs):
     return np.array(energies), np.array(forces)
 
 
-def _perturbed(positions, n=8, sigma=0.01, seed=0):
+def _perturbed(positions: np.ndarray, n: int = 8, sigma: float = 0.01, seed: int = 0) -> np.ndarray:
     rng = np.random.default_rng(seed)
     return positions[None] + sigma * rng.standard_normal((n,) + positions.shape)
 
 
-def _torch_energy_forces(engine, xs, input_dtype=torch.float64):
+def _torch_energy_forces(engine: TorchEnergy, xs: np.ndarray,
+                         input_dtype: torch.dtype = torch.float64) -> tuple[np.ndarray, np.ndarray]:
     x = torch.tensor(xs, dtype=input_dtype, requires_grad=True)
     energy = engine.energy(x)
     energy.sum().backward()
     return energy.detach().double().numpy(), -x.grad.double().numpy()
 
 
-def _assert_matches(energy, forces, ref_energy, ref_forces, dtype):
+def _assert_matches(energy: np.ndarray, forces: np.ndarray, ref_energy: np.ndarray, ref_forces: np.ndarray,
+                    dtype: torch.dtype) -> None:
     rel = np.abs(energy - ref_energy) / np.abs(ref_energy)
     assert rel.max() <= RTOL[dtype], f"energy relative error {rel.max():.2e}: {energy} vs {ref_energy}"
     force_err = np.abs(forces - ref_forces).max() / np.abs(ref_forces).max()
@@ -137,7 +140,7 @@ def _assert_matches(energy, forces, ref_energy, ref_forces, dtype):
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
 @pytest.mark.parametrize("case", list(CASES))
-def test_energy_and_forces_match_openmm_reference(case, dtype):
+def test_energy_and_forces_match_openmm_reference(case: str, dtype: torch.dtype) -> None:
     system, positions = _case(case)
     xs = _perturbed(positions)
     ref_energy, ref_forces = _reference(system, xs)
@@ -147,7 +150,7 @@ def test_energy_and_forces_match_openmm_reference(case, dtype):
     assert engine.n_nonfinite == 0
 
 
-def test_implicit_solvent_is_actually_evaluated():
+def test_implicit_solvent_is_actually_evaluated() -> None:
     # Guards against a GB term that silently evaluates to zero: vacuum and OBC energies of the
     # same configurations must differ by the (large, negative) solvation free energy.
     _, positions = _case("ala_ala-obc1")
@@ -159,7 +162,7 @@ def test_implicit_solvent_is_actually_evaluated():
     assert torch.all((obc1 - obc2).abs() > 1.0)
 
 
-def _three_body_gb_system(force):
+def _three_body_gb_system(force: Any) -> Any:
     system = openmm.System()
     for _ in range(3):
         system.addParticle(12.0)
@@ -167,7 +170,7 @@ def _three_body_gb_system(force):
     return system
 
 
-def test_gb_buried_atom_branch_matches_both_openmm_implementations():
+def test_gb_buried_atom_branch_matches_both_openmm_implementations() -> None:
     # A small atom inside a large atom's descreening sphere: the native GBSAOBCForce adds an
     # extra term there that the CustomGBForce (obc2.xml) version lacks; both must be reproduced.
     from openmm.app.internal.customgbforces import GBSAOBC2Force
@@ -195,7 +198,7 @@ def test_gb_buried_atom_branch_matches_both_openmm_implementations():
     assert abs(results[0][0] - results[1][0]) > 1e-3
 
 
-def test_torsion_phase_sign_and_periodicity_match_openmm():
+def test_torsion_phase_sign_and_periodicity_match_openmm() -> None:
     # Amber phases are 0 or 180 degrees, which hide the sign convention of the dihedral.
     system = openmm.System()
     for _ in range(5):
@@ -217,7 +220,7 @@ def test_torsion_phase_sign_and_periodicity_match_openmm():
     _assert_matches(energy, forces, ref_energy, ref_forces, torch.float64)
 
 
-def test_exceptions_replace_the_pair_interaction():
+def test_exceptions_replace_the_pair_interaction() -> None:
     # A pair with an exception must see only the exception's parameters; a pair without one
     # the Lorentz-Berthelot combination; an excluded pair nothing.
     system = openmm.System()
@@ -236,7 +239,7 @@ def test_exceptions_replace_the_pair_interaction():
     _assert_matches(energy, forces, ref_energy, ref_forces, torch.float64)
 
 
-def test_chunked_evaluation_equals_single_chunk():
+def test_chunked_evaluation_equals_single_chunk() -> None:
     system, positions = _case("protein-obc1")
     xs = torch.tensor(_perturbed(positions, n=3, seed=7))
     whole = _engine(system, chunk_elements=10**9)
@@ -252,7 +255,7 @@ def test_chunked_evaluation_equals_single_chunk():
     torch.testing.assert_close(g1, g2, rtol=1e-10, atol=1e-9)
 
 
-def test_backward_keeps_only_the_gradient():
+def test_backward_keeps_only_the_gradient() -> None:
     # Memory bound: what autograd holds between forward and backward is one [B, N, 3] tensor,
     # and one chunk's [N, N, chunk] matrices stay within 64 MiB each.
     system, positions = _case("protein-obc1")
@@ -268,17 +271,17 @@ def test_backward_keeps_only_the_gradient():
     assert huge._chunk_size() == 1
 
 
-def test_chunks_are_equal_and_cover_the_batch():
+def test_chunks_are_equal_and_cover_the_batch() -> None:
     system, positions = _case("dipeptide-obc1")
     xs = torch.tensor(_perturbed(positions, n=11, seed=2))
     seen = []
     engine = _engine(system, chunk_elements=4 * 22 * 22)  # at most 4 configurations per call
     kernel = engine._kernel
 
-    def spy(with_grad):
+    def spy(with_grad: bool) -> Kernel:
         inner = kernel(with_grad)
 
-        def run(xc):
+        def run(xc: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
             seen.append(xc.shape[2])
             return inner(xc)
         return run
@@ -292,7 +295,7 @@ def test_chunks_are_equal_and_cover_the_batch():
     np.testing.assert_allclose(energy.numpy(), _reference(system, xs.numpy())[0], rtol=1e-9)
 
 
-def test_nonfinite_input_gives_inf_and_is_counted():
+def test_nonfinite_input_gives_inf_and_is_counted() -> None:
     system, positions = _case("dipeptide-obc2")
     xs = _perturbed(positions, n=4, seed=11)
     ref_energy, ref_forces = _reference(system, xs)
@@ -316,7 +319,7 @@ def test_nonfinite_input_gives_inf_and_is_counted():
     assert engine.n_nonfinite == 3
 
 
-def test_coincident_atoms_give_inf_not_nan():
+def test_coincident_atoms_give_inf_not_nan() -> None:
     system, positions = _case("dipeptide-vacuum")
     engine = _engine(system)
     x = torch.tensor(positions[None].repeat(2, axis=0))
@@ -327,7 +330,7 @@ def test_coincident_atoms_give_inf_not_nan():
     assert engine.n_nonfinite == 1
 
 
-def test_dtype_device_and_interface():
+def test_dtype_device_and_interface() -> None:
     system, positions = _case("ala_ala-obc1")
     engine = _engine(system, device="cpu", dtype=torch.float32)
     assert engine.name == "torch"
@@ -348,7 +351,7 @@ def test_dtype_device_and_interface():
     engine.close()
 
 
-def test_unsupported_force_is_named_and_points_to_openmm():
+def test_unsupported_force_is_named_and_points_to_openmm() -> None:
     system, _ = _case("dipeptide-vacuum")
     system = openmm.XmlSerializer.deserialize(openmm.XmlSerializer.serialize(system))
     assert unsupported_forces(system) == []
@@ -362,7 +365,7 @@ def test_unsupported_force_is_named_and_points_to_openmm():
     assert 'engine = "openmm"' in str(info.value)
 
 
-def test_unsupported_nonbonded_method_and_gb_model_are_named():
+def test_unsupported_nonbonded_method_and_gb_model_are_named() -> None:
     pdb = app.PDBFile(str(STRUCTURES / "ala_ala.pdb"))
     ff = app.ForceField("amber99sbildn.xml")
     system = ff.createSystem(pdb.topology, nonbondedMethod=app.CutoffNonPeriodic, constraints=None)
@@ -379,7 +382,7 @@ def test_unsupported_nonbonded_method_and_gb_model_are_named():
         _engine(hct)
 
 
-def test_prefer_torch_rule():
+def test_prefer_torch_rule() -> None:
     vacuum, _ = _case("dipeptide-vacuum")
     obc1, _ = _case("ala_ala-obc1")
     native_gb, _ = _case("dipeptide-gbsaobcforce")
@@ -421,7 +424,7 @@ needs_compiler = pytest.mark.skipif(not compiler_available("cpu")[0], reason="no
     ("dipeptide-gbsaobcforce", torch.float64),
     ("dipeptide-vacuum", torch.float64),
 ], ids=["obc1-f64", "obc1-f32", "gbsaobcforce-f64", "vacuum-f64"])
-def test_compiled_kernels_match_openmm_reference(case, dtype):
+def test_compiled_kernels_match_openmm_reference(case: str, dtype: torch.dtype) -> None:
     system, positions = _case(case)
     xs = _perturbed(positions, n=24, seed=4)
     ref_energy, ref_forces = _reference(system, xs)
@@ -438,14 +441,14 @@ def test_compiled_kernels_match_openmm_reference(case, dtype):
         np.testing.assert_allclose(no_grad, ref_energy, rtol=1e-9)
 
 
-def test_failing_compiler_falls_back_to_eager_with_a_warning(monkeypatch):
+def test_failing_compiler_falls_back_to_eager_with_a_warning(monkeypatch: pytest.MonkeyPatch) -> None:
     system, positions = _case("ala_ala-obc1")
     xs = _perturbed(positions, n=3)
     ref_energy, ref_forces = _reference(system, xs)
     monkeypatch.setattr(torch_energy, "compiler_available", lambda device: (True, ""))
 
-    def broken_compile(fn, **kwargs):
-        def run(*args):
+    def broken_compile(fn: Callable[..., Any], **kwargs: Any) -> Callable[..., Any]:
+        def run(*args: Any) -> Any:
             raise RuntimeError("C++ compile error: cannot find Python.h\nmore detail")
         return run
 
@@ -463,11 +466,11 @@ def test_failing_compiler_falls_back_to_eager_with_a_warning(monkeypatch):
     assert EngineChoice(engine, "requested").reason == f"requested; kernels not compiled: {engine.compile_note}"
     # With compile = "on" the user asked for it: the failure is raised, not hidden.
     strict = TorchEnergy.from_system(system, compile="on")
-    with pytest.raises(RuntimeError, match="Python.h"):
+    with pytest.raises(RuntimeError, match=r"Python\.h"):
         strict.energy(torch.tensor(xs))
 
 
-def test_no_compiler_means_eager_or_a_clear_error(monkeypatch):
+def test_no_compiler_means_eager_or_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
     system, _ = _case("ala_ala-obc1")
     monkeypatch.setattr(torch_energy.shutil, "which", lambda name: None)
     monkeypatch.delenv("CXX", raising=False)
@@ -483,7 +486,7 @@ def test_no_compiler_means_eager_or_a_clear_error(monkeypatch):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
 @pytest.mark.parametrize("case", ["ala_ala-obc1", "dipeptide-gbsaobcforce", "protein-obc1"])
-def test_cuda_matches_openmm_reference(case, dtype):
+def test_cuda_matches_openmm_reference(case: str, dtype: torch.dtype) -> None:
     system, positions = _case(case)
     xs = _perturbed(positions, n=64, seed=9)
     ref_energy, ref_forces = _reference(system, xs)
@@ -494,3 +497,41 @@ def test_cuda_matches_openmm_reference(case, dtype):
     assert energy.device.type == "cuda" and x.grad.device.type == "cuda"
     _assert_matches(energy.detach().double().cpu().numpy(), -x.grad.double().cpu().numpy(),
                     ref_energy, ref_forces, dtype)
+
+
+def test_the_torch_engine_is_an_energy_engine() -> None:
+    system, _ = _case("ala_ala-obc1")
+    double, single = _engine(system), _engine(system, dtype=torch.float32)
+    assert isinstance(double, EnergyEngine) and isinstance(single, EnergyEngine)
+    assert double.device == torch.device("cpu") and not double.compiled
+    assert (double.precision, single.precision) == ("double", "single")
+
+
+def test_warm_up_announces_the_compile_wait(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A stand-in compiler (the eager kernel itself): the compiled path, without the wait.
+    system, positions = _case("ala_ala-obc1")
+    monkeypatch.setattr(torch_energy, "compiler_available", lambda device: (True, ""))
+    monkeypatch.setattr(torch, "compile", lambda fn, **kwargs: fn)
+    engine = TorchEnergy.from_system(system)
+    said: list[str] = []
+    engine.warm_up(torch.tensor(_perturbed(positions, n=4), dtype=torch.float32), said.append)
+    assert said[0] == torch_energy.COMPILE_WAIT and said[1].startswith("torch energy kernels compiled in ")
+    assert sorted(engine._kernels) == [False, True]  # both kernels: with and without forces
+    eager = _engine(system)
+    eager.warm_up(torch.tensor(_perturbed(positions, n=4)), said.append)
+    assert len(said) == 2 and not eager._kernels  # nothing to compile, nothing said
+
+
+def test_a_device_this_machine_lacks_is_a_user_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    from molpt_tui.physics.systems import build_system
+
+    ms = build_system(STRUCTURES / "ala_ala.pdb", ["amber99sbildn.xml"])
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    engines: tuple[EngineName, ...] = ("torch", "auto")
+    for engine in engines:
+        with pytest.raises(UserError, match=r'^training\.device = "cuda": CUDA is not available here') as info:
+            make_engine(ms, engine, device="cuda")
+        assert "\n" not in str(info.value)
+    with pytest.raises(UserError, match=r'^--device = "gpu0": not a device'):
+        check_device("gpu0", "--device")
+    check_device("cpu", "training.device")

@@ -10,34 +10,32 @@ Failure policy: a non-finite input or a configuration OpenMM cannot evaluate giv
 """
 from __future__ import annotations
 
-import atexit
-import multiprocessing as mp
-import signal
 import time
 import weakref
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-PLATFORMS = ("Reference", "CPU", "CUDA", "OpenCL")
+from ..processes import ignore_job_signals, run_before_multiprocessing_exit, start_worker, stop_workers
+from .engine_protocol import Precision
+from .openmm_platforms import PlatformUnavailableError, available_platforms, make_context, precision_of
 
+if TYPE_CHECKING:
+    import torch
+
+# Kept for molpt_tui.physics.data until it imports them from molpt_tui.processes.
+__all__ = ["OpenMMBridge", "PlatformChoice", "choose_platform", "ignore_job_signals", "measure_platforms",
+           "pick_platform", "stop_workers"]
 
 # --- evaluation core (runs in workers and in-process) -----------------------------------------
 
-def _make_context(system_xml: str, platform: str):
-    import openmm
 
-    system = openmm.XmlSerializer.deserialize(system_xml)
-    plat = openmm.Platform.getPlatformByName(platform)
-    props = {}
-    if platform == "CPU":
-        props["Threads"] = "1"  # parallelism comes from our worker processes
-    if platform in ("CUDA", "OpenCL"):
-        props["Precision"] = "double" if platform == "CUDA" else "mixed"
-    return openmm.Context(system, openmm.VerletIntegrator(0.001), plat, props)
-
-
-def _evaluate(context, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _evaluate(context: Any, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """x [B, N, 3] nm float64 -> (U [B] kJ/mol, F [B, N, 3] kJ/mol/nm)."""
     import openmm
 
@@ -61,38 +59,10 @@ def _evaluate(context, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return energies, forces
 
 
-def ignore_job_signals() -> None:
-    """Ctrl-C, scancel/systemd (SIGTERM), a dropped SSH session (SIGHUP) and SIGUSR1 reach the
-    whole process group; the parent decides when workers stop, and a dead parent is noticed
-    as EOF on the pipe."""
-    for name in ("SIGINT", "SIGTERM", "SIGHUP", "SIGUSR1"):
-        sig = getattr(signal, name, None)
-        if sig is not None:
-            signal.signal(sig, signal.SIG_IGN)
-
-
-def stop_workers(procs, conns, timeout: float = 5.0) -> None:
-    """Ask workers to leave (None on the pipe), then SIGKILL stragglers: they ignore SIGTERM,
-    so `Process.terminate` would not end them."""
-    for conn in conns:
-        try:
-            conn.send(None)
-        except (OSError, EOFError):
-            pass
-    deadline = time.monotonic() + timeout
-    for proc in procs:
-        proc.join(timeout=max(0.0, deadline - time.monotonic()))
-        if proc.is_alive():
-            proc.kill()
-            proc.join(timeout=2.0)
-    for conn in conns:
-        conn.close()
-
-
-def _worker_main(conn, system_xml: str, platform: str) -> None:
+def _worker_main(conn: Connection, system_xml: str, platform: str) -> None:
     ignore_job_signals()
     try:
-        context = _make_context(system_xml, platform)
+        context = make_context(system_xml, platform)
         conn.send(("ready", None))
     except Exception as exc:  # report, then leave
         conn.send(("error", f"{type(exc).__name__}: {exc}"))
@@ -112,11 +82,11 @@ def _worker_main(conn, system_xml: str, platform: str) -> None:
 
 # --- platform choice -------------------------------------------------------------------------
 
-def available_platforms() -> list[str]:
-    import openmm
-
-    names = {openmm.Platform.getPlatform(i).getName() for i in range(openmm.Platform.getNumPlatforms())}
-    return [p for p in PLATFORMS if p in names]
+# (timings in microseconds per configuration, errors) of the platforms that were tried.
+PlatformTimings = tuple[dict[str, float], dict[str, str]]
+# How the bridge measures candidate platforms: (system XML, sample [B, N, 3], candidates) ->
+# timings. Tests pass fixed numbers, so that no test depends on which platform is faster here.
+PlatformMeasure = Callable[[str, np.ndarray, Sequence[str]], PlatformTimings]
 
 
 @dataclass
@@ -126,19 +96,14 @@ class PlatformChoice:
     reason: str
 
 
-def choose_platform(system_xml: str, sample: np.ndarray, requested: str = "auto", repeats: int = 20) -> PlatformChoice:
-    """Time energy+forces on each usable platform with this very system and keep the fastest.
-
-    Measured here: 22-atom vacuum dipeptide 19 us (Reference) vs 245 us (CPU, 1 thread); the
-    23-atom OBC1 dipeptide 1062 us (Reference) vs 660 us (CPU). A fixed rule would get one of
-    them wrong, so we measure (a few ms at start-up).
-    """
-    candidates = available_platforms() if requested == "auto" else [requested]
+def measure_platforms(system_xml: str, sample: np.ndarray, candidates: Sequence[str],
+                      repeats: int = 20) -> PlatformTimings:
+    """Energy + forces time per configuration of this very system on each candidate platform."""
     timings: dict[str, float] = {}
     errors: dict[str, str] = {}
     for name in candidates:
         try:
-            ctx = _make_context(system_xml, name)
+            ctx = make_context(system_xml, name)
             _evaluate(ctx, sample[:2])  # warm-up (kernel compilation on GPU platforms)
             t0 = time.perf_counter()
             reps = max(1, repeats)
@@ -148,9 +113,15 @@ def choose_platform(system_xml: str, sample: np.ndarray, requested: str = "auto"
             del ctx
         except Exception as exc:
             errors[name] = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return timings, errors
+
+
+def pick_platform(timings: Mapping[str, float], errors: Mapping[str, str], candidates: Sequence[str],
+                  requested: str) -> PlatformChoice:
+    """The fastest measured platform, with the reason shown to the user."""
     if not timings:
-        raise RuntimeError(f"no usable OpenMM platform among {candidates}: {errors}")
-    best = min(timings, key=timings.get)
+        raise PlatformUnavailableError(f"no usable OpenMM platform among {list(candidates)}: {dict(errors)}")
+    best = min(timings, key=lambda name: timings[name])
     if requested == "auto":
         others = ", ".join(f"{k} {v:.0f} us" for k, v in sorted(timings.items(), key=lambda kv: kv[1]))
         reason = f"fastest measured per configuration ({others})"
@@ -159,15 +130,31 @@ def choose_platform(system_xml: str, sample: np.ndarray, requested: str = "auto"
     return PlatformChoice(best, timings[best], reason)
 
 
+def choose_platform(system_xml: str, sample: np.ndarray, requested: str = "auto",
+                    measure: PlatformMeasure | None = None) -> PlatformChoice:
+    """Time energy+forces on each usable platform with this very system and keep the fastest.
+
+    Measured here: 22-atom vacuum dipeptide 19 us (Reference) vs 245 us (CPU, 1 thread); the
+    23-atom OBC1 dipeptide 1062 us (Reference) vs 660 us (CPU). A fixed rule would get one of
+    them wrong, so we measure (a few ms at start-up). A requested platform is timed too: the
+    number of worker processes follows from its cost per configuration.
+    """
+    candidates = available_platforms() if requested == "auto" else [requested]
+    timings, errors = (measure or measure_platforms)(system_xml, sample, candidates)
+    return pick_platform(timings, errors, candidates, requested)
+
+
 # --- the bridge ------------------------------------------------------------------------------
 
-_LIVE_BRIDGES: "weakref.WeakSet[OpenMMBridge]" = weakref.WeakSet()
+_LIVE_BRIDGES: weakref.WeakSet[OpenMMBridge] = weakref.WeakSet()
 
 
-@atexit.register
 def _close_all() -> None:
     for bridge in list(_LIVE_BRIDGES):
         bridge.close()
+
+
+run_before_multiprocessing_exit(_close_all)
 
 
 class OpenMMBridge:
@@ -175,35 +162,45 @@ class OpenMMBridge:
     systems, where a pipe round trip costs more than the energy)."""
 
     name = "openmm"
+    # OpenMM kernels are built when a Context is made, never on first use.
+    compiled = False
+    compile_note = ""
 
-    def __init__(self, system, platform: str = "auto", n_workers: int = 0, sample_positions: np.ndarray | None = None):
+    def __init__(self, system: Any, platform: str = "auto", n_workers: int = 0,
+                 sample_positions: np.ndarray | None = None, *, measure: PlatformMeasure | None = None) -> None:
+        """``system``: an openmm.System or its XML. ``measure``: see :data:`PlatformMeasure`."""
         import openmm
 
-        self.system_xml = system if isinstance(system, str) else openmm.XmlSerializer.serialize(system)
+        self.system_xml: str = system if isinstance(system, str) else openmm.XmlSerializer.serialize(system)
         deserialized = openmm.XmlSerializer.deserialize(self.system_xml)
-        self.n_atoms = deserialized.getNumParticles()
+        self.n_atoms: int = deserialized.getNumParticles()
         if sample_positions is None:
             sample_positions = np.random.default_rng(0).normal(0.0, 0.3, (3, self.n_atoms, 3))
         sample = np.asarray(sample_positions, dtype=np.float64).reshape(-1, self.n_atoms, 3)
-        self.choice = choose_platform(self.system_xml, sample, platform)
+        self.choice = choose_platform(self.system_xml, sample, platform, measure)
         self.platform = self.choice.platform
         self.n_workers = int(n_workers)
         self.n_nonfinite = 0
         self.n_evaluated = 0
         self._closed = False
-        self._context = None
-        self._procs: list = []
-        self._conns: list = []
+        self._context: Any = None
+        self._procs: list[BaseProcess] = []
+        self._conns: list[Connection] = []
         if self.n_workers == 0:
-            self._context = _make_context(self.system_xml, self.platform)
+            self._context = make_context(self.system_xml, self.platform)
         else:
             self._start_workers()
         _LIVE_BRIDGES.add(self)
 
     @property
-    def precision(self) -> str:
-        """'double' (Reference, CUDA here) or 'mixed' (CPU, OpenCL: single-precision forces)."""
-        return "double" if self.platform in ("Reference", "CUDA") else "mixed"
+    def precision(self) -> Precision:
+        return precision_of(self.platform)
+
+    @property
+    def device(self) -> torch.device:
+        import torch
+
+        return torch.device("cpu")  # OpenMM reads positions from host memory
 
     @property
     def description(self) -> str:
@@ -211,25 +208,16 @@ class OpenMMBridge:
         return f"openmm ({self.platform}, {where})"
 
     def _start_workers(self) -> None:
-        # spawn, not fork: forking a process that holds torch/OpenMM threads can deadlock.
-        ctx = mp.get_context("spawn")
         try:
             for _ in range(self.n_workers):
-                parent, child = ctx.Pipe()
-                proc = ctx.Process(target=_worker_main, args=(child, self.system_xml, self.platform), daemon=True)
-                proc.start()
-                child.close()
+                proc, conn = start_worker(_worker_main, self.system_xml, self.platform)
                 self._procs.append(proc)
-                self._conns.append(parent)
+                self._conns.append(conn)
             for conn in self._conns:
                 status, payload = conn.recv()
                 if status != "ready":
                     raise RuntimeError(f"OpenMM worker failed to start: {payload}")
-            # atexit runs last-registered first: multiprocessing registered its own exit hook
-            # when these processes started, and that hook would SIGTERM (ignored) and then wait
-            # on them forever. Ours must run before it.
-            atexit.unregister(_close_all)
-            atexit.register(_close_all)
+            run_before_multiprocessing_exit(_close_all)
         except BaseException:
             self.close()
             raise
@@ -243,7 +231,7 @@ class OpenMMBridge:
             raise ValueError(f"expected positions of shape [B, {self.n_atoms}, 3], got {list(x.shape)}")
         if self.n_workers == 0 or x.shape[0] < 2:
             if self._context is None:
-                self._context = _make_context(self.system_xml, self.platform)
+                self._context = make_context(self.system_xml, self.platform)
             energies, forces = _evaluate(self._context, x)
         else:
             energies, forces = self._evaluate_pool(x)
@@ -272,9 +260,12 @@ class OpenMMBridge:
         forces = np.concatenate([r[1] for r in results])
         return energies, forces
 
-    def energy(self, x):
+    def energy(self, x: torch.Tensor) -> torch.Tensor:
         """Differentiable torch energies: U [B] in kJ/mol with dU/dx = -F."""
         return OpenMMEnergy.apply(x, self)
+
+    def warm_up(self, x: torch.Tensor, log: Callable[[str], None], *, without_grad: bool = True) -> None:
+        """Nothing to prepare: contexts are ready once the bridge is built."""
 
     def close(self) -> None:
         if self._closed:
@@ -284,25 +275,26 @@ class OpenMMBridge:
         self._procs, self._conns = [], []
         self._context = None
 
-    def __enter__(self):
+    def __enter__(self) -> OpenMMBridge:
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
         self.close()
 
-    def __del__(self):  # best effort; close() is the real contract
+    def __del__(self) -> None:  # best effort; close() is the real contract
         try:
             self.close()
         except Exception:
             pass
 
 
-def _make_autograd_function():
+def _make_autograd_function() -> Any:
     import torch
 
     class _OpenMMEnergy(torch.autograd.Function):
         @staticmethod
-        def forward(ctx, x, bridge):
+        def forward(ctx: Any, x: torch.Tensor, bridge: OpenMMBridge) -> torch.Tensor:
             energies, forces = bridge.evaluate(x.detach().cpu().double().numpy())
             f = torch.from_numpy(forces).to(device=x.device, dtype=x.dtype)
             # +inf energies carry zero force: they are masked or regularised downstream.
@@ -310,7 +302,7 @@ def _make_autograd_function():
             return torch.from_numpy(energies).to(device=x.device, dtype=x.dtype)
 
         @staticmethod
-        def backward(ctx, grad_out):
+        def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor, None]:
             (f,) = ctx.saved_tensors
             grad_out = torch.nan_to_num(grad_out, nan=0.0, posinf=0.0, neginf=0.0)
             return -f * grad_out[:, None, None], None
@@ -321,12 +313,13 @@ def _make_autograd_function():
 class _LazyFunction:
     """Defers importing torch until an energy is actually needed (CLI --help stays fast)."""
 
-    _fn = None
+    _fn: Any = None
 
-    def apply(self, x, bridge):
+    def apply(self, x: torch.Tensor, bridge: OpenMMBridge) -> torch.Tensor:
         if _LazyFunction._fn is None:
             _LazyFunction._fn = _make_autograd_function()
-        return _LazyFunction._fn.apply(x, bridge)
+        result: torch.Tensor = _LazyFunction._fn.apply(x, bridge)
+        return result
 
 
 OpenMMEnergy = _LazyFunction()

@@ -6,20 +6,30 @@ constrained System would see a flat energy along X-H bonds and learn nonsense th
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..errors import UserError
 
+if TYPE_CHECKING:
+    from ..config import Config
+
+# What build_system accepts for `constraints`.
+CONSTRAINTS = ("none", "hbonds")
+
 
 @dataclass
 class MolecularSystem:
+    """A structure with its force field: what every energy engine and the MD are built from."""
+
     pdb_path: Path
     forcefield: list[str]
-    topology: object          # openmm.app.Topology
-    system: object            # openmm.System (flexible, NoCutoff)
+    topology: Any             # openmm.app.Topology
+    system: Any               # openmm.System (flexible, NoCutoff)
     positions: np.ndarray     # [N, 3] nm, the PDB structure
     atom_names: list[str]
     residue_names: list[str]
@@ -38,13 +48,12 @@ class MolecularSystem:
     def system_xml(self) -> str:
         import openmm
 
-        return openmm.XmlSerializer.serialize(self.system)
-
-    def force_names(self) -> list[str]:
-        return [f.__class__.__name__ for f in self.system.getForces()]
+        xml: str = openmm.XmlSerializer.serialize(self.system)
+        return xml
 
 
-def load_pdb(path: str | Path):
+def load_pdb(path: str | Path) -> Any:
+    """The openmm.app.PDBFile at ``path``; UserError naming the file when it is missing or unreadable."""
     import openmm.app as app
 
     path = Path(path)
@@ -59,8 +68,11 @@ def load_pdb(path: str | Path):
     return pdb
 
 
-def build_system(pdb_path: str | Path, forcefield: list[str], constraints: str = "none") -> MolecularSystem:
-    """`constraints` is only for MD (`simulate`); energies for training use the default 'none'."""
+def build_system(pdb_path: str | Path, forcefield: Sequence[str], constraints: str = "none") -> MolecularSystem:
+    """`constraints` ("none" or "hbonds") is only for MD (`simulate`); energies for training use
+    the default 'none'."""
+    if constraints not in CONSTRAINTS:
+        raise ValueError(f"constraints must be one of {CONSTRAINTS}, not {constraints!r}")
     import openmm.app as app
     import openmm.unit as unit
 
@@ -95,7 +107,7 @@ def build_system(pdb_path: str | Path, forcefield: list[str], constraints: str =
     )
 
 
-def system_from_config(cfg, constraints: str = "none") -> MolecularSystem:
+def system_from_config(cfg: Config, constraints: str = "none") -> MolecularSystem:
     from ..config import forcefield_path
 
     return build_system(cfg.pdb_path, [forcefield_path(ff, cfg) for ff in cfg.system.forcefield], constraints)

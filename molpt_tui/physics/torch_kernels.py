@@ -41,7 +41,7 @@ class GBTerms:
     pair_coeff: torch.Tensor       # [N, N] -coulomb * q_i q_j, zero on the diagonal
     ace_prefactor: torch.Tensor    # [N] zero without a surface-area term
     ace_radius: torch.Tensor       # [N]
-    tanh_coeffs: tuple             # (a, b, c): tanh(a psi - b psi^2 + c psi^3)
+    tanh_coeffs: tuple[float, float, float]  # (a, b, c): tanh(a psi - b psi^2 + c psi^3)
     inv_solute: float
     inv_solvent: float
     kappa: float
@@ -70,7 +70,7 @@ class Terms:
     coul: torch.Tensor              # [N, N] ONE_4PI_EPS0 q_i q_j or the exception's, zero if none
     sigma2: torch.Tensor            # [N, N]
     eps4: torch.Tensor              # [N, N] 4 epsilon
-    gb: list = field(default_factory=list)  # GBTerms
+    gb: list[GBTerms] = field(default_factory=list)
 
 
 # --------------------------------------------------------------------------------------------
@@ -78,23 +78,23 @@ class Terms:
 # contiguous blocks, and the batch innermost, where SIMD loops run.
 
 
-def _dot(a, b):
+def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return (a * b).sum(0)
 
 
-def _cross(a, b):
+def _cross(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     ax, ay, az = a.unbind(0)
     bx, by, bz = b.unbind(0)
     return torch.stack((ay * bz - az * by, az * bx - ax * bz, ax * by - ay * bx), dim=0)
 
 
-def _angle(a, c):
+def _angle(a: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
     """Angle between vectors a and c; atan2 keeps the gradient finite near 0 and pi, unlike acos."""
     n = _cross(a, c)
     return torch.atan2(torch.sqrt(_dot(n, n)), _dot(a, c))
 
 
-def _dihedral(b0, b1, b2):
+def _dihedral(b0: torch.Tensor, b1: torch.Tensor, b2: torch.Tensor) -> torch.Tensor:
     """IUPAC dihedral of bond vectors b0 = p1-p0, b1 = p2-p1, b2 = p3-p2, in (-pi, pi].
 
     Same sign convention as OpenMM's PeriodicTorsionForce (checked against the Reference
@@ -108,7 +108,7 @@ def _dihedral(b0, b1, b2):
 def bonded_energy(xc: torch.Tensor, t: Terms) -> torch.Tensor:
     """Bond + angle + torsion energy [b] of coordinates xc [3, N, b]."""
 
-    def at(index):
+    def at(index: torch.Tensor) -> torch.Tensor:
         return torch.index_select(xc, 1, index)
 
     u = xc.new_zeros(xc.shape[2])
@@ -136,8 +136,10 @@ def _has_bonded(t: Terms) -> bool:
 # Pair terms.
 
 
-def _screened(z, coeff, g: GBTerms):
+def _screened(z: torch.Tensor, coeff: torch.Tensor, g: GBTerms) -> tuple[torch.Tensor, torch.Tensor]:
     """Energy coeff * s(z) / z with s(z) = 1/eps_in - exp(-kappa z)/eps_out, and its z-derivative."""
+    screen: torch.Tensor | float
+    dscreen: torch.Tensor | float
     if g.kappa > 0:
         damp = torch.exp(-g.kappa * z) * g.inv_solvent
         screen = g.inv_solute - damp
@@ -150,7 +152,8 @@ def _screened(z, coeff, g: GBTerms):
     return energy, coeff * (dscreen - screen * inv_z) * inv_z
 
 
-def _descreening(r, inv_r, g: GBTerms, off_diagonal, with_grad: bool):
+def _descreening(r: torch.Tensor, inv_r: torch.Tensor, g: GBTerms, off_diagonal: torch.Tensor,
+                 with_grad: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
     """h(r_ij; or_i, sr_j) of the OBC integral, masked, and dh/dr (None without gradient)."""
     o, s = g.o_row, g.s_col
     upper = r + s
@@ -181,7 +184,7 @@ def _descreening(r, inv_r, g: GBTerms, off_diagonal, with_grad: bool):
     return h, torch.where(mask, dh, 0.0)
 
 
-def pair_energy_and_grad(xc: torch.Tensor, t: Terms, with_grad: bool):
+def pair_energy_and_grad(xc: torch.Tensor, t: Terms, with_grad: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Nonbonded + GB energy [b] of coordinates xc [3, N, b] and, if asked, its gradient [3, N, b].
 
     The batch is the innermost dimension ([N, N, b] matrices): the compiled loops then run over
@@ -218,6 +221,7 @@ def pair_energy_and_grad(xc: torch.Tensor, t: Terms, with_grad: bool):
         u = u + 0.5 * e_pair.sum((0, 1))
         if not with_grad:
             continue
+        assert du_dr is not None and dh is not None  # both exist whenever with_grad
         inv_f = 1.0 / f
         de_dborn = de_dborn + (de_df * 0.5 * inv_f * damp * (1.0 + r2 / (4.0 * bb)) * born[None, :, :]).sum(1)
         du_dr = du_dr + de_df * r * (1.0 - 0.25 * damp) * inv_f
@@ -227,12 +231,12 @@ def pair_energy_and_grad(xc: torch.Tensor, t: Terms, with_grad: bool):
         through_i = de_di[:, None, :] * dh
         du_dr = du_dr + through_i + through_i.transpose(0, 1)
 
-    if not with_grad:
+    if du_dr is None:
         return u, None
     return u, ((du_dr * inv_r)[None] * d).sum(2)
 
 
-def energy_and_grad(xc: torch.Tensor, t: Terms, with_grad: bool):
+def energy_and_grad(xc: torch.Tensor, t: Terms, with_grad: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
     """U [b] in kJ/mol of coordinates xc [3, N, b] in nm (a contiguous [3, N, b] tensor keeps the
     compiled loops over the batch), and dU/dxc [3, N, b] (None when with_grad is False)."""
     # Zero for finite coordinates and NaN for a configuration with any inf or NaN coordinate, so
@@ -241,11 +245,12 @@ def energy_and_grad(xc: torch.Tensor, t: Terms, with_grad: bool):
     grad = torch.zeros_like(xc) if with_grad else None
     if _has_bonded(t):
         if with_grad:
-            def total(y):
+            def total(y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
                 e = bonded_energy(y, t)
                 return e.sum(), e
 
             g_bonded, u_bonded = torch.func.grad(total, has_aux=True)(xc)
+            assert grad is not None
             grad = grad + g_bonded
         else:
             u_bonded = bonded_energy(xc, t)
@@ -253,6 +258,6 @@ def energy_and_grad(xc: torch.Tensor, t: Terms, with_grad: bool):
     if t.has_pairs:
         u_pair, g_pair = pair_energy_and_grad(xc, t, with_grad)
         u = u + u_pair
-        if with_grad:
+        if grad is not None and g_pair is not None:
             grad = grad + g_pair
     return u, grad

@@ -8,7 +8,3 @@ KB_KJ_PER_MOL_K = 0.008314462618
 def beta(temperature_k: float) -> float:
     """1/(k_B T) in mol/kJ."""
     return 1.0 / (KB_KJ_PER_MOL_K * float(temperature_k))
-
-
-def kt(temperature_k: float) -> float:
-    return KB_KJ_PER_MOL_K * float(temperature_k)
