@@ -109,7 +109,7 @@ def test_a_later_override_wins_and_bad_values_are_blamed_on_their_source(tmp_pat
     apply_overrides(cfg, ["training.device='tpu'"], source="--device")
     with pytest.raises(ConfigError) as info:
         validate(cfg)
-    _one_line_error(info.value, "--device: training.device: 'tpu' is not a device (allowed: auto, cpu, cuda or cuda:N)")
+    _one_line_error(info.value, "--device tpu: training.device: 'tpu' is not a device (allowed: auto, cpu, cuda or")
 
 
 @pytest.mark.parametrize("body, match", [

@@ -103,16 +103,28 @@ def _origin(cfg: Config, *keys: str) -> str:
     return cfg.source
 
 
+def _blamed(cfg: Config, key: str, value: Any) -> str:
+    """The source of a bad value as the user wrote it: a typed flag such as `--device` was given
+    as `--device tpu`, so the message starts with exactly that."""
+    origin = _origin(cfg, key)
+    if not origin.startswith("--") or origin == SET:
+        return origin
+    text = value if isinstance(value, str) else show(value)
+    return f"{origin} {text if len(text) <= 60 else text[:57] + '...'}"
+
+
 def validate(cfg: Config, check_files: bool = True) -> Config:
     """Check every key against its declaration and the keys against each other."""
     for name, (tp, _) in _top_level().items():
         if not _is_section(tp):
             _check_key(cfg, cfg, name, name)
             continue
-        found = first_problem(getattr(cfg, name))
+        section = getattr(cfg, name)
+        found = first_problem(section)
         if found is not None:
             key, exc = found
-            raise ConfigError(_origin(cfg, f"{name}.{key}"), f"{name}.{key}", exc.problem, exc.fix)
+            full = f"{name}.{key}"
+            raise ConfigError(_blamed(cfg, full, getattr(section, key)), full, exc.problem, exc.fix)
     _check_across(cfg)
     if check_files:
         _check_files(cfg)
