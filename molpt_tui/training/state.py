@@ -133,8 +133,9 @@ def check_state_dict(state: Mapping[str, Any]) -> None:
     epoch = as_int(required(state, "epoch"), "epoch")
     tensor_table(required(state, "model"), "model")
     _check_optimizer_state(required(state, "optimizer"))
+    schedule = as_mapping(required(state, "schedule"), "schedule")
     try:
-        LRSchedule.parse_state(as_mapping(required(state, "schedule"), "schedule"))
+        LRSchedule.parse_state(schedule)
     except SchemaError as exc:
         raise exc.within("schedule") from None
     # +inf is the "nothing better yet" start; NaN never is
@@ -145,8 +146,9 @@ def check_state_dict(state: Mapping[str, Any]) -> None:
         raise SchemaError("best_epoch", f"is {best_epoch}, after the checkpoint's epoch {epoch}")
     as_float(required(state, "first_kl"), "first_kl", allow_nan=True)  # NaN: the untrained map had no finite KL
     as_int(required(state, "nan_failures"), "nan_failures")
+    alerts = as_mapping(required(state, "alerts"), "alerts")
     try:
-        AlertTracker.parse_state(as_mapping(required(state, "alerts"), "alerts"))
+        AlertTracker.parse_state(alerts)
     except SchemaError as exc:
         raise exc.within("alerts") from None
     rng = as_mapping(required(state, "rng"), "rng")
