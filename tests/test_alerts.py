@@ -10,6 +10,7 @@ import pytest
 from molpt_tui.training import alerts as A
 from molpt_tui.training.events import EpochMetrics, LogBlock
 from molpt_tui.training.history import History
+from molpt_tui.training.schema import SchemaError
 
 
 def healthy_series(n: int, seed: int = 0) -> dict[str, np.ndarray]:
@@ -295,6 +296,33 @@ def test_tracker_state_roundtrip_gives_exact_resume():
         assert [a.rule for a in t.update([_alert("loss_stuck", 8)], 8)] == ["loss_stuck"]
 
 
+def test_a_fresh_tracker_state_roundtrips():
+    resumed = A.AlertTracker()
+    resumed.load_state_dict(json.loads(json.dumps(A.AlertTracker().state_dict())))
+    assert resumed.active == frozenset() and resumed.state_dict()["epoch"] is None
+
+
+@pytest.mark.parametrize(("state", "key"), [
+    ({"epoch": 3, "active": {}}, "version"),
+    ({"version": "1", "epoch": 3, "active": {}}, "version"),
+    ({"version": 99, "epoch": 3, "active": {}}, "version"),
+    ({"version": 1, "active": {}}, "epoch"),
+    ({"version": 1, "epoch": "3", "active": {}}, "epoch"),
+    ({"version": 1, "epoch": True, "active": {}}, "epoch"),
+    ({"version": 1, "epoch": 3, "active": ["loss_rising"]}, "active"),
+    ({"version": 1, "epoch": 3, "active": {"loss_rising": 2.5}}, "active.loss_rising"),
+    ({"version": 1, "epoch": 3, "active": {7: 2}}, "active"),
+])
+def test_tracker_refuses_a_malformed_state_and_keeps_its_own(state, key):
+    tr = A.AlertTracker()
+    tr.update([_alert("loss_rising", 4)], 4)
+    with pytest.raises(SchemaError) as info:
+        tr.load_state_dict(state)
+    assert info.value.key == key
+    assert tr.active == frozenset({"loss_rising"})
+    assert tr.state_dict()["epoch"] == 4
+
+
 def test_tracker_rollback_clears_memory():
     tr = A.AlertTracker()
     assert tr.update([_alert("loss_rising", 300)], 300)
@@ -329,7 +357,8 @@ def test_overfitting_fires_when_held_out_kl_rises_while_training_kl_falls():
 @pytest.mark.parametrize("kls", [
     [(0.50, 0.60), (0.40, 0.50), (0.30, 0.45), (0.25, 0.42), (0.20, 0.40), (0.15, 0.39)],  # both improve
     [(0.50, 0.60), (0.40, 0.50), (0.30, 0.45), (0.28, 0.47), (0.27, 0.48), (0.26, 0.46)],  # noise, < 0.1 kT
-    [(0.50, 0.60), (0.40, 0.50), (0.30, 0.45), (0.40, 0.60), (0.50, 0.65), (0.55, 0.70)],  # both worsen: not overfitting
+    # both worsen: not overfitting
+    [(0.50, 0.60), (0.40, 0.50), (0.30, 0.45), (0.40, 0.60), (0.50, 0.65), (0.55, 0.70)],
 ])
 def test_overfitting_quiet_otherwise(kls):
     s = healthy_series(60)
