@@ -19,7 +19,7 @@ EPILOG = "Presets: `molpt-tui presets`. Docs: README.md."
 class _Parser(argparse.ArgumentParser):
     """Usage mistakes read like every other bad input: one line on stderr, exit 2."""
 
-    def error(self, message: str) -> NoReturn:  # type: ignore[override]
+    def error(self, message: str) -> NoReturn:
         self.exit(2, f"molpt-tui: error: {message} (see `{self.prog} --help`)\n")
 
 

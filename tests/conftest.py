@@ -5,6 +5,17 @@ import pytest
 
 from molpt_testdata import STRUCTURES, TINY_DATA, TINY_TRAIN
 
+# Whole files of integration tests: real subprocesses, signals, the TUI, wheel builds. Tests
+# elsewhere that start a subprocess carry `@pytest.mark.integration` themselves.
+INTEGRATION_FILES = {"test_bad_inputs.py", "test_signals.py", "test_packaging.py", "test_live_path.py",
+                     "test_train_app.py", "test_watch_app.py", "test_snapshots.py"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.path.name in INTEGRATION_FILES:
+            item.add_marker(pytest.mark.integration)
+
 
 @pytest.fixture(scope="session")
 def ala2_system():

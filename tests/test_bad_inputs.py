@@ -28,7 +28,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 BAD = Path(__file__).resolve().parent / "bad_inputs"
-STRUCTURES = ROOT / "presets" / "structures"
+STRUCTURES = ROOT / "molpt_tui" / "presets" / "structures"
 
 TINY_DATA = ["data.n_samples=200", "data.stride=10", "data.swap_every=10", "data.equilibration_ps=0.5"]
 TINY_TRAIN = ["training.steps_per_epoch=1", "training.batch_size=16", "logging.eval_samples=16",

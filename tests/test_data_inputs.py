@@ -156,8 +156,6 @@ def test_full_disk_fails_the_probe(tmp_path, tmpfs):
 
 
 @pytest.mark.integration
-@pytest.mark.xfail(strict=True, reason="app/train.py announces the missing data file on stderr before simulate's "
-                   "checks run; it should call physics.data.preflight_simulate(cfg) first (then drop this mark)")
 def test_train_creating_its_data_under_a_regular_file(tmp_path):
     blocker = tmp_path / "inputs" / "file.txt"
     blocker.parent.mkdir()

@@ -20,6 +20,10 @@ class RunFiles:
         self.run_dir = run_dir
         self.cfg = cfg
 
+    @property
+    def location(self) -> str:
+        return str(self.run_dir.path)
+
     def path_for(self, label: Literal["last", "best", "final"]) -> Path:
         t = self.cfg.temperatures
         return {"last": self.run_dir.last, "best": self.run_dir.best,

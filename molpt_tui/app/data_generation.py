@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ..config import Config
-from ..physics.data import SimulationInterrupted, simulate
+from ..physics.data import SimulationInterrupted, preflight_simulate, simulate
 from ..training.exit_codes import SIGNAL_EXIT_CODES
 from .signals import JobSignals
 
@@ -20,6 +20,7 @@ def generate_data(cfg: Config, announce: Callable[[str], None], out_path: Path |
     """Run `simulate`; 0 when the file was written, 128+n when a signal stopped it."""
     stop = threading.Event()
     path = out_path or cfg.data_path
+    preflight_simulate(cfg, out_path, force, n_procs)  # a bad destination fails before any announcement
     if missing:
         announce(f"Data file {path} is missing: generating it with replica-exchange MD "
                  f"(`molpt-tui simulate --preset {cfg.preset_name}`)")

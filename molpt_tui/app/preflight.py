@@ -35,6 +35,7 @@ class Checked:
     ms: MolecularSystem
     device: torch.device
     resume_from: dict[str, Any] | None = None
+    resume_path: Path | None = None
     history_events: list[Event] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
@@ -56,6 +57,7 @@ def check_inputs(cfg: Config, run_dir: RunDirectory, resume: ResumePoint | None)
             raise UserError(f"{path}: the run is already at epoch {epoch} of {cfg.training.epochs}; "
                             f"raise --epochs above {epoch} to train on")
         checked.resume_from = ckpt
+        checked.resume_path = path
         if run_dir.metrics.is_file():
             checked.history_events = list(read_events(run_dir.metrics, warn=checked.warnings.append))
     return checked

@@ -15,6 +15,7 @@ from ..config import Config, dump_toml, load_config, load_saved_config, validate
 from ..errors import UserError
 from ..fileio import atomic_write_text
 from ..training.control import TrainingControl
+from ..training.events import Sink
 from ..training.exit_codes import exit_code
 from ..training.metrics_log import MetricsLogSink
 from ..training.run_dir import RunDirectory
@@ -132,13 +133,14 @@ def _remove_if_ours(run_dir: RunDirectory) -> None:
         pass
 
 
-def run_trainer(checked: Checked, setup: TrainingSetup, sinks: list[object]) -> int:
+def run_trainer(checked: Checked, setup: TrainingSetup, sinks: list[Sink]) -> int:
     """The trainer in this process, with job signals and the run's control channel."""
     control = TrainingControl(checked.run_dir)
     with JobSignals(on_stop=lambda name: control.request_stop(f"received {name}"),
                     on_checkpoint=control.request_checkpoint) as signals:
         trainer = Trainer(checked.cfg, setup, sinks, control, RunFiles(checked.run_dir, checked.cfg),
-                          resume_from=checked.resume_from, history_events=checked.history_events)
+                          resume_from=checked.resume_from, resume_path=checked.resume_path,
+                          history_events=checked.history_events)
         try:
             finished = trainer.run()
         finally:

@@ -15,12 +15,12 @@ import shlex
 import sys
 import threading
 import time
-from typing import Callable, TextIO
+from collections.abc import Callable
+from typing import TextIO
 
 from tqdm import tqdm
 
-from ..training.events import (Alert, CheckpointSaved, EpochMetrics, Event, Finished, LogBlock, Message,
-                               RunStarted, Sink)
+from ..training.events import Alert, CheckpointSaved, EpochMetrics, Event, Finished, LogBlock, Message, RunStarted, Sink
 
 RULE = "=" * 64
 
@@ -48,17 +48,17 @@ def fmt_prob(x: float) -> str:
 def fmt_duration(seconds: float) -> str:
     if not math.isfinite(seconds) or seconds < 0:
         return "?"
-    return str(_dt.timedelta(seconds=int(round(seconds))))
+    return str(_dt.timedelta(seconds=round(seconds)))
 
 
-def _stream_is_tty(stream) -> bool:
+def _stream_is_tty(stream: TextIO) -> bool:
     try:
         return bool(stream.isatty())
     except (AttributeError, ValueError, OSError):
         return False
 
 
-def _can_encode(stream, text: str) -> bool:
+def _can_encode(stream: TextIO, text: str) -> bool:
     encoding = getattr(stream, "encoding", None)
     if not encoding:
         return True

@@ -11,8 +11,10 @@ import os
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
@@ -51,7 +53,7 @@ def decimate(x: np.ndarray, y: np.ndarray, max_points: int = MAX_POINTS) -> tupl
     return x[idx], y[idx]
 
 
-def _set_yscale(ax, values: Sequence[np.ndarray]) -> None:
+def _set_yscale(ax: Axes, values: Sequence[np.ndarray]) -> None:
     """Linear when the data span little; log when positive over decades; symlog otherwise.
 
     Losses in kT are often negative late in training after 1e12 at the start, so a plain log
@@ -72,7 +74,10 @@ def _set_yscale(ax, values: Sequence[np.ndarray]) -> None:
     ax.set_yscale("symlog", linthresh=linthresh)
 
 
-def _plot_panel(ax, x, curves, title: str, ylabel: str) -> None:
+Curve = tuple[str, Any, dict[str, Any]]  # label, y values (list or array), plot style
+
+
+def _plot_panel(ax: Axes, x: Sequence[float], curves: Sequence[Curve], title: str, ylabel: str) -> None:
     plotted = []
     dropped = 0
     for label, y, style in curves:
@@ -98,7 +103,8 @@ def _plot_panel(ax, x, curves, title: str, ylabel: str) -> None:
 
 def _diff(a: Sequence[float], b: Sequence[float]) -> np.ndarray:
     with np.errstate(invalid="ignore", over="ignore"):
-        return np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
+        out: np.ndarray = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
+    return out
 
 
 def _acceptance_summary(history: History) -> str:
@@ -154,7 +160,7 @@ def build_figure(history: History, title: str | None = None) -> Figure:
     return fig
 
 
-def _overlay_acceptance(ax, history: History) -> None:
+def _overlay_acceptance(ax: Axes, history: History) -> None:
     pts = [(b.epoch, b.acc_flow, b.acc_naive) for b in history.blocks if math.isfinite(b.acc_flow)]
     if len(pts) < 2:
         return
@@ -178,7 +184,7 @@ def _write_atomic(fig: Figure, path: Path) -> None:
     atomic_write_bytes(path, lambda fh: fig.savefig(fh, format="png"))
 
 
-def save_loss_curves(history: History, path: str | os.PathLike, title: str | None = None) -> Path:
+def save_loss_curves(history: History, path: str | os.PathLike[str], title: str | None = None) -> Path:
     """Render the 4-panel loss figure to `path` (a directory gets the `png_name` file)."""
     path = Path(path)
     if path.is_dir():

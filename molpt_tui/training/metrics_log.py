@@ -13,14 +13,14 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from .events import SCHEMA_NAME, SCHEMA_VERSION, Event, EventDecodeError, from_dict, header_line
+from .events import SCHEMA_NAME, SCHEMA_VERSION, Event, EventDecodeError, Sink, from_dict, header_line
 
 
 class CorruptLine(ValueError):
     """A line of metrics.jsonl that is not a valid event; the message says why."""
 
 
-class MetricsLogSink:
+class MetricsLogSink(Sink):
     """Writes each event as one JSON line, flushed at once so a tailer sees it immediately."""
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
