@@ -6,14 +6,17 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["EventBatch", "MonitorApp", "TuiSink", "run_train_app", "run_watch_app", "save_screenshot"]
+__all__ = ["EventBatch", "LiveRun", "MonitorApp", "RunSource", "TrainerHandle", "WatchedRun", "run_monitor",
+           "save_screenshot"]
 
 _WHERE = {
     "EventBatch": "messages",
-    "TuiSink": "sink",
+    "LiveRun": "source",
     "MonitorApp": "app",
-    "run_train_app": "app",
-    "run_watch_app": "app",
+    "RunSource": "source",
+    "TrainerHandle": "source",
+    "WatchedRun": "source",
+    "run_monitor": "app",
     "save_screenshot": "app",
 }
 

@@ -1,36 +1,34 @@
-"""The monitor: one app for live training (`train`) and for attaching to a run (`watch`).
+"""The monitor: one app for a run this command trains (`train`) and one it attaches to (`watch`).
 
-Data flow, identical in both modes: a background thread (the trainer via `TuiSink`, or the
-`MetricsWatcher`) posts `EventBatch` messages; the handler only folds events into
-`MonitorState`; a 3 Hz timer redraws whatever changed. Nothing is drawn per event, so the UI
-cost does not grow with the trainer's speed.
+Both are the same path. A `MetricsFollower` thread follows the run directory's metrics.jsonl and
+posts `EventBatch` messages; the handler only folds events into `MonitorState`; a 3 Hz timer
+redraws whatever changed. Keys send requests through the run directory's control channel and
+the screen changes when the trainer acknowledges them in metrics.jsonl. What differs between a
+live and a watched run (who owns the trainer, whether keys may steer, what quitting does, the
+exit code) is the `RunSource`'s business, never a mode switch here.
 """
 from __future__ import annotations
 
-import threading
 import time
-import traceback
+from collections.abc import Callable, Iterable
+from dataclasses import replace
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Any, ClassVar
 
-from textual import work
+from textual import events
 from textual.app import App, ComposeResult, SystemCommand
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 from textual.containers import Grid, Horizontal, Vertical
-from textual.screen import Screen
+from textual.screen import ModalScreen, Screen
 from textual.widgets import Footer, Tab, Tabs
-from textual.worker import get_current_worker
 
-from molpt_tui.training.control import TrainingControl
-from molpt_tui.training.events import Finished
-from molpt_tui.training.metrics_log import METRICS_FILE
+from molpt_tui.training.events import ControlAction, Event, Finished, RunStarted
 
-from .formatting import fmt_ago
-from .messages import EventBatch, TrainerFinished, WatchFileStatus, WatchReset
-from .screens import ConfirmQuitScreen, HelpScreen
-from .sink import TuiSink
-from .state import MonitorState
-from .watcher import MetricsWatcher
+from .messages import EventBatch, FeedSynced, TailerFailed, WatchFileStatus, WatchReset
+from .screens import ConfirmQuitScreen, ConfirmScreen, ConfirmStopScreen, HelpScreen
+from .source import FeedStatus, RunSource, StatusLine
+from .state import MonitorState, ack_text
+from .watcher import MetricsFollower
 from .widgets import (
     PLOT_SPECS,
     AlertsPane,
@@ -43,8 +41,6 @@ from .widgets import (
     RunHeader,
 )
 
-TrainFn = Callable[[TuiSink, TrainingControl], object]
-
 # Below these the screen switches to the compact layout: one pane at a time behind tabs. The
 # metrics table needs ~105 columns, and a 2×2 plot grid over the table needs ~34 rows before
 # each plot has the ~8 rows that make a curve readable.
@@ -52,23 +48,42 @@ WIDE_MIN_WIDTH = 110
 WIDE_MIN_HEIGHT = 34
 
 ZOOMS: tuple[int | None, ...] = (None, 100, 1000)
-TRAINER_ACTIONS = frozenset({"toggle_pause", "checkpoint", "write_png", "stop"})
+STEERING = ("toggle_pause", "checkpoint", "write_png", "stop")
 VIEWS = tuple((spec.id, spec.short) for spec in PLOT_SPECS) + (
     ("table", "Metrics"), ("alerts", "Alerts"), ("log", "Log"))
 HOLDERS = {"plots": {spec.id for spec in PLOT_SPECS}, "bottom": {"table", "alerts", "log"},
            "side": {"alerts", "log"}}
 # Alerts arriving in one redraw beyond this are summarised in a single toast.
 MAX_TOASTS_PER_TICK = 3
-EXIT_COMPLETED, EXIT_FAILED, EXIT_STOPPED = 0, 1, 130
+# Lines of the trainer's own log shown when it died without a Finished event.
+TRAINER_LOG_TAIL = 12
+# Textual's own palette entries that this app replaces with its own (help and quit behave
+# differently here: the help is this app's keys, quitting may have to stop a trainer).
+REPLACED_SYSTEM_COMMANDS = frozenset({"Keys", "Quit"})
+COMMANDS: tuple[tuple[str, str], ...] = (
+    ("toggle_pause", "Pause / resume training"),
+    ("checkpoint", "Save checkpoint now"),
+    ("write_png", "Write PNG now"),
+    ("stop", "Stop training gracefully"),
+    ("toggle_log", "Toggle log y-axis"),
+    ("cycle_zoom", "Cycle plot zoom"),
+    ("next_view", "Next pane"),
+    ("help", "Help: keys"),
+    ("quit", "Quit"),
+)
+VERBS = {"pause": "pause", "resume": "resume", "checkpoint": "save a checkpoint", "png": "write the PNG",
+         "stop": "stop the trainer"}
+ACTION_OF: dict[str, ControlAction] = {"checkpoint": "checkpoint", "write_png": "png", "stop": "stop"}
 
 
 class MonitorApp(App[int]):
     CSS_PATH = "app.tcss"
     TITLE = "molpt-tui"
-    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (WIDE_MIN_WIDTH, "-wide")]
-    VERTICAL_BREAKPOINTS = [(0, "-short"), (WIDE_MIN_HEIGHT, "-tall")]
+    # Textual declares these as instance attributes, so they cannot be ClassVars here.
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (WIDE_MIN_WIDTH, "-wide")]  # noqa: RUF012
+    VERTICAL_BREAKPOINTS = [(0, "-short"), (WIDE_MIN_HEIGHT, "-tall")]  # noqa: RUF012
 
-    BINDINGS = [
+    BINDINGS: ClassVar[list[BindingType]] = [
         Binding("p", "toggle_pause", "Pause",
                 tooltip="Pause or resume training (the trainer halts before its next step)"),
         Binding("c", "checkpoint", "Ckpt", tooltip="Save a checkpoint after the current step"),
@@ -77,54 +92,42 @@ class MonitorApp(App[int]):
         Binding("z", "cycle_zoom", "Zoom", tooltip="Plot all epochs / the last 100 / the last 1000"),
         Binding("v", "next_view", "Pane", tooltip="Show the next pane (compact layout)"),
         Binding("s", "stop", "Stop",
-                tooltip="Stop gracefully: finish the step, write checkpoint and PNG, keep the screen"),
+                tooltip="Stop gracefully (asks first): finish the step, write checkpoint and PNG"),
         Binding("question_mark", "help", "Help", key_display="?", tooltip="Show this help"),
         Binding("f1", "help", "Help", show=False, tooltip="Show this help"),
-        Binding("q", "quit", "Quit", tooltip="Quit (asks first while training; stops the trainer cleanly)"),
+        Binding("q", "quit", "Quit",
+                tooltip="Quit (a live run asks first, then stops its trainer cleanly; watch leaves it running)"),
     ]
 
-    def __init__(self, *, mode: str = "train", train_fn: TrainFn | None = None,
-                 run_dir: str | Path | None = None, title: str | None = None,
-                 clock: Callable[[], float] = time.time, refresh_hz: float = 3.0,
-                 stale_after: float = 120.0, quit_timeout: float = 60.0,
-                 watch_poll: float = 0.25, sink_interval: float = 0.1) -> None:
+    def __init__(self, source: RunSource, *, title: str | None = None, clock: Callable[[], float] = time.time,
+                 refresh_hz: float = 3.0, stale_after: float = 120.0, quit_timeout: float = 60.0,
+                 poll_interval: float = 0.25, sync_timeout: float = 10.0) -> None:
         """`clock` (wall-clock seconds, like event timestamps) is injectable so tests and
-        snapshots can show fixed elapsed/ETA values."""
-        if mode not in ("train", "watch"):
-            raise ValueError(f"mode must be 'train' or 'watch', not {mode!r}")
-        if mode == "train" and train_fn is None:
-            raise ValueError("train mode needs a train_fn")
-        if mode == "watch" and run_dir is None:
-            raise ValueError("watch mode needs a run_dir")
+        snapshots show fixed elapsed/ETA values. `sync_timeout` bounds how long a trainer's exit
+        waits for the reader to catch up before the monitor decides without its last lines."""
         super().__init__()
-        self.mode = mode
-        self.title = title or "molpt-tui"
-        self.sub_title = mode
-        self.run_dir = str(run_dir) if run_dir is not None else None
+        self.source = source
+        self.title = title or source.title
+        self.sub_title = source.badge
         self.clock = clock
         self.refresh_hz = refresh_hz
-        self.stale_after = stale_after
         self.quit_timeout = quit_timeout
-        self.watch_poll = watch_poll
+        self.poll_interval = poll_interval
+        self.sync_timeout = sync_timeout
         self.state = MonitorState()
+        self.feed = FeedStatus(stale_after=stale_after)
         self.log_y = False
         self.zoom_index = 0
         self.view_id = VIEWS[0][0]
-        self._train_fn = train_fn
-        self.control: TrainingControl | None = TrainingControl() if mode == "train" else None
-        self.sink: TuiSink | None = (TuiSink(self.post_message, interval=sink_interval)
-                                     if mode == "train" else None)
-        self.trainer_running = False
-        self.trainer_done = False
-        self.trainer_error: str | None = None
+        self.follower: MetricsFollower | None = None
+        self.trainer_done = False  # the own trainer exited and its last events are in
         self.quitting = False
         self.forced_exit = False
-        self.watcher: MetricsWatcher | None = None
-        self.watch_exists: bool | None = None
-        self.watch_last_write: float | None = None
+        self.exited_by_user = False  # False after run(): an exception ended the app
+        self._sync_token: int | None = None
         self._backlog_alerts = 0
         self._drawn: dict[str, object] = {}
-        self._last_status: tuple[str, str] | None = None
+        self._last_keys: tuple[object, ...] | None = None
 
     # --- layout ------------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
@@ -150,21 +153,17 @@ class MonitorApp(App[int]):
         for plot in self.query(MetricPlot):
             plot.monochrome = self.no_color
         self._set_view(self.view_id)
-        if self.mode == "train":
-            self.trainer_running = True
-            self._run_trainer()
-        else:
-            self.watcher = MetricsWatcher(self.run_dir, self.post_message, poll_interval=self.watch_poll)
-            self.watcher.start()
+        self.follower = MetricsFollower(self.source.run_dir.metrics, self.post_message,
+                                        poll_interval=self.poll_interval)
+        self.follower.start()
         self.refresh_now()
         self.set_interval(1.0 / self.refresh_hz, self.refresh_now, name="redraw")
 
     def on_unmount(self) -> None:
-        if self.watcher is not None:
-            self.watcher.close()
-        if self.control is not None and self.trainer_running:
-            # Whatever tore the app down, the trainer must not keep running headless.
-            self.control.request_stop("monitor closed")
+        # The trainer is not ours to stop here: a live run's trainer is the application layer's
+        # to end (it knows whether the monitor crashed), a watched one is never stopped.
+        if self.follower is not None:
+            self.follower.close()
 
     def on_resize(self) -> None:
         # Breakpoint classes change with the size; the "Pane" key only exists when compact.
@@ -186,97 +185,118 @@ class MonitorApp(App[int]):
         if event.tab is not None and event.tab.id:
             self._set_view(event.tab.id.removeprefix("tab-"))
 
-    # --- trainer -----------------------------------------------------------------------------
-    @work(thread=True, exit_on_error=False, name="trainer", group="trainer")
-    def _run_trainer(self) -> None:
-        """Runs train_fn on a daemon thread and waits for it.
-
-        train_fn does not run in the worker's own thread: thread workers live in asyncio's
-        default executor, which the interpreter joins at exit, so a trainer stuck in a step
-        would make quitting hang. A daemon thread cannot hold the process, and the worker can
-        return as soon as the app cancels it.
-        """
-        worker = get_current_worker()
-        done = threading.Event()
-
-        def target() -> None:
-            error, tb = None, ""
-            try:
-                self._train_fn(self.sink, self.control)
-            except BaseException as exc:  # noqa: BLE001 - any failure must reach the screen
-                error, tb = f"{type(exc).__name__}: {exc}", traceback.format_exc()
-            # The sink's last batch is posted before this message, so the UI sees the final
-            # events before it learns the trainer is gone.
-            self.sink.close()
-            self.post_message(TrainerFinished(error=error, traceback=tb))
-            done.set()
-
-        threading.Thread(target=target, name="molpt-trainer", daemon=True).start()
-        while not done.wait(0.1):
-            if worker.is_cancelled:
-                return
-
-    def on_trainer_finished(self, message: TrainerFinished) -> None:
-        self.trainer_running = False
-        self.trainer_done = True
-        if message.error:
-            self.trainer_error = message.error
-            self.state.add_log(f"training crashed: {message.error}", "error")
-            for line in message.traceback.rstrip().splitlines()[-12:]:
-                self.state.add_log(line, "error")
-            self.notify(message.error, title="Training crashed", severity="error", timeout=30)
-        elif self.state.finished is None:
-            stopped = self.control.stop_requested
-            self.state.apply([Finished(
-                status="stopped" if stopped else "completed", epoch=self.state.history.last_epoch,
-                message="the trainer returned without reporting how it ended")], notify=False)
-        if not self._ui_alive:
-            return
-        self.refresh_bindings()
-        self.refresh_now()
-        if self.quitting:
-            self.exit(self.exit_code, return_code=self.exit_code)
-
-    @property
-    def exit_code(self) -> int:
-        if self.mode == "watch":
-            return EXIT_COMPLETED
-        if self.trainer_error:
-            return EXIT_FAILED
-        fin = self.state.finished
-        if fin is not None and self.trainer_done:
-            return {"completed": EXIT_COMPLETED, "stopped": EXIT_STOPPED}.get(fin.status, EXIT_FAILED)
-        return EXIT_STOPPED  # left while the trainer was still running
-
     # --- incoming data -----------------------------------------------------------------------
     def on_event_batch(self, message: EventBatch) -> None:
-        if message.backlog:
-            self._backlog_alerts += sum(1 for e in message.events if e.kind == "alert")
-        self.state.apply(message.events, notify=not message.backlog)
+        history, live = self._split_history(message)
+        self._backlog_alerts += sum(1 for e in history if e.kind == "alert")
+        self.state.apply(history, notify=False, warnings=message.warnings)
+        self.state.apply(live)
+        for event in live:
+            if isinstance(event, Finished) and event.status not in ("completed", "stopped"):
+                self.notify(event.message or f"the run ended {event.status}",
+                            title=f"Training {event.status}", severity="error", timeout=30)
+
+    def _split_history(self, message: EventBatch) -> tuple[list[Event], list[Event]]:
+        """The events that were there before this monitor's run began (no toasts for them) and
+        the rest. A live trainer's first lines are usually read in the backlog too: they are
+        news, and so is everything after its own RunStarted."""
+        events = message.events
+        if not message.backlog:
+            return [], events
+        live_after = self.source.live_after_segments()
+        if live_after is None:
+            return events, []
+        segments = self.state.segments
+        if segments > live_after:
+            return [], events
+        for i, event in enumerate(events):
+            if isinstance(event, RunStarted):
+                segments += 1
+                if segments > live_after:
+                    return events[:i], events[i:]
+        return events, []
 
     def on_watch_file_status(self, message: WatchFileStatus) -> None:
-        self.watch_exists = message.exists
-        self.watch_last_write = message.last_write
+        self.feed = replace(self.feed, exists=message.exists, last_write=message.last_write, error="")
 
     def on_watch_reset(self, message: WatchReset) -> None:
         self.state = MonitorState()
+        self.source.reset()
         self._drawn.clear()
         self.state.add_log(f"{message.reason}; reloading", "warning")
+
+    def on_tailer_failed(self, message: TailerFailed) -> None:
+        # The follower retries every poll and reports each failure: say it once per new error.
+        if message.error == self.feed.error:
+            return
+        self.feed = replace(self.feed, error=message.error)
+        self.state.add_log(message.error, "error")
+        for line in message.traceback.rstrip().splitlines()[-6:]:
+            self.state.add_log(line, "error")
+        self.notify(f"{message.error}\nThe screen may be out of date; retrying.", title="Cannot read the run",
+                    severity="error", timeout=15)
+        self.refresh_now()
+
+    def on_feed_synced(self, message: FeedSynced) -> None:
+        if message.token == self._sync_token:
+            self._settle_trainer()
+
+    # --- the own trainer ---------------------------------------------------------------------
+    def _check_source(self) -> None:
+        self.source.check()
+        if self.source.trainer_exit() is None or self.trainer_done or self._sync_token is not None:
+            return
+        # Its last lines may not be read yet: decide how it ended only once the follower has
+        # posted everything the file held after the exit.
+        if self.follower is not None:
+            self._sync_token = self.follower.request_sync()
+            self.set_timer(self.sync_timeout, self._settle_trainer, name="settle-trainer")
+        else:
+            self._settle_trainer()
+
+    def _settle_trainer(self) -> None:
+        if self.trainer_done or not self._ui_alive:
+            return
+        self.trainer_done = True
+        self.source.settle_exit()
+        crash = self.source.crash(self.state)
+        if crash:
+            self.state.add_log(crash, "error")
+            for line in self._trainer_log_tail():
+                self.state.add_log(line, "error")
+            self.notify(crash, title="Trainer died", severity="error", timeout=30)
+        self.refresh_now()
+        if self.quitting:
+            self._leave()
+
+    def _trainer_log_tail(self) -> list[str]:
+        path = self.source.run_dir.trainer_log
+        try:
+            with open(path, "rb") as fh:
+                fh.seek(0, 2)
+                size = fh.tell()
+                fh.seek(max(0, size - 8192))
+                text = fh.read().decode("utf-8", errors="replace")
+        except OSError:
+            return []
+        lines = text.rstrip().splitlines()[-TRAINER_LOG_TAIL:]
+        return [f"{path.name}: {line}" for line in lines] if lines else []
 
     # --- redraw ------------------------------------------------------------------------------
     @property
     def _ui_alive(self) -> bool:
-        # Messages from the trainer thread can still arrive while the app is shutting down.
+        # Messages from the follower thread can still arrive while the app is shutting down.
         return self.is_running and bool(self.screen_stack)
 
     def refresh_now(self) -> None:
         """Bring every pane up to date with the state (the timer's job; tests call it too)."""
         if not self._ui_alive:
             return
+        self._check_source()
         state, drawn = self.state, self._drawn
         versions = state.versions
         if drawn.get("header") != versions["header"]:
-            self.query_one(RunHeader).show(state.run, mode=self.mode, run_dir=self.run_dir)
+            self.query_one(RunHeader).show(state.run, badge=self.source.badge, run_dir=str(self.source.run_dir.path))
             drawn["header"] = versions["header"]
         plot_key = (versions["data"], self.zoom_index, self.log_y, id(state.store))
         if drawn.get("plots") != plot_key:
@@ -294,68 +314,42 @@ class MonitorApp(App[int]):
         if drawn.get("log") != versions["log"]:
             self.query_one(LogPane).show(list(state.log))
             drawn["log"] = versions["log"]
-        banner_key = (versions["finished"], self.trainer_error)
+        banner_key = (versions["finished"], self.trainer_done)
         if drawn.get("banner") != banner_key:
             self._show_banner()
             drawn["banner"] = banner_key
         now = self.clock()
         info = self._progress_info(now)
         self.query_one(ProgressPane).show(info)
-        status = (info.status, info.status_note)
-        if status != self._last_status:
-            self._last_status = status
+        keys = (info.status, info.status_note, self.compact,
+                *(self.check_action(action, ()) for action in STEERING))
+        if keys != self._last_keys:
+            self._last_keys = keys
             self.refresh_bindings()
-        self._toast_alerts()
+        self._toasts()
 
     def _show_banner(self) -> None:
         banner = self.query_one(Banner)
-        if self.trainer_error:
-            banner.show("failed", [f"Training crashed: {self.trainer_error}",
-                                   "The traceback is in the Log pane. Press q to quit."])
+        crash = self.source.crash(self.state)
+        if crash:
+            banner.show("failed", [crash + ".", f"Its last lines are in the Log pane (from "
+                                   f"{self.source.run_dir.trainer_log}). Press q to quit."])
             return
-        fin = self.state.finished
+        fin = self.source.finished(self.state)
         if fin is None:
             banner.show(None, [])
             return
         outcome = fin.status if fin.status in ("completed", "stopped") else "failed"
         banner.show(outcome, self.state.summary_lines())
 
-    def _status(self, now: float) -> tuple[str, str]:
-        fin = self.state.finished
-        if self.mode == "train":
-            if self.trainer_error:
-                return "CRASHED", ""
-            if self.trainer_running:
-                if self.control.stop_requested:
-                    return "STOPPING", "finishing the current step"
-                if self.control.paused:
-                    return "PAUSED", ""
-                return "RUNNING", ""
-            if fin is not None:
-                return {"completed": "COMPLETED", "stopped": "STOPPED"}.get(fin.status, "FAILED"), ""
-            return "STOPPED", ""
-        if self.watch_exists is False:
-            return "WAITING", f"no {METRICS_FILE} yet"
-        if fin is not None:
-            return "FINISHED", fin.status
-        if self.watch_last_write is not None:
-            quiet = now - self.watch_last_write
-            if quiet > self.stale_threshold():
-                return "STALE", f"no writes for {fmt_ago(quiet)}"
-        if self.state.run is None:
-            return "WAITING", "no run started yet"
-        return "FOLLOWING", ""
-
-    def stale_threshold(self) -> float:
-        # A run with slow epochs writes rarely; do not call it stale before ~3 epochs of silence.
-        rate = self.state.seconds_per_epoch()
-        return max(self.stale_after, 3 * rate) if rate == rate else self.stale_after
+    def status(self, now: float | None = None) -> StatusLine:
+        return self.source.status(self.state, self.feed, self.clock() if now is None else now)
 
     def _progress_info(self, now: float) -> ProgressInfo:
         state = self.state
-        status, note = self._status(now)
-        if self.mode == "watch" and status in ("STALE", "WAITING") and self.watch_last_write:
-            now = self.watch_last_write  # a dead run's clock stopped at its last write
+        status = self.status(now)
+        if status.label in ("STALE", "WAITING") and self.feed.last_write:
+            now = self.feed.last_write  # a dead run's clock stopped at its last write
         elapsed = state.elapsed(now)
         metrics = state.last_metrics
         zoom = ZOOMS[self.zoom_index]
@@ -363,65 +357,114 @@ class MonitorApp(App[int]):
             epoch=state.history.last_epoch,
             total=state.run.epochs if state.run else None,
             elapsed=elapsed,
-            eta=None if status == "STALE" else state.eta(now),
+            eta=None if status.label == "STALE" else state.eta(now),
             seconds_per_epoch=state.seconds_per_epoch(elapsed),
             loss=metrics.loss if metrics else None,
             fwd_energy=metrics.fwd_energy if metrics else None,
             inv_energy=metrics.inv_energy if metrics else None,
             lr=metrics.lr if metrics else None,
-            status=status,
-            status_note=note,
+            status=status.label,
+            status_note=status.note,
             view=f"zoom {'all' if zoom is None else f'last {zoom}'} · y {'log' if self.log_y else 'linear'}",
         )
 
-    def _toast_alerts(self) -> None:
+    def _toasts(self) -> None:
         if self._backlog_alerts:
             n, self._backlog_alerts = self._backlog_alerts, 0
             self.notify(f"{n} alert{'s' if n != 1 else ''} in this run's history: see the Alerts pane",
                         title="Alerts", severity="warning")
         alerts = self.state.take_alerts()
         for alert in alerts[:MAX_TOASTS_PER_TICK]:
-            severity = {"error": "error", "warning": "warning"}.get(alert.severity, "information")
             text = alert.message + (f"\n→ {alert.hint}" if alert.hint else "")
-            self.notify(text, title=f"Alert at epoch {alert.epoch}", severity=severity, timeout=10)
+            if alert.severity == "error":
+                self.notify(text, title=f"Alert at epoch {alert.epoch}", severity="error", timeout=10)
+            elif alert.severity == "warning":
+                self.notify(text, title=f"Alert at epoch {alert.epoch}", severity="warning", timeout=10)
+            else:
+                self.notify(text, title=f"Alert at epoch {alert.epoch}", timeout=10)
         if len(alerts) > MAX_TOASTS_PER_TICK:
             self.notify(f"and {len(alerts) - MAX_TOASTS_PER_TICK} more: see the Alerts pane",
                         title="Alerts", severity="warning")
+        for ack in self.state.take_acks():
+            self.notify(ack_text(ack), title="Trainer", timeout=5)
 
-    # --- actions -----------------------------------------------------------------------------
+    # --- steering ----------------------------------------------------------------------------
+    def control_action(self, action: str) -> ControlAction:
+        """The request a steering key sends now (the pause key toggles on the trainer's state)."""
+        if action == "toggle_pause":
+            return "resume" if self.state.paused else "pause"
+        return ACTION_OF[action]
+
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        if action in TRAINER_ACTIONS:
-            if self.mode != "train":
-                return False  # watch mode is read-only: hide these keys entirely
-            if not self.trainer_running or self.control.stop_requested:
-                return None  # shown greyed out: the run is over or ending
+        if action in STEERING:
+            # None greys the key out; pressing it then says why (on_key).
+            return True if self.source.allowed(self.control_action(action), self.state) else None
         if action == "next_view":
             return self.compact
         return True
 
-    def action_toggle_pause(self) -> None:
-        if self.control.paused:
-            self.control.resume()
-            self.notify("Resumed", timeout=3)
-        else:
-            self.control.pause()
-            self.notify("Paused: the trainer halts before its next step (p to resume)", timeout=4)
+    def on_key(self, event: events.Key) -> None:
+        # Textual does not run the action of a greyed-out key; a key that silently does nothing
+        # reads as a broken monitor, so say why it is refused.
+        if len(self.screen_stack) > 1 or isinstance(self.screen, ModalScreen):
+            return
+        for binding in self._steering_bindings():
+            if event.key == binding.key and self.check_action(binding.action, ()) is not True:
+                event.prevent_default()
+                event.stop()
+                self._refuse(binding.action)
+                return
+
+    def _steering_bindings(self) -> Iterable[Binding]:
+        for binding in self.BINDINGS:
+            if isinstance(binding, Binding) and binding.action in STEERING:
+                yield binding
+
+    def _refuse(self, action: str) -> None:
+        request = self.control_action(action)
+        reason = self.source.refusal(request, self.state) or self.source.send_error
+        self.notify(f"Cannot {VERBS[request]}: {reason}", title="Not sent", severity="warning", timeout=6)
+
+    def _steer(self, action: str) -> bool:
+        """Send the request of a steering key; False (and a toast saying why) if refused."""
+        if self.check_action(action, ()) is not True:
+            self._refuse(action)
+            return False
+        request = self.source.send(self.control_action(action))
+        if request is None:
+            self.notify(f"Cannot {VERBS[self.control_action(action)]}: {self.source.send_error}",
+                        title="Not sent", severity="error", timeout=8)
+            return False
         self.refresh_now()
+        return True
+
+    def action_toggle_pause(self) -> None:
+        resume = self.state.paused
+        if self._steer("toggle_pause"):
+            self.notify("Resume sent" if resume else
+                        "Pause sent: the trainer halts before its next step (p to resume)", timeout=3)
 
     def action_checkpoint(self) -> None:
-        self.control.request_checkpoint()
-        self.notify("Checkpoint requested: written after the current step", timeout=4)
+        if self._steer("checkpoint"):
+            self.notify("Checkpoint requested: written after the current step", timeout=3)
 
     def action_write_png(self) -> None:
-        self.control.request_png()
-        self.notify("PNG requested: written after the current step", timeout=4)
+        if self._steer("write_png"):
+            self.notify("PNG requested: written after the current step", timeout=3)
 
     def action_stop(self) -> None:
-        self.control.request_stop("stopped from the monitor")
-        self.notify("Stopping: the trainer finishes its step and writes a checkpoint and the PNG",
-                    timeout=6)
-        self.refresh_bindings()
-        self.refresh_now()
+        if isinstance(self.screen, ConfirmScreen):
+            return
+        if self.check_action("stop", ()) is not True:
+            self._refuse("stop")
+            return
+        whom = "training" if self.source.owns_trainer else "the trainer writing this run"
+        self.push_screen(ConfirmStopScreen(whom), self._on_stop_answer)
+
+    def _on_stop_answer(self, confirmed: bool | None) -> None:
+        if confirmed and self._steer("stop"):
+            self.notify("Stop sent: the trainer finishes its step and writes a checkpoint and the PNG",
+                        timeout=6)
 
     def action_toggle_log(self) -> None:
         self.log_y = not self.log_y
@@ -437,52 +480,57 @@ class MonitorApp(App[int]):
     def action_help(self) -> None:
         if isinstance(self.screen, HelpScreen):
             return
-        notes = ["Ctrl+P opens the command palette with the same actions."]
-        if self.mode == "watch":
-            notes.insert(0, "Watch mode is read-only: pause, checkpoint, PNG and stop act on a "
-                            "live trainer and are not available here.")
-        notes.append(f"Screens narrower than {WIDE_MIN_WIDTH} or lower than {WIDE_MIN_HEIGHT} rows "
-                     "show one pane at a time: v or the tabs switch panes.")
+        notes = [*self.source.help_notes(), "Ctrl+P opens the command palette with the same actions.",
+                 f"Screens narrower than {WIDE_MIN_WIDTH} or lower than {WIDE_MIN_HEIGHT} rows "
+                 "show one pane at a time: v or the tabs switch panes."]
         self.push_screen(HelpScreen(self.help_rows(), notes))
 
     def help_rows(self) -> list[tuple[str, str]]:
-        """(keys, what they do) per action of this mode; several keys for one action share a row."""
-        rows: dict[str, list] = {}
-        for binding in self._bindings_for_mode():
-            keys, text = rows.setdefault(binding.action, [[], binding.tooltip or binding.description])
+        """(keys, what they do) per action; several keys for one action share a row."""
+        rows: dict[str, tuple[list[str], str]] = {}
+        for binding in self.BINDINGS:
+            if not isinstance(binding, Binding):
+                continue
+            keys, _ = rows.setdefault(binding.action, ([], binding.tooltip or binding.description))
             keys.append(self.get_key_display(binding))
         return [(" / ".join(keys), text) for keys, text in rows.values()]
 
-    def _bindings_for_mode(self) -> Iterable[Binding]:
-        for binding in self.BINDINGS:
-            if self.mode == "watch" and binding.action in TRAINER_ACTIONS:
+    def get_system_commands(self, screen: Screen[Any]) -> Iterable[SystemCommand]:
+        for command in super().get_system_commands(screen):
+            if command.title not in REPLACED_SYSTEM_COMMANDS:
+                yield command
+        tooltips = {b.action: b.tooltip for b in self.BINDINGS if isinstance(b, Binding)}
+        for action, title in COMMANDS:
+            if action == "next_view" and not self.compact:
                 continue
-            yield binding
+            yield SystemCommand(title, tooltips.get(action, ""), self._command(action))
 
-    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
-        yield from super().get_system_commands(screen)
-        titles = {"toggle_pause": "Pause / resume training", "checkpoint": "Save checkpoint now",
-                  "write_png": "Write PNG now", "toggle_log": "Toggle log y-axis",
-                  "cycle_zoom": "Cycle plot zoom", "next_view": "Next pane",
-                  "stop": "Stop training gracefully", "help": "Help: keys"}
-        for action, title in titles.items():
-            if not self.check_action(action, ()):
-                continue
-            binding = next(b for b in self.BINDINGS if b.action == action)
-            yield SystemCommand(title, binding.tooltip, getattr(self, f"action_{action}"))
+    def _command(self, action: str) -> Callable[[], Any]:
+        if action in STEERING:
+            return lambda: self._invoke_steering(action)
+        method: Callable[[], Any] = getattr(self, f"action_{action}")
+        return method
 
+    def _invoke_steering(self, action: str) -> None:
+        if self.check_action(action, ()) is not True:
+            self._refuse(action)
+            return
+        method: Callable[[], None] = getattr(self, f"action_{action}")
+        method()
+
+    # --- quitting ----------------------------------------------------------------------------
     async def action_quit(self) -> None:
-        if isinstance(self.screen, ConfirmQuitScreen):
+        if isinstance(self.screen, ConfirmScreen):
             return
-        if self.mode == "train" and self.trainer_running:
-            if self.quitting:
-                self._force_exit()
-            elif self.control.stop_requested:
-                self._begin_quit()
-            else:
-                self.push_screen(ConfirmQuitScreen(), self._on_quit_answer)
+        if not self.source.owns_trainer or self.trainer_done:
+            self._leave()
             return
-        self.exit(self.exit_code, return_code=self.exit_code)
+        if self.quitting:
+            self._force_exit()
+        elif self.source.stopping(self.state) or self.source.trainer_exit() is not None:
+            self._begin_quit()
+        else:
+            self.push_screen(ConfirmQuitScreen(), self._on_quit_answer)
 
     def _on_quit_answer(self, confirmed: bool | None) -> None:
         if confirmed:
@@ -490,46 +538,50 @@ class MonitorApp(App[int]):
 
     def _begin_quit(self) -> None:
         self.quitting = True
-        self.control.request_stop("quit from the monitor")
+        if not self.source.stopping(self.state) and self.source.trainer_exit() is None:
+            if self.source.send("stop") is None:
+                # The channel is unwritable: the handle's own stop still saves.
+                self.state.add_log(f"cannot send stop ({self.source.send_error}); terminating the trainer",
+                                   "warning")
+                self.source.stop_now()
         self.notify("Quitting: waiting for the trainer to finish its step and save (q again to force)",
                     timeout=self.quit_timeout)
         self.set_timer(self.quit_timeout, self._force_exit, name="force-quit")
-        self.refresh_bindings()
         self.refresh_now()
 
     def _force_exit(self) -> None:
-        if self.trainer_running:
-            # The trainer thread is a daemon: it dies with the process, possibly mid-save.
-            self.forced_exit = True
-            self.exit(self.exit_code, return_code=self.exit_code)
+        if self.trainer_done or not self._ui_alive:
+            return
+        self.forced_exit = True
+        self.source.stop_now()
+        self._leave()
+
+    def _leave(self) -> None:
+        self.exited_by_user = True
+        code = self.exit_code
+        self.exit(code, return_code=code)
+
+    @property
+    def exit_code(self) -> int:
+        return self.source.exit_code(self.state)
 
 
-# --- entry points used by the CLI -------------------------------------------------------------
-def run_train_app(train_fn: TrainFn, *, no_mouse: bool = False, title: str | None = None) -> int:
-    """Run `train_fn(sink, control)` under the live monitor; returns the process exit code:
-    0 completed, 130 stopped or quit before completion, 1 if train_fn raised."""
-    app = MonitorApp(mode="train", train_fn=train_fn, title=title)
+# --- entry point used by the application layer -------------------------------------------------
+EXIT_UI_CRASHED = 1
+
+
+def run_monitor(source: RunSource, *, no_mouse: bool = False, title: str | None = None) -> int:
+    """Show `source` until the user quits; returns the process exit code (the source's: a live
+    run's trainer exit code, 0 for watch), or 1 if the monitor itself crashed. A live trainer
+    still running afterwards (forced quit, crash) is the caller's to end."""
+    app = MonitorApp(source, title=title)
     app.run(mouse=not no_mouse)
-    if app.control is not None and app.trainer_running:
-        app.control.request_stop("monitor closed")
+    if not app.exited_by_user:
+        return EXIT_UI_CRASHED  # an exception took it down: never report that as the run's outcome
     return app.exit_code
 
 
-def run_watch_app(run_dir: str | Path, *, no_mouse: bool = False, stale_after: float = 120.0) -> int:
-    """Attach read-only to RUN_DIR/metrics.jsonl, following it as it grows."""
-    path = Path(run_dir)
-    if not path.is_dir():
-        import sys
-
-        print(f"molpt-tui watch: {path} is not a run directory", file=sys.stderr)
-        return 2
-    app = MonitorApp(mode="watch", run_dir=path, title=f"molpt-tui watch {path.name}",
-                     stale_after=stale_after)
-    app.run(mouse=not no_mouse)
-    return app.exit_code
-
-
-def save_screenshot(app: App, path: str | Path) -> Path:
+def save_screenshot(app: App[Any], path: str | Path) -> Path:
     """Write the app's current screen as SVG (for docs and bug reports)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

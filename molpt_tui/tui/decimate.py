@@ -8,6 +8,7 @@ away. Everything here is numpy on contiguous float arrays so a million points co
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 
@@ -66,16 +67,22 @@ def is_positive(y: np.ndarray) -> bool:
 
 
 def log10_transform(y: np.ndarray) -> np.ndarray:
-    return np.log10(y)
+    out: np.ndarray = np.log10(y)
+    return out
 
 
 def symlog_transform(y: np.ndarray, linthresh: float = SYMLOG_LINTHRESH) -> np.ndarray:
     """sign(y)·log10(1 + |y|/c): monotonic, defined at 0 and for negative values."""
-    return np.sign(y) * np.log10(1.0 + np.abs(y) / linthresh)
+    out: np.ndarray = np.sign(y) * np.log10(1.0 + np.abs(y) / linthresh)
+    return out
 
 
 def symlog_inverse(t: float, linthresh: float = SYMLOG_LINTHRESH) -> float:
     return math.copysign(linthresh * (10.0 ** abs(t) - 1.0), t)
+
+
+def _pow10(t: float) -> float:
+    return float(10.0 ** t)
 
 
 def format_tick(value: float) -> str:
@@ -107,10 +114,10 @@ def log_ticks(lo: float, hi: float, *, symlog: bool, max_ticks: int = 5) -> tupl
         top = math.ceil(max(abs(lo), abs(hi))) + 1
         values = [0.0] + [s * 10.0 ** m for m in range(0, top + 1) for s in (1.0, -1.0)]
         pairs = sorted((float(symlog_transform(np.array([v]))[0]), v) for v in values)
-        inverse = symlog_inverse
+        inverse: Callable[[float], float] = symlog_inverse
     else:
         pairs = [(float(d), 10.0 ** d) for d in range(math.ceil(lo), math.floor(hi) + 1)]
-        inverse = lambda t: 10.0 ** t  # noqa: E731
+        inverse = _pow10
     pairs = [(p, v) for p, v in pairs if lo <= p <= hi]
     if len(pairs) >= 2:
         step = math.ceil(len(pairs) / max_ticks)

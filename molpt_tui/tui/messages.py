@@ -1,4 +1,4 @@
-"""Messages that carry trainer and watcher output into the UI thread."""
+"""Messages that carry what the metrics follower read into the UI thread."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -10,24 +10,19 @@ from molpt_tui.training.events import Event
 
 @dataclass
 class EventBatch(Message):
-    """Trainer events in emission order. `backlog` marks history read at attach time (watch),
-    whose alerts are summarised rather than each raising a toast."""
+    """Events in file order. `backlog` marks the history present when the monitor attached, whose
+    alerts and acknowledgements are summarised rather than each raising a toast. `warnings` name
+    lines the reader skipped."""
 
     events: list[Event] = field(default_factory=list)
     backlog: bool = False
-
-
-@dataclass
-class TrainerFinished(Message):
-    """`train_fn` returned (error is None) or raised; posted after the sink's last batch."""
-
-    error: str | None = None
-    traceback: str = ""
+    warnings: list[str] = field(default_factory=list)
 
 
 @dataclass
 class WatchFileStatus(Message):
-    """State of the watched metrics file: whether it exists and when it was last written."""
+    """State of the followed metrics file: whether it exists and when it was last written. Also
+    sent after a failed read works again, so the error on screen can be cleared."""
 
     exists: bool
     last_write: float | None = None
@@ -38,3 +33,18 @@ class WatchReset(Message):
     """The metrics file was truncated or replaced: what was shown no longer matches it."""
 
     reason: str = ""
+
+
+@dataclass
+class TailerFailed(Message):
+    """Reading the metrics file failed; the follower keeps trying. Sent on every failed poll."""
+
+    error: str
+    traceback: str = ""
+
+
+@dataclass
+class FeedSynced(Message):
+    """Everything the file held when sync `token` was requested has been posted before this."""
+
+    token: int

@@ -1,9 +1,11 @@
-"""Modal screens: key help and the quit confirmation."""
+"""Modal screens: key help and the stop / quit confirmations."""
 from __future__ import annotations
+
+from typing import ClassVar
 
 from rich.table import Table
 from textual.app import ComposeResult
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.content import Content
 from textual.screen import ModalScreen
@@ -11,9 +13,9 @@ from textual.widgets import Button, Static
 
 
 class HelpScreen(ModalScreen[None]):
-    """Keys of the current mode, built from the app's own bindings so it cannot drift."""
+    """Keys of the monitor, built from the app's own bindings so it cannot drift."""
 
-    BINDINGS = [
+    BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "close", "Close"),
         Binding("question_mark", "close", "Close", show=False),
         Binding("f1", "close", "Close", show=False),
@@ -42,27 +44,30 @@ class HelpScreen(ModalScreen[None]):
         self.dismiss(None)
 
 
-class ConfirmQuitScreen(ModalScreen[bool]):
-    """Quitting stops the run; ask first so a stray `q` does not end hours of training."""
+class ConfirmScreen(ModalScreen[bool]):
+    """A yes/no question; `y` / `n` / escape, or the buttons. Dismisses with the answer."""
 
-    BINDINGS = [
-        Binding("y", "answer(True)", "Stop and quit"),
-        Binding("n", "answer(False)", "Keep training"),
-        Binding("escape", "answer(False)", "Keep training", show=False),
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("y", "answer(True)", "Yes"),
+        Binding("n", "answer(False)", "No"),
+        Binding("escape", "answer(False)", "No", show=False),
     ]
+
+    def __init__(self, text: str, yes: str, no: str) -> None:
+        super().__init__()
+        self._text = text
+        self._yes = yes
+        self._no = no
 
     def compose(self) -> ComposeResult:
         with Vertical(id="confirm-box"):
-            yield Static(
-                "Training is still running.\n\nQuit now? The trainer stops after its current step "
-                "and writes a checkpoint and the PNG before the app exits.",
-                id="confirm-text",
-            )
+            yield Static(self._text, id="confirm-text")
             with Horizontal(id="confirm-buttons"):
-                yield Button("Stop and quit (y)", id="confirm-yes", variant="error")
-                yield Button("Keep training (n)", id="confirm-no", variant="primary")
+                yield Button(f"{self._yes} (y)", id="confirm-yes", variant="error")
+                yield Button(f"{self._no} (n)", id="confirm-no", variant="primary")
 
     def on_mount(self) -> None:
+        # The safe answer has the focus, so a stray Enter keeps the run going.
         self.query_one("#confirm-no", Button).focus()
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
@@ -71,3 +76,21 @@ class ConfirmQuitScreen(ModalScreen[bool]):
 
     def action_answer(self, answer: bool) -> None:
         self.dismiss(answer)
+
+
+class ConfirmQuitScreen(ConfirmScreen):
+    """Quitting a live run stops it; ask first so a stray `q` does not end hours of training."""
+
+    def __init__(self) -> None:
+        super().__init__("Training is still running.\n\nQuit now? The trainer stops after its current step "
+                         "and writes a checkpoint and the PNG before the app exits.",
+                         yes="Stop and quit", no="Keep training")
+
+
+class ConfirmStopScreen(ConfirmScreen):
+    """Stopping cannot be undone from here (resuming is a new run segment): ask first."""
+
+    def __init__(self, whom: str) -> None:
+        super().__init__(f"Stop {whom}?\n\nIt finishes its current step and writes a checkpoint and the PNG; "
+                         "the run can be continued later with --resume.",
+                         yes="Stop training", no="Keep training")

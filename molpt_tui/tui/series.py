@@ -55,11 +55,12 @@ class SeriesStore:
             new[: self.n] = old[: self.n]
             self._data[key] = new
         nblocks = capacity // BLOCK + 1
-        for table in (self._bmin, self._bmax, self._imin, self._imax):
-            for key, old in table.items():
-                new = np.zeros(nblocks, dtype=old.dtype)
-                new[: self._nb] = old[: self._nb]
-                table[key] = new
+        tables: tuple[dict[str, np.ndarray], ...] = (self._bmin, self._bmax, self._imin, self._imax)
+        for table in tables:
+            for key, summary in table.items():
+                grown: np.ndarray = np.zeros(nblocks, dtype=summary.dtype)
+                grown[: self._nb] = summary[: self._nb]
+                table[key] = grown
         self._capacity = capacity
 
     def sync(self, history: History, start: int = 0) -> None:

@@ -2,6 +2,10 @@
 
 Each part of the screen has a version counter. Events bump counters; the redraw timer compares
 them with what each pane last drew, so a pane is only rebuilt when its data really changed.
+
+Whether the trainer is paused or stopping is what its acknowledgements say, never what a key
+press asked for: a request can be lost (a trainer that died) or refused, and every viewer of the
+run must show the same truth.
 """
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ import bisect
 import math
 import statistics
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from molpt_tui.training.events import (
@@ -19,6 +24,7 @@ from molpt_tui.training.events import (
     Finished,
     LogBlock,
     Message,
+    RequestAcknowledged,
     RunStarted,
 )
 from molpt_tui.training.history import History
@@ -43,15 +49,24 @@ class MonitorState:
         self.store = SeriesStore()
         self.log: deque[LogEntry] = deque(maxlen=max_log)
         self.pending_alerts: list[Alert] = []
+        self.pending_acks: list[RequestAcknowledged] = []
+        self.acked_ids: set[str] = set()
+        self.paused = False     # from the trainer's acknowledgements of pause / resume
+        self.stopping = False   # a stop was acknowledged and the segment has not finished yet
         self.last_metrics: EpochMetrics | None = None
         self.first_event_t: float | None = None
         self.last_event_t: float | None = None
         self.segments = 0
         self.n_events = 0
-        self.versions = {"header": 0, "data": 0, "blocks": 0, "alerts": 0, "log": 0, "finished": 0}
+        self.versions = {"header": 0, "data": 0, "blocks": 0, "alerts": 0, "log": 0, "finished": 0,
+                         "steer": 0}
 
     # --- input -------------------------------------------------------------------------------
-    def apply(self, events: list[Event], *, notify: bool = True) -> None:
+    def apply(self, events: list[Event], *, notify: bool = True, warnings: Iterable[str] = ()) -> None:
+        """Fold events in. `notify=False` for history read at attach time: no toasts for it.
+        `warnings` are the reader's notes on lines it skipped."""
+        for warning in warnings:
+            self.add_log(warning, "warning")
         dirty_from: int | None = None
         history = self.history
         self.n_events += len(events)
@@ -78,6 +93,8 @@ class MonitorState:
             elif isinstance(event, Finished):
                 history.add(event)
                 self._on_finished(event)
+            elif isinstance(event, RequestAcknowledged):
+                self._on_ack(event, notify)
             else:
                 continue
             if self.first_event_t is None:
@@ -97,6 +114,8 @@ class MonitorState:
         if event.engine_reason:
             self.add_log(f"energy engine: {event.engine} ({event.engine_reason})")
         self.segments += 1
+        self.paused = self.stopping = False  # a new segment starts running
+        self._bump("steer")
         self.history.add(event)
         self._bump("header")
         self._bump("finished")
@@ -109,7 +128,23 @@ class MonitorState:
         self.add_log(text, level)
         for path in event.files:
             self.add_log(f"  wrote {path}", level if level != "warning" else "info")
+        self.paused = self.stopping = False
+        self._bump("steer")
         self._bump("finished")
+
+    def _on_ack(self, event: RequestAcknowledged, notify: bool) -> None:
+        if event.request_id:
+            self.acked_ids.add(event.request_id)
+        if event.action == "pause":
+            self.paused = True
+        elif event.action == "resume":
+            self.paused = False
+        elif event.action == "stop":
+            self.stopping, self.paused = True, False
+        self.add_log(ack_text(event), "success" if event.action in ("checkpoint", "png") else "info")
+        if notify:
+            self.pending_acks.append(event)
+        self._bump("steer")
 
     def add_log(self, text: str, level: str = "info") -> None:
         self.log.append(LogEntry(text, level))
@@ -118,6 +153,10 @@ class MonitorState:
     def take_alerts(self) -> list[Alert]:
         alerts, self.pending_alerts = self.pending_alerts, []
         return alerts
+
+    def take_acks(self) -> list[RequestAcknowledged]:
+        acks, self.pending_acks = self.pending_acks, []
+        return acks
 
     def _bump(self, key: str) -> None:
         self.versions[key] += 1
@@ -141,12 +180,19 @@ class MonitorState:
             return elapsed / done
         return math.nan
 
+    def stale_threshold(self, minimum: float) -> float:
+        """Seconds of silence after which a followed run counts as stale. A run with slow epochs
+        writes rarely: it is not called stale before ~3 epochs of silence."""
+        rate = self.seconds_per_epoch()
+        return max(minimum, 3 * rate) if math.isfinite(rate) else minimum
+
     def elapsed(self, now: float) -> float | None:
         """Seconds since this run segment started; frozen once it finished."""
         run = self.run
         if run is None:
             return None
-        end = self.finished.t if self.finished is not None else now
+        finished = self.finished
+        end = finished.t if finished is not None else now
         return max(0.0, end - run.t)
 
     def eta(self, now: float) -> float | None:
@@ -167,7 +213,7 @@ class MonitorState:
         if fin is None:
             return []
         best = fin.best_loss if math.isfinite(fin.best_loss) else self.best_loss()
-        total = f"/{self.run.epochs}" if self.run else ""
+        total = f"/{self.run.epochs}" if self.run is not None else ""
         title = {"completed": "Training completed", "stopped": "Training stopped",
                  "failed": "Training failed"}.get(fin.status, f"Training {fin.status}")
         first = f"{title} at epoch {fin.epoch}{total} · best loss {fmt_num(best)}"
@@ -179,3 +225,17 @@ class MonitorState:
         if fin.files:
             lines.append("Files: " + ", ".join(fin.files))
         return lines
+
+
+def ack_text(event: RequestAcknowledged) -> str:
+    """One line for the log pane and the toast: what the trainer did with a request."""
+    detail = event.detail
+    if event.action == "checkpoint":
+        return f"checkpoint written: {detail}" if detail else "checkpoint written"
+    if event.action == "png":
+        return f"PNG written: {detail}" if detail else "PNG written"
+    if event.action == "pause":
+        return f"paused after epoch {event.epoch}"
+    if event.action == "resume":
+        return f"running again after epoch {event.epoch}"
+    return f"stopping after epoch {event.epoch}" + (f": {detail}" if detail else "")

@@ -1,120 +1,105 @@
-"""Follows a run's metrics.jsonl from a small thread and posts what it reads to the UI.
+"""The thin adapter between the training layer's tailer and Textual: updates become messages.
 
-Only complete lines are parsed: the trainer may be half-way through writing the last one, so
-the bytes after the final newline are kept and completed by the next read. The file's mtime is
-reported so the UI can tell a quiet run ("stale") from a busy one.
+`TailThread` (molpt_tui.training.tailer) polls metrics.jsonl from a daemon thread and hands
+over what it read; this module only turns that into messages posted to the app (safe from any
+thread). One addition: `request_sync()` returns a token that comes back as a `FeedSynced`
+message after a poll that started later has been posted in full, so the live monitor knows it
+has read every line a trainer wrote before it exited, without timing guesses.
 """
 from __future__ import annotations
 
+import itertools
 import os
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
-from textual.message import Message as TextualMessage
+from textual.message import Message
 
-from molpt_tui.training.events import Event, Message
-from molpt_tui.training.metrics_log import METRICS_FILE, parse_line
+from molpt_tui.training.tailer import MetricsTailer, TailThread, TailUpdate
 
-from .messages import EventBatch, WatchFileStatus, WatchReset
+from .messages import EventBatch, FeedSynced, TailerFailed, WatchFileStatus, WatchReset
+
+Post = Callable[[Message], object]
 
 
-class MetricsWatcher:
-    def __init__(self, run_dir: str | os.PathLike, post: Callable[[TextualMessage], object], *,
-                 poll_interval: float = 0.25, chunk_bytes: int = 4 << 20) -> None:
-        self.path = Path(run_dir) / METRICS_FILE
+class _SyncingTailer(MetricsTailer):
+    """A tailer whose polls also complete sync requests and report a recovery after a failure."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        super().__init__(path)
+        self._lock = threading.Lock()
+        self._wanted: list[int] = []
+        self._done: list[int] = []   # touched only by the polling thread
+        self._failed = False
+
+    def want_sync(self, token: int) -> None:
+        with self._lock:
+            self._wanted.append(token)
+
+    def take_synced(self) -> list[int]:
+        done, self._done = self._done, []
+        return done
+
+    def poll(self, on_chunk: Callable[[TailUpdate], None] | None = None) -> TailUpdate:
+        # Tokens taken before the read are satisfied by it: the file held at least what it held
+        # when they were requested.
+        with self._lock:
+            wanted, self._wanted = self._wanted, []
+        try:
+            update = super().poll(on_chunk)
+        except BaseException:
+            with self._lock:
+                self._wanted[:0] = wanted
+            self._failed = True
+            raise
+        if wanted or self._failed:
+            # Forces TailThread to hand this update over even if nothing changed, so the sync
+            # is answered and a recovered reader clears its error on screen.
+            update.status_changed = True
+        self._failed = False
+        self._done.extend(wanted)
+        return update
+
+
+class MetricsFollower:
+    """Follows one metrics.jsonl for the monitor and posts EventBatch, WatchFileStatus,
+    WatchReset, TailerFailed and FeedSynced messages through `post`."""
+
+    def __init__(self, path: str | os.PathLike[str], post: Post, *, poll_interval: float = 0.25) -> None:
         self._post = post
-        self.poll_interval = poll_interval
-        self.chunk_bytes = chunk_bytes
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._fh = None
-        self._identity: tuple[int, int] | None = None
-        self._offset = 0
-        self._remainder = b""
-        self._lineno = 0
-        self._exists: bool | None = None
-        self._mtime: float | None = None
-        self._backlog = True
+        self._tailer = _SyncingTailer(path)
+        self._thread = TailThread(self._tailer, self._on_update, self._on_error, interval=poll_interval)
+        self._tokens = itertools.count(1)
 
-    # --- lifecycle ---------------------------------------------------------------------------
+    @property
+    def path(self) -> Path:
+        return self._tailer.path
+
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="molpt-tui-watcher", daemon=True)
         self._thread.start()
 
     def close(self) -> None:
-        self._stop.set()
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join(timeout=2.0)
-        self._close_file()
+        self._thread.stop()
 
-    def _run(self) -> None:
-        while True:
-            try:
-                self.poll_once()
-            except OSError as exc:  # e.g. NFS hiccup: report and keep following
-                self._post(EventBatch([Message(text=f"reading {self.path}: {exc}", level="warning")]))
-            if self._stop.wait(self.poll_interval):
-                break
-
-    # --- one poll (also called directly by tests) --------------------------------------------
-    def poll_once(self) -> None:
-        try:
-            st = os.stat(self.path)
-        except FileNotFoundError:
-            if self._exists is not False:
-                self._exists = False
-                self._close_file()
-                self._post(WatchFileStatus(exists=False))
-            return
-        identity = (st.st_dev, st.st_ino)
-        if self._fh is not None and (identity != self._identity or st.st_size < self._offset):
-            self._close_file()
-            self._post(WatchReset(reason=f"{self.path.name} was truncated or replaced"))
-        if self._fh is None:
-            self._fh = open(self.path, "rb")
-            self._identity = identity
-            self._offset = 0
-            self._remainder = b""
-            self._lineno = 0
-        while not self._stop.is_set():
-            chunk = self._fh.read(self.chunk_bytes)
-            if not chunk:
-                break
-            self._offset += len(chunk)
-            events = self._parse(chunk)
-            if events:
-                self._post(EventBatch(events, backlog=self._backlog))
-        self._backlog = False
-        if self._exists is not True or st.st_mtime != self._mtime:
-            self._exists = True
-            self._mtime = st.st_mtime
-            self._post(WatchFileStatus(exists=True, last_write=st.st_mtime))
-
-    def _parse(self, chunk: bytes) -> list[Event]:
-        lines = (self._remainder + chunk).split(b"\n")
-        self._remainder = lines.pop()
-        events: list[Event] = []
-        for raw in lines:
-            self._lineno += 1
-            if not raw.strip():
-                continue
-            try:
-                event = parse_line(raw.decode("utf-8", errors="replace"))
-            except (ValueError, TypeError, KeyError) as exc:
-                events.append(Message(text=f"{self.path.name}:{self._lineno}: skipped a corrupt line ({exc})",
-                                      level="warning"))
-                continue
-            if event is not None:
-                events.append(event)
-        return events
+    def request_sync(self) -> int:
+        token = next(self._tokens)
+        self._tailer.want_sync(token)
+        return token
 
     @property
     def pending_bytes(self) -> int:
-        """Bytes of an unfinished last line held back until its newline arrives."""
-        return len(self._remainder)
+        return self._tailer.pending_bytes
 
-    def _close_file(self) -> None:
-        if self._fh is not None:
-            self._fh.close()
-            self._fh = None
+    def _on_update(self, update: TailUpdate) -> None:
+        if update.reset:
+            self._post(WatchReset(reason=update.reset))
+        if update.events or update.warnings:
+            self._post(EventBatch(update.events, backlog=update.backlog, warnings=update.warnings))
+        if update.status_changed:
+            self._post(WatchFileStatus(exists=update.exists, last_write=update.last_write))
+        for token in self._tailer.take_synced():
+            self._post(FeedSynced(token))
+
+    def _on_error(self, error: str, traceback: str) -> None:
+        self._post(TailerFailed(error=error, traceback=traceback))

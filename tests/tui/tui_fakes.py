@@ -13,20 +13,32 @@ import math
 import sys
 import threading
 import time
+import traceback
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 from molpt_tui.training.events import (
     Alert,
     CheckpointSaved,
     EpochMetrics,
+    Event,
     Finished,
     LogBlock,
     Message,
     RunStarted,
     header_line,
 )
-from molpt_tui.training.history import improvement_pct
+from textual.app import App
+from textual.pilot import Pilot
 
+from molpt_tui.training.control import TrainingControl
+from molpt_tui.training.history import improvement_pct
+from molpt_tui.training.metrics_log import MetricsLogSink
+from molpt_tui.training.run_dir import RunDirectory
+from molpt_tui.tui.source import LiveRun
+
+Wait = Callable[..., Awaitable[None]]  # the `wait` fixture: wait_until
 T0 = 1_700_000_000.0  # a fixed wall-clock origin for every stream
 FIXTURE_DIR = Path(__file__).resolve().parents[1] / "fixtures" / "watch_run"
 BLOCK_EPOCHS = (1, 2, 5, 10, 20, 50, 100, 150, 200)
@@ -58,9 +70,9 @@ def epoch_seconds(epoch: int) -> float:
     return 2.0 + 0.25 * math.sin(epoch)
 
 
-def epoch_events(epoch: int, t: float, first_loss: float) -> list:
+def epoch_events(epoch: int, t: float, first_loss: float) -> list[Event]:
     c = curves(epoch)
-    events: list = [EpochMetrics(epoch=epoch, grad_norm=1.0, seconds=epoch_seconds(epoch), t=t, **c)]
+    events: list[Event] = [EpochMetrics(epoch=epoch, grad_norm=1.0, seconds=epoch_seconds(epoch), t=t, **c)]
     if epoch in BLOCK_EPOCHS:
         acc = 0.136 + 0.28 * (1.0 - math.exp(-epoch / 40.0))
         events.append(LogBlock(epoch=epoch, improvement_pct=improvement_pct(first_loss, c["loss"]),
@@ -87,10 +99,10 @@ def epoch_events(epoch: int, t: float, first_loss: float) -> list:
     return events
 
 
-def train_stream(n_epochs: int = 120, *, total: int = 200) -> list:
+def train_stream(n_epochs: int = 120, *, total: int = 200) -> list[Event]:
     """A run in progress: RunStarted, n_epochs epochs with blocks, alerts and messages."""
     t = T0
-    events: list = [run_started(epochs=total, t=t),
+    events: list[Event] = [run_started(epochs=total, t=t),
                     Message(text="loaded 5000 MD samples per temperature from data/ala2 (cached)", t=t),
                     Message(text="naive swap acceptance 300↔450 K on held-out pairs: 0.136", t=t)]
     first = curves(1)["loss"]
@@ -100,11 +112,11 @@ def train_stream(n_epochs: int = 120, *, total: int = 200) -> list:
     return events
 
 
-def watch_stream() -> list:
+def watch_stream() -> list[Event]:
     """A finished run with a resume: segment 1 stops at epoch 62 (checkpoint at 60); segment 2
     resumes at 60, re-emits 61.., and completes at 200."""
     t = T0
-    events: list = [run_started(t=t), Message(text="loaded 5000 MD samples per temperature (cached)", t=t)]
+    events: list[Event] = [run_started(t=t), Message(text="loaded 5000 MD samples per temperature (cached)", t=t)]
     first = curves(1)["loss"]
     for epoch in range(1, 63):
         t += epoch_seconds(epoch)
@@ -127,7 +139,7 @@ def watch_stream() -> list:
     return events
 
 
-def jsonl(events: list) -> str:
+def jsonl(events: list[Event]) -> str:
     out = io.StringIO()
     out.write(json.dumps(header_line()) + "\n")
     for event in events:
@@ -135,70 +147,203 @@ def jsonl(events: list) -> str:
     return out.getvalue()
 
 
-class FakeTrainer:
-    """A train_fn that behaves like the real one towards its control: one epoch per step,
-    pauses in `wait_if_paused`, honours checkpoint/PNG requests and stops cleanly, writing
-    last.pt into `out_dir` as the real trainer does."""
+# How a fake trainer ended -> the exit code its handle reports, as the application layer maps a
+# trainer process's outcome (0 completed, 1 failed, 130 stopped, 143 SIGTERM, 128+N a signal).
+EXIT_CODES = {"completed": 0, "failed": 1, "stopped": 130, "terminated": 143, "died": 139, "killed": 137}
 
-    def __init__(self, out_dir: Path, *, epochs: int = 100_000, step_sleep: float = 0.01,
-                 fail_at: int | None = None, alert_at: int | None = None,
-                 hang_on_stop: float = 0.0) -> None:
-        self.out_dir = Path(out_dir)
+
+class FakeTrainer:
+    """Behaves like the real trainer towards its run directory: writes its events to
+    metrics.jsonl through MetricsLogSink, polls the control channel every step, pauses in
+    `wait_if_paused`, answers every request with an acknowledgement in the log, writes
+    checkpoint and PNG files on request and stops cleanly, writing last.pt and a Finished event.
+
+    `script`: events written first instead of a RunStarted (a fixed stream for snapshots); the
+    fake then idles, still polling its channel, until it is stopped.
+    """
+
+    def __init__(self, run_dir: Path, *, epochs: int = 100_000, step_sleep: float = 0.01,
+                 fail_at: int | None = None, die_at: int | None = None, alert_at: int | None = None,
+                 hang_on_stop: float = 0.0, lock: bool = True, script: list[Event] | None = None) -> None:
+        self.run_dir = RunDirectory(run_dir)
         self.epochs = epochs
         self.step_sleep = step_sleep
         self.fail_at = fail_at
+        self.die_at = die_at
         self.alert_at = alert_at
         self.hang_on_stop = hang_on_stop
+        self.lock = lock
+        self.script = script
+        self.control = TrainingControl(self.run_dir)
         self.steps = 0
+        self.epoch = 0
         self.saw_stop = False
         self.checkpoint_requests = 0
         self.png_requests = 0
+        self.terminated = False
+        self.killed = False
+        self.started = threading.Event()   # the lock is held and RunStarted is in the log
         self.returned = threading.Event()
-        self.release = threading.Event()  # ends a simulated hang early (test cleanup)
+        self.release = threading.Event()   # ends a simulated hang early (kill, test cleanup)
+        self._log: MetricsLogSink | None = None
 
-    def __call__(self, sink, control) -> None:
+    # --- what a signal does to the real trainer --------------------------------------------------
+    def terminate(self) -> None:
+        self.terminated = True
+        self.control.request_stop("SIGTERM")
+
+    def kill(self) -> None:
+        self.killed = True
+        self.release.set()
+        self.control.request_stop("SIGKILL")
+
+    # --- the run -----------------------------------------------------------------------------
+    def run(self) -> str:
+        """Train until done, stopped or failed; returns how it ended (a key of EXIT_CODES)."""
+        if self.lock:
+            self.run_dir.acquire_lock()
+        self._log = MetricsLogSink(self.run_dir.metrics)
         try:
-            self._train(sink, control)
+            return self._train()
+        except Exception as exc:
+            # As the real trainer process does before exiting 1: the verdict goes into the log.
+            self._emit(Finished(status="failed", epoch=self.epoch, message=f"the trainer crashed: "
+                                f"{type(exc).__name__}: {exc}"))
+            raise
         finally:
+            self._log.close()
+            if self.lock:
+                self.run_dir.release_lock()
             self.returned.set()
 
-    def _train(self, sink, control) -> None:
-        now = time.time()
-        sink.emit(run_started(epochs=self.epochs, run_dir=str(self.out_dir), t=now))
-        epoch = 0
-        while epoch < self.epochs:
-            control.wait_if_paused()
+    def _emit(self, event: Event) -> None:
+        assert self._log is not None
+        self._log.emit(event)
+
+    def _service(self) -> None:
+        """Between steps and while paused: read the channel, answer checkpoint and PNG requests,
+        and write the acknowledgement of everything applied."""
+        control = self.control
+        control.poll()
+        request = control.take_checkpoint_request()
+        if request is not None:
+            self.checkpoint_requests += 1
+            path = self.run_dir.path / f"manual-{self.epoch}.pt"
+            path.write_bytes(b"fake checkpoint")
+            self._emit(CheckpointSaved(epoch=self.epoch, path=str(path), label="manual"))
+            control.acknowledge(request, str(path))
+        request = control.take_png_request()
+        if request is not None:
+            self.png_requests += 1
+            path = self.run_dir.path / "training.png"
+            path.write_bytes(b"fake png")
+            control.acknowledge(request, str(path))
+        for ack in control.take_acknowledgements():
+            self._emit(ack)
+
+    def _train(self) -> str:
+        if self.script is not None:
+            for event in self.script:
+                self._emit(event)
+            self.started.set()
+            while not self.control.stop_requested:
+                self._service()
+                time.sleep(0.01)
+            self._service()
+            return "terminated" if self.terminated else "stopped"
+        self._emit(run_started(epochs=self.epochs, run_dir=str(self.run_dir.path), t=time.time()))
+        self.started.set()
+        control = self.control
+        while self.epoch < self.epochs:
+            self._service()
+            control.wait_if_paused(self._service, poll=0.01)
             if control.stop_requested:
+                self._service()
                 self.saw_stop = True
                 break
             time.sleep(self.step_sleep)
-            epoch += 1
+            self.epoch += 1
             self.steps += 1
-            c = curves(min(epoch, 200))
-            sink.emit(EpochMetrics(epoch=epoch, seconds=self.step_sleep, **c))
-            if self.alert_at == epoch:
-                sink.emit(Alert(epoch=epoch, rule="inverse_diverging", severity="error",
-                                message="Inverse energy is diverging", hint="Lower the learning rate"))
-            if control.take_checkpoint_request():
-                self.checkpoint_requests += 1
-                path = self.out_dir / f"manual-{epoch}.pt"
-                path.write_bytes(b"fake checkpoint")
-                sink.emit(CheckpointSaved(epoch=epoch, path=str(path), label="manual"))
-            if control.take_png_request():
-                self.png_requests += 1
-                (self.out_dir / "training.png").write_bytes(b"fake png")
-            if self.fail_at == epoch:
+            control.epoch = self.epoch
+            c = curves(min(self.epoch, 200))
+            self._emit(EpochMetrics(epoch=self.epoch, seconds=self.step_sleep, **c))
+            if self.alert_at == self.epoch:
+                self._emit(Alert(epoch=self.epoch, rule="inverse_diverging", severity="error",
+                                 message="Inverse energy is diverging", hint="Lower the learning rate"))
+            self._service()
+            if self.fail_at == self.epoch:
                 raise RuntimeError("CUDA error: an illegal memory access was encountered (fake)")
+            if self.die_at == self.epoch:
+                return "died"  # a segfault or the OOM killer: no Finished event
         if self.saw_stop and self.hang_on_stop:
             self.release.wait(self.hang_on_stop)
-        last = self.out_dir / "last.pt"
+        if self.killed:
+            return "killed"
+        last = self.run_dir.last
         last.write_bytes(b"fake checkpoint")
-        sink.emit(CheckpointSaved(epoch=epoch, path=str(last), label="last"))
+        self._emit(CheckpointSaved(epoch=self.epoch, path=str(last), label="last"))
         status = "stopped" if self.saw_stop else "completed"
-        sink.emit(Finished(status=status, epoch=epoch, files=[str(last)]))
+        self._emit(Finished(status=status, epoch=self.epoch, files=[str(last)]))
+        if self.terminated:
+            return "terminated"
+        return status
 
 
-def screen_text(app) -> str:
+class ThreadHandle:
+    """TrainerHandle over a thread running a FakeTrainer, as the application layer's handle is
+    over a trainer process. `start=False` lets a LiveRun be built before the fake writes."""
+
+    def __init__(self, fake: FakeTrainer, *, start: bool = True) -> None:
+        self.fake = fake
+        self.description = "fake trainer thread"
+        self.how: str | None = None
+        self._code: int | None = None
+        self.terminate_calls = 0
+        self.kill_calls = 0
+        self.thread = threading.Thread(target=self._run, name="fake-trainer", daemon=True)
+        if start:
+            self.start()
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            self.how = self.fake.run()
+        except Exception:
+            # The real trainer's traceback ends up in train.log; so does this one.
+            with open(self.fake.run_dir.trainer_log, "a", encoding="utf-8") as fh:
+                fh.write(traceback.format_exc())
+            self.how = "failed"
+        self._code = EXIT_CODES[self.how]
+
+    def poll(self) -> int | None:
+        return self._code
+
+    def terminate(self) -> None:
+        self.terminate_calls += 1
+        self.fake.terminate()
+
+    def kill(self) -> None:
+        self.kill_calls += 1
+        self.fake.kill()
+
+    def finish(self, timeout: float = 10.0) -> None:
+        """Test cleanup: stop the fake whatever state it is in and wait for its thread."""
+        if self.thread.is_alive():
+            self.fake.kill()
+            self.thread.join(timeout)
+
+
+def live_run(fake: FakeTrainer) -> tuple[LiveRun, ThreadHandle]:
+    """A LiveRun over a started fake, built in the order the application layer builds it."""
+    handle = ThreadHandle(fake, start=False)
+    source = LiveRun(fake.run_dir, handle)
+    handle.start()
+    return source, handle
+
+
+def screen_text(app: App[Any]) -> str:
     """The current screen as plain text, to assert on what a user would read."""
     from rich.console import Console
 
@@ -209,7 +354,8 @@ def screen_text(app) -> str:
     return console.export_text()
 
 
-async def wait_until(pilot, predicate, timeout: float = 10.0, what: str = "condition") -> None:
+async def wait_until(pilot: Pilot[Any], predicate: Callable[[], object], timeout: float = 10.0,
+                     what: str = "condition") -> None:
     """Let the app run until `predicate()` holds. The timeout only bounds a failing test; a
     passing one never depends on how fast the machine is."""
     deadline = time.monotonic() + timeout

@@ -7,5 +7,5 @@ from .plots import PLOT_SPECS, MetricPlot, PlotSpec, SeriesSpec
 from .progress import ProgressInfo, ProgressPane
 from .run_header import RunHeader
 
-__all__ = ["AlertsPane", "Banner", "LogPane", "MetricsTable", "MetricPlot", "PLOT_SPECS", "PlotSpec",
+__all__ = ["PLOT_SPECS", "AlertsPane", "Banner", "LogPane", "MetricPlot", "MetricsTable", "PlotSpec",
            "ProgressInfo", "ProgressPane", "RunHeader", "SeriesSpec"]

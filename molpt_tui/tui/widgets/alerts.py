@@ -1,6 +1,8 @@
 """Alerts from the trainer's health rules: severity, epoch, what happened, what to do."""
 from __future__ import annotations
 
+from typing import Any
+
 from textual.content import Content
 
 from molpt_tui.training.events import Alert
@@ -17,7 +19,7 @@ SEVERITY = {
 
 def alert_content(alert: Alert) -> Content:
     word, colour = SEVERITY.get(alert.severity, SEVERITY["info"])
-    parts: list = [
+    parts: list[str | tuple[str, str]] = [
         (f"{word}", f"bold {colour}"),
         (f" epoch {alert.epoch} ", "bold"),
         alert.message,
@@ -28,7 +30,7 @@ def alert_content(alert: Alert) -> Content:
 
 
 class AlertsPane(EntryPane):
-    def __init__(self, **kwargs) -> None:
+    def __init__(self, **kwargs: Any) -> None:
         super().__init__(placeholder="No alerts: training looks healthy so far.", **kwargs)
 
     def show(self, alerts: list[Alert]) -> None:

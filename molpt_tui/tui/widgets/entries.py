@@ -1,6 +1,8 @@
 """A scrolling list of styled entries that re-wraps on resize (RichLog renders at write time)."""
 from __future__ import annotations
 
+from typing import Any
+
 from textual.app import ComposeResult
 from textual.containers import VerticalScroll
 from textual.content import Content
@@ -12,7 +14,7 @@ class EntryPane(VerticalScroll):
     EntryPane > Static { width: 1fr; height: auto; }
     """
 
-    def __init__(self, placeholder: str = "", **kwargs) -> None:
+    def __init__(self, placeholder: str = "", **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._placeholder = placeholder
         self._count = 0

@@ -1,6 +1,9 @@
 """Run log: messages, checkpoints, resumes and the end of the run."""
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import Any
+
 from textual.content import Content
 
 from ..state import LogEntry
@@ -18,8 +21,8 @@ def log_content(entry: LogEntry) -> Content:
 
 
 class LogPane(EntryPane):
-    def __init__(self, **kwargs) -> None:
+    def __init__(self, **kwargs: Any) -> None:
         super().__init__(placeholder="Waiting for the trainer…", **kwargs)
 
-    def show(self, entries) -> None:
+    def show(self, entries: Iterable[LogEntry]) -> None:
         self.set_entries([log_content(e) for e in entries])

@@ -1,6 +1,8 @@
 """One row per LogBlock: the adaptive-schedule epochs with held-out evaluation."""
 from __future__ import annotations
 
+from typing import Any
+
 from textual.widgets import DataTable
 
 from molpt_tui.training.events import LogBlock
@@ -30,8 +32,8 @@ def block_row(block: LogBlock) -> tuple[str, ...]:
     )
 
 
-class MetricsTable(DataTable):
-    def __init__(self, **kwargs) -> None:
+class MetricsTable(DataTable[str]):
+    def __init__(self, **kwargs: Any) -> None:
         super().__init__(cursor_type="row", zebra_stripes=True, **kwargs)
         self._shown: list[LogBlock] = []
 

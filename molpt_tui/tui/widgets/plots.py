@@ -13,14 +13,15 @@ pane title says which ("log" or "symlog") and tick labels are always in data uni
 from __future__ import annotations
 
 from dataclasses import dataclass
-
 from functools import lru_cache
+from typing import Any
 
 import numpy as np
 from plotext import _utility as plotext_utility
 from rich.ansi import AnsiDecoder
 from rich.style import Style
 from rich.text import Text
+from textual.app import RenderResult
 from textual_plotext import PlotextPlot
 
 from ..decimate import (
@@ -62,13 +63,16 @@ PLOT_SPECS = (
 
 
 @lru_cache(maxsize=256)
-def _cell_style(fullground, style, background) -> Style:
+def _cell_style(fullground: str, style: str, background: str) -> Style:
     ansi = plotext_utility.colors_to_ansi(fullground, style, background)
     decoded = AnsiDecoder().decode_line(ansi + "x")
-    return decoded.spans[0].style if decoded.spans else Style.null()
+    if not decoded.spans:
+        return Style.null()
+    found = decoded.spans[0].style
+    return found if isinstance(found, Style) else Style.parse(found)
 
 
-def matrix_text(matrix) -> Text:
+def matrix_text(matrix: Any) -> Text:
     """Rich Text from plotext's cell matrices (marker, colours, style), top row first."""
     text = Text(no_wrap=True, end="")
     append = text.append
@@ -86,7 +90,7 @@ def matrix_text(matrix) -> Text:
 
 
 class MetricPlot(PlotextPlot):
-    def __init__(self, spec: PlotSpec, **kwargs) -> None:
+    def __init__(self, spec: PlotSpec, **kwargs: Any) -> None:
         super().__init__(id=spec.id, **kwargs)
         self.spec = spec
         self.store: SeriesStore | None = None
@@ -101,9 +105,10 @@ class MetricPlot(PlotextPlot):
         self.store, self.last_epochs, self.log_y = store, last_epochs, log_y
         self.refresh()
 
-    def render(self):
+    def render(self) -> RenderResult:
         self.prepare()
-        plot = self.plt
+        # plotext's figure object is untyped; its private build steps are used on purpose.
+        plot: Any = self.plt
         width, height = self.size
         plot.plotsize(width, height)
         plot._set_size(width, height)  # as PlotextPlot.render does (textual-plotext issue #5)
@@ -124,7 +129,7 @@ class MetricPlot(PlotextPlot):
         spec = self.spec
         # Braille gives 2 dots per column; min/max pairs per column match that resolution.
         bins = max(self.size.width, 20)
-        series = []
+        series: list[tuple[SeriesSpec, np.ndarray, np.ndarray]] = []
         if self.store is not None and len(self.store):
             for s in spec.series:
                 x, y = self.store.decimated(s.key, self.last_epochs, bins)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from textual.content import Content
 from textual.widget import Widget
@@ -20,6 +21,8 @@ STATUS_STYLE = {
     "STALE": "bold reverse $warning",
     "FINISHED": "bold $accent",
     "WAITING": "bold $secondary",
+    "STARTING": "bold $secondary",
+    "READ ERROR": "bold reverse $error",
 }
 
 
@@ -42,7 +45,7 @@ class ProgressInfo:
 class ProgressPane(Widget):
     DEFAULT_CSS = "ProgressPane { height: 2; }"
 
-    def __init__(self, **kwargs) -> None:
+    def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.info = ProgressInfo()
 
@@ -64,13 +67,14 @@ class ProgressPane(Widget):
             bar = ""
             right = right.lstrip()
         else:
-            filled = int(round(frac * bar_width))
+            filled = round(frac * bar_width)
             bar = "█" * filled + "░" * (bar_width - filled)
-        line1 = Content.assemble((left, "bold"), (bar[: int(round(frac * len(bar)))], "$accent"),
-                                 (bar[int(round(frac * len(bar))):], "dim"), right,
+        line1 = Content.assemble((left, "bold"), (bar[: round(frac * len(bar))], "$accent"),
+                                 (bar[round(frac * len(bar)):], "dim"), right,
                                  (status, STATUS_STYLE.get(info.status, "bold")))
-        numbers = [("Loss ", "dim"), fmt_num(info.loss), ("  Fwd_E ", "dim"), fmt_num(info.fwd_energy),
-                   ("  Inv_E ", "dim"), fmt_num(info.inv_energy), ("  LR ", "dim"), fmt_num(info.lr, 3)]
+        numbers: list[str | tuple[str, str]] = [
+            ("Loss ", "dim"), fmt_num(info.loss), ("  Fwd_E ", "dim"), fmt_num(info.fwd_energy),
+            ("  Inv_E ", "dim"), fmt_num(info.inv_energy), ("  LR ", "dim"), fmt_num(info.lr, 3)]
         line2 = Content.assemble(*numbers)
         if info.view:
             pad = width - len(line2.plain) - len(info.view)
