@@ -16,18 +16,22 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
 
 from molpt_tui.config import load_config
+from molpt_tui.physics.engine_protocol import EnergyEngine
 from molpt_tui.physics.engines import make_engine
 from molpt_tui.physics.systems import system_from_config
 from molpt_tui.physics.units import beta
-from molpt_tui.training.trainer import build_transport
+from molpt_tui.training.losses import direction_term
+from molpt_tui.training.setup import build_transport
 
 
-def _ms(fn, repeats):
+def _ms(fn: Callable[[], object], repeats: int) -> float:
     fn()
     times = []
     for _ in range(repeats):
@@ -37,13 +41,13 @@ def _ms(fn, repeats):
     return float(np.median(times) * 1e3)
 
 
-def _energy_and_forces(engine, x):
+def _energy_and_forces(engine: EnergyEngine, x: torch.Tensor) -> torch.Tensor | None:
     xr = x.detach().clone().requires_grad_(True)
-    engine.energy(xr).sum().backward()
+    torch.autograd.backward(engine.energy(xr).sum())
     return xr.grad
 
 
-def bench(preset, steps, engine):
+def bench(preset: str, steps: int, engine: str) -> dict[str, Any]:
     cfg = load_config(preset, [f"energy.engine={engine}"] if engine else [])
     ms = system_from_config(cfg)
     rng = np.random.default_rng(0)
@@ -58,7 +62,7 @@ def bench(preset, steps, engine):
                          compile=cfg.energy.compile)
     _energy_and_forces(choice.engine, tx)
     setup_s = time.perf_counter() - start
-    row = {
+    row: dict[str, Any] = {
         "batch": bs,
         "params": sum(p.numel() for p in transport.flow.parameters()),
         "engine": choice.engine.description,
@@ -66,24 +70,29 @@ def bench(preset, steps, engine):
         "engine_setup_s": setup_s,
         "flow_forward_ms": _ms(lambda: transport(x), steps),
         "flow_inverse_ms": _ms(lambda: transport.inverse(y), steps),
-        "energies_ms": _ms(lambda: (_energy_and_forces(choice.engine, tx), _energy_and_forces(choice.engine, tx)), steps),
+        "energies_ms": _ms(lambda: (_energy_and_forces(choice.engine, tx), _energy_and_forces(choice.engine, tx)),
+                           steps),
     }
 
-    def full_step():
+    reg = cfg.training.energy_reg_kt
+
+    def full_step() -> None:
+        # the trainer's own loss terms (linlogcut, non-finite samples left out)
         ty, ld_f = transport(x)
         tiy, ld_i = transport.inverse(y)
-        loss = (beta(cfg.temperatures.hot) * choice.engine.energy(ty) - ld_f).mean() + \
-               (beta(cfg.temperatures.cold) * choice.engine.energy(tiy) - ld_i).mean()
-        loss.backward()
+        fwd = direction_term(beta(cfg.temperatures.hot) * choice.engine.energy(ty), ld_f, reg)
+        inv = direction_term(beta(cfg.temperatures.cold) * choice.engine.energy(tiy), ld_i, reg)
+        torch.autograd.backward(fwd.loss + inv.loss)
 
     row["full_step_ms"] = _ms(full_step, steps)
-    row["backward_ms"] = max(0.0, row["full_step_ms"] - row["flow_forward_ms"] - row["flow_inverse_ms"] - row["energies_ms"])
+    parts = row["flow_forward_ms"] + row["flow_inverse_ms"] + row["energies_ms"]
+    row["backward_ms"] = max(0.0, row["full_step_ms"] - parts)
     row["inverse_forward_ratio"] = row["flow_inverse_ms"] / row["flow_forward_ms"]
     choice.engine.close()
     return {k: (round(v, 3) if isinstance(v, float) else v) for k, v in row.items()}
 
 
-def main():
+def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--presets", nargs="+", default=["quickstart", "aa_300_450_small", "aa_300_450"])
     parser.add_argument("--steps", type=int, default=5)
@@ -93,7 +102,7 @@ def main():
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    out = {"device": "cpu", "threads": torch.get_num_threads(), "presets": {}}
+    out: dict[str, Any] = {"device": "cpu", "threads": torch.get_num_threads(), "presets": {}}
     for preset in args.presets:
         for engine in args.engines:
             torch.manual_seed(0)
