@@ -33,11 +33,6 @@ CHECKPOINT_FORMAT = "molpt-tui.checkpoint"
 CHECKPOINT_VERSION = 2
 REFUSED_FIX = "use another checkpoint (best.pt, last.pt) or start a new run with --force"
 
-__all__ = [
-    "CHECKPOINT_FORMAT", "CHECKPOINT_VERSION", "atomic_write_bytes", "check_compatible", "load_checkpoint",
-    "make_payload", "refused", "save_checkpoint", "validate_checkpoint",
-]  # atomic_write_bytes: re-exported until its last users import it from molpt_tui.fileio
-
 
 def make_payload(state: Mapping[str, Any], cfg: Config, ms: MolecularSystem) -> dict[str, Any]:
     """A training snapshot with what identifies it: the config, the system and the versions."""
