@@ -95,6 +95,12 @@ def test_samples_below_one_is_a_user_error() -> None:
         run_check(STRUCTURES / "ala_ala.pdb", ["amber99sbildn.xml"], "openmm", samples=0)
 
 
+def test_a_device_this_machine_lacks_is_a_user_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(UserError, match=r'^--device = "cuda": CUDA is not available here'):
+        run_check(STRUCTURES / "ala_ala.pdb", ["amber99sbildn.xml"], "torch", samples=2, device="cuda")
+
+
 @pytest.mark.parametrize("noise", ["-1", "nan"])
 def test_bad_noise_exits_2_with_one_line(noise: str) -> None:
     proc = _cli("--pdb", str(STRUCTURES / "ala_ala.pdb"), "--engine", "openmm", f"--noise={noise}")

@@ -93,12 +93,13 @@ def validate_check_inputs(samples: int, noise: float, forcefield: Sequence[str])
 
 def run_check(pdb: str | Path, forcefield: Sequence[str], engine: EngineName = "auto", samples: int = 16,
               noise: float = 0.01, *, seed: int = 0, compile: CompileMode = "auto",
-              precision: TorchPrecision = "double", platform: str = "auto", n_workers: int = 0,
+              precision: TorchPrecision = "double", platform: str = "auto", n_workers: int = 0, device: str = "cpu",
               log: Callable[[str], None] = _quiet, measure: PlatformMeasure | None = None) -> CheckResult:
     """Evaluate ``samples`` configurations (the PDB structure plus Gaussian noise of ``noise`` nm)
     with the chosen engine and with OpenMM's Reference platform, and compare.
 
-    ``platform``/``n_workers``: of the OpenMM bridge, as ``energy.platform``/``energy.n_workers``.
+    ``platform``/``n_workers``: of the OpenMM bridge, as ``energy.platform``/``energy.n_workers``;
+    ``device``: of the torch engine (cpu, cuda, cuda:N).
     ``log`` hears what the check is doing during waits (worker start-up, kernel compilation).
     ``measure``: see :data:`~molpt_tui.physics.openmm_bridge.PlatformMeasure`.
     """
@@ -109,7 +110,7 @@ def run_check(pdb: str | Path, forcefield: Sequence[str], engine: EngineName = "
     from .systems import build_system
 
     ms = build_system(Path(pdb), list(forcefield))
-    choice = make_engine(ms, engine=engine, platform=platform, n_workers=n_workers, batch_size=samples,
+    choice = make_engine(ms, engine=engine, platform=platform, n_workers=n_workers, batch_size=samples, device=device,
                          compile=compile, precision=precision, platform_key="--platform", device_key="--device",
                          log=log, measure=measure)
     eng = choice.engine
@@ -119,8 +120,8 @@ def run_check(pdb: str | Path, forcefield: Sequence[str], engine: EngineName = "
         eng.warm_up(xt, log, without_grad=False)
         u = eng.energy(xt)
         (grad,) = torch.autograd.grad(u.sum(), xt)
-        energies = u.detach().double().numpy()
-        forces = -grad.double().numpy()
+        energies = u.detach().double().cpu().numpy()
+        forces = -grad.double().cpu().numpy()
     finally:
         eng.close()
     ref_e, ref_f = _reference(ms.system, x)
