@@ -77,6 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "compiler is present)")
     c.add_argument("--precision", choices=["double", "single"], default="double",
                    help="torch engine: float64 (default) or float32 arithmetic")
+    c.add_argument("--platform", default="auto",
+                   help="openmm engine: OpenMM platform (auto, Reference, CPU, CUDA, OpenCL; default auto)")
+    c.add_argument("--device", default="cpu", help="torch engine: cpu or cuda[:N] (default cpu)")
     c.add_argument("--samples", type=int, default=16, help="perturbed configurations (default 16)")
     c.add_argument("--noise", type=float, default=0.01, help="perturbation (nm, default 0.01)")
     c.add_argument("--json", action="store_true", help="print the result as JSON")
@@ -132,7 +135,8 @@ def _check_energy(args: argparse.Namespace) -> int:
     from .app.check_energy import check_energy
 
     return check_energy(Path(args.pdb), tuple(args.forcefield), engine=args.engine, compile=args.compile,
-                        precision=args.precision, samples=args.samples, noise=args.noise, as_json=args.json)
+                        precision=args.precision, samples=args.samples, noise=args.noise, platform=args.platform,
+                        device=args.device, as_json=args.json)
 
 
 def _presets(args: argparse.Namespace) -> int:

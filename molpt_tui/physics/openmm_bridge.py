@@ -29,8 +29,8 @@ if TYPE_CHECKING:
     import torch
 
 # Kept for molpt_tui.physics.data until it imports them from molpt_tui.processes.
-__all__ = ["OpenMMBridge", "PlatformChoice", "choose_platform", "ignore_job_signals", "measure_platforms",
-           "pick_platform", "stop_workers"]
+__all__ = ["OpenMMBridge", "PlatformChoice", "choose_platform", "measure_platforms",
+           "pick_platform"]
 
 # --- evaluation core (runs in workers and in-process) -----------------------------------------
 
