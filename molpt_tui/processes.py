@@ -45,6 +45,23 @@ def start_worker(target: Callable[..., None], *args: Any) -> tuple[BaseProcess, 
     return proc, parent
 
 
+def serve_requests(conn: Connection, handle: Callable[[Any], Any],
+                   describe: Callable[[BaseException], str] = lambda exc: f"{type(exc).__name__}: {exc}") -> None:
+    """A worker's loop: answer each request with ("ok", handle(msg)) or ("error", text) until the
+    parent sends None or goes away (then leave rather than become an orphan)."""
+    while True:
+        try:
+            msg = conn.recv()
+        except (EOFError, OSError):
+            return
+        if msg is None:
+            return
+        try:
+            conn.send(("ok", handle(msg)))
+        except Exception as exc:  # report and keep the protocol in step
+            conn.send(("error", describe(exc)))
+
+
 def stop_workers(procs: Sequence[BaseProcess], conns: Sequence[Connection], timeout: float = 5.0) -> None:
     """Ask workers to leave (None on the pipe), then SIGKILL stragglers: they ignore SIGTERM,
     so ``Process.terminate`` would not end them."""

@@ -21,7 +21,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..processes import ignore_job_signals, run_before_multiprocessing_exit, start_worker, stop_workers
+from ..processes import (
+    ignore_job_signals,
+    run_before_multiprocessing_exit,
+    serve_requests,
+    start_worker,
+    stop_workers,
+)
 from .engine_protocol import Precision
 from .openmm_platforms import PlatformUnavailableError, available_platforms, make_context, precision_of
 
@@ -67,17 +73,7 @@ def _worker_main(conn: Connection, system_xml: str, platform: str) -> None:
     except Exception as exc:  # report, then leave
         conn.send(("error", f"{type(exc).__name__}: {exc}"))
         return
-    while True:
-        try:
-            msg = conn.recv()
-        except (EOFError, OSError):
-            return  # parent gone: leave rather than become an orphan
-        if msg is None:
-            return
-        try:
-            conn.send(("ok", _evaluate(context, msg)))
-        except Exception as exc:
-            conn.send(("error", f"{type(exc).__name__}: {exc}"))
+    serve_requests(conn, lambda x: _evaluate(context, x))
 
 
 # --- platform choice -------------------------------------------------------------------------

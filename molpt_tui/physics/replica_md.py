@@ -25,7 +25,7 @@ from typing import Any, Literal
 import numpy as np
 
 from ..errors import UserError
-from ..processes import JOB_SIGNALS, ignore_job_signals, start_worker, stop_workers
+from ..processes import JOB_SIGNALS, ignore_job_signals, serve_requests, start_worker, stop_workers
 from .units import beta
 
 Phase = Literal["minimising", "equilibrating", "sampling", "writing"]
@@ -171,18 +171,7 @@ def _md_worker(conn: Connection, system_xml: str, temperatures: dict[int, float]
         conn.send(("error", _first_line(exc)))
         return
     conn.send(("ready", None))
-    while True:
-        try:
-            msg = conn.recv()
-        except (EOFError, OSError):
-            return  # parent gone: leave rather than become an orphan
-        if msg is None:
-            return
-        op, payload = msg
-        try:
-            conn.send(("ok", _worker_op(contexts, temperatures, seed, op, payload)))
-        except Exception as exc:  # report and keep the protocol in step
-            conn.send(("error", _first_line(exc)))
+    serve_requests(conn, lambda msg: _worker_op(contexts, temperatures, seed, *msg), describe=_first_line)
 
 
 def _worker_op(contexts: dict[int, Any], temperatures: dict[int, float], seed: int, op: str,

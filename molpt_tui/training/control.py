@@ -162,22 +162,18 @@ class TrainingControl:
 
     def take_checkpoint_request(self) -> ControlRequest | None:
         """One pending checkpoint request (several pending are answered by one checkpoint)."""
-        with self._lock:
-            pending, self._checkpoint = self._checkpoint, []
-        if not pending:
-            return None
-        for extra in pending[1:]:
-            self.acknowledge(extra, "answered by the same checkpoint")
-        return pending[0]
+        return self._take(self._checkpoint, "answered by the same checkpoint")
 
     def take_png_request(self) -> ControlRequest | None:
+        return self._take(self._png, "answered by the same PNG")
+
+    def _take(self, queue: list[ControlRequest], extra_detail: str) -> ControlRequest | None:
         with self._lock:
-            pending, self._png = self._png, []
-        if not pending:
-            return None
+            pending = list(queue)
+            queue.clear()
         for extra in pending[1:]:
-            self.acknowledge(extra, "answered by the same PNG")
-        return pending[0]
+            self.acknowledge(extra, extra_detail)
+        return pending[0] if pending else None
 
     def acknowledge(self, request: ControlRequest, detail: str) -> None:
         with self._lock:
