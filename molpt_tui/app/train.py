@@ -91,31 +91,43 @@ def train(opts: TrainOptions) -> int:
                 return code
         split = check_data(checked)
         setup = build_setup(cfg, checked.ms, split, checked.device, log=_say)
-        if use_tui:
-            setup.close()  # the child trainer builds its own; this one proved it can be built
-        created = False
         try:
-            created = run_dir.create()
-            run_dir.acquire_lock()
-            if resume is None and opts.force:
-                run_dir.clear()
-            run_dir.remove_stale_temps()
-            write_config(cfg, run_dir)
+            # Built now because its constructor is the last check (a checkpoint of the wrong
+            # shape is refused here) and writes nothing; sinks that write come later.
+            trainer = make_trainer(checked, setup, [])
+            if use_tui:
+                setup.close()  # the child trainer builds its own; this one proved it can be built
+            prepare_run_dir(checked, fresh=resume is None, force=opts.force)
         except BaseException:
-            if not use_tui:
-                setup.close()
-            run_dir.release_lock()
-            if created:
-                _remove_if_ours(run_dir)
+            setup.close()
             raise
         try:
             if use_tui:
                 from .live import run_live
 
                 return run_live(checked, resume, no_mouse=opts.no_mouse)
-            return _run_headless(checked, setup)
+            return _run_headless(trainer, checked, setup)
         finally:
             run_dir.release_lock()
+
+
+def prepare_run_dir(checked: Checked, *, fresh: bool, force: bool) -> None:
+    """Create, lock, clear (--force) and configure the run directory; a failure undoes what this
+    did, so a refused start leaves the directory as it was."""
+    run_dir = checked.run_dir
+    created = False
+    try:
+        created = run_dir.create()
+        run_dir.acquire_lock()
+        if fresh and force:
+            run_dir.clear()
+        run_dir.remove_stale_temps()
+        write_config(checked.cfg, run_dir)
+    except BaseException:
+        run_dir.release_lock()
+        if created:
+            _remove_if_ours(run_dir)
+        raise
 
 
 def write_config(cfg: Config, run_dir: RunDirectory) -> None:
@@ -133,14 +145,18 @@ def _remove_if_ours(run_dir: RunDirectory) -> None:
         pass
 
 
-def run_trainer(checked: Checked, setup: TrainingSetup, sinks: list[Sink]) -> int:
+def make_trainer(checked: Checked, setup: TrainingSetup, sinks: list[Sink]) -> Trainer:
+    return Trainer(checked.cfg, setup, sinks, TrainingControl(checked.run_dir), RunFiles(checked.run_dir, checked.cfg),
+                   resume_from=checked.resume_from, resume_path=checked.resume_path,
+                   history_events=checked.history_events)
+
+
+def run_trainer(trainer: Trainer, setup: TrainingSetup, sinks: list[Sink]) -> int:
     """The trainer in this process, with job signals and the run's control channel."""
-    control = TrainingControl(checked.run_dir)
+    control = trainer.control
+    trainer.sinks.extend(sinks)
     with JobSignals(on_stop=lambda name: control.request_stop(f"received {name}"),
                     on_checkpoint=control.request_checkpoint) as signals:
-        trainer = Trainer(checked.cfg, setup, sinks, control, RunFiles(checked.run_dir, checked.cfg),
-                          resume_from=checked.resume_from, resume_path=checked.resume_path,
-                          history_events=checked.history_events)
         try:
             finished = trainer.run()
         finally:
@@ -148,13 +164,13 @@ def run_trainer(checked: Checked, setup: TrainingSetup, sinks: list[Sink]) -> in
     return exit_code(finished.status, signals.received)
 
 
-def _run_headless(checked: Checked, setup: TrainingSetup) -> int:
+def _run_headless(trainer: Trainer, checked: Checked, setup: TrainingSetup) -> int:
     from ..report.console import ConsoleReporter
 
     console = ConsoleReporter(progress_every_s=checked.cfg.logging.progress_every_s)
     log = MetricsLogSink(checked.run_dir.metrics)
     try:
-        return run_trainer(checked, setup, [console, log])
+        return run_trainer(trainer, setup, [console, log])
     finally:
         console.close()
         log.close()

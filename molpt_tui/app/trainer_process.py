@@ -21,7 +21,7 @@ from ..training.metrics_log import MetricsLogSink
 from ..training.run_dir import RunDirectory
 from ..training.setup import build_setup
 from .preflight import ResumePoint, check_data, check_inputs
-from .train import run_trainer
+from .train import make_trainer, run_trainer
 
 
 def _record_failure(run_dir: RunDirectory, text: str) -> None:
@@ -52,7 +52,12 @@ def main(argv: list[str] | None = None) -> int:
         checked = check_inputs(cfg, run_dir, resume)
         split = check_data(checked)
         setup = build_setup(cfg, checked.ms, split, checked.device, log=lambda text: print(text, flush=True))
-        return run_trainer(checked, setup, [MetricsLogSink(run_dir.metrics)])
+        try:
+            trainer = make_trainer(checked, setup, [])
+        except BaseException:
+            setup.close()
+            raise
+        return run_trainer(trainer, setup, [MetricsLogSink(run_dir.metrics)])
     except UserError as exc:
         print(f"molpt-tui: error: {exc}", file=sys.stderr, flush=True)
         _record_failure(run_dir, str(exc))
