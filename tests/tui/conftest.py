@@ -7,7 +7,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # for tui_fakes
 
 import pytest  # noqa: E402
-
 from tui_fakes import FakeTrainer, ThreadHandle, Wait, wait_until  # noqa: E402
 
 

@@ -8,12 +8,13 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from tui_fakes import FIXTURE_DIR, T0, FakeTrainer, Wait, jsonl, screen_text, train_stream
+
 from molpt_tui.training.run_dir import RunDirectory
 from molpt_tui.tui.app import MonitorApp, save_screenshot
 from molpt_tui.tui.screens import ConfirmStopScreen
 from molpt_tui.tui.source import WatchedRun
 from molpt_tui.tui.widgets import LogPane, MetricsTable
-from tui_fakes import FIXTURE_DIR, T0, FakeTrainer, Wait, jsonl, screen_text, train_stream
 
 SIZE = (160, 48)
 

@@ -8,11 +8,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 from textual.message import Message
+from tui_fakes import jsonl, train_stream
 
 from molpt_tui.training.events import Event
 from molpt_tui.tui.messages import EventBatch, FeedSynced, TailerFailed, WatchFileStatus, WatchReset
 from molpt_tui.tui.watcher import MetricsFollower
-from tui_fakes import jsonl, train_stream
 
 
 class Collector:

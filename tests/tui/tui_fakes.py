@@ -16,8 +16,12 @@ import time
 import traceback
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
+from textual.app import App
+from textual.pilot import Pilot
+
+from molpt_tui.training.control import TrainingControl
 from molpt_tui.training.events import (
     Alert,
     CheckpointSaved,
@@ -27,12 +31,9 @@ from molpt_tui.training.events import (
     LogBlock,
     Message,
     RunStarted,
+    RunStatus,
     header_line,
 )
-from textual.app import App
-from textual.pilot import Pilot
-
-from molpt_tui.training.control import TrainingControl
 from molpt_tui.training.history import improvement_pct
 from molpt_tui.training.metrics_log import MetricsLogSink
 from molpt_tui.training.run_dir import RunDirectory
@@ -44,7 +45,16 @@ FIXTURE_DIR = Path(__file__).resolve().parents[1] / "fixtures" / "watch_run"
 BLOCK_EPOCHS = (1, 2, 5, 10, 20, 50, 100, 150, 200)
 
 
-def curves(epoch: int) -> dict[str, float]:
+class Curves(TypedDict):
+    loss: float
+    fwd_energy: float
+    fwd_logdet: float
+    inv_energy: float
+    inv_logdet: float
+    lr: float
+
+
+def curves(epoch: int) -> Curves:
     """Plausible curves: a huge start, an inverse blow-up around epoch 60, then convergence."""
     e = float(epoch)
     fwd_energy = 60.0 + 5000.0 * math.exp(-e / 8.0) + 0.8 * math.sin(e / 3.0)
@@ -54,8 +64,8 @@ def curves(epoch: int) -> dict[str, float]:
     inv_logdet = 18.0 - 25.0 * (1.0 - math.exp(-e / 30.0))
     loss = (fwd_energy - fwd_logdet) + (inv_energy - inv_logdet)
     lr = 1e-3 * (0.5 + 0.5 * math.cos(math.pi * min(e, 200.0) / 200.0)) + 1e-5
-    return dict(loss=loss, fwd_energy=fwd_energy, fwd_logdet=fwd_logdet, inv_energy=inv_energy,
-                inv_logdet=inv_logdet, lr=lr)
+    return Curves(loss=loss, fwd_energy=fwd_energy, fwd_logdet=fwd_logdet, inv_energy=inv_energy,
+                  inv_logdet=inv_logdet, lr=lr)
 
 
 def run_started(*, epochs: int = 200, run_dir: str = "runs/ala2-300-450", t: float = T0,
@@ -282,7 +292,7 @@ class FakeTrainer:
         last = self.run_dir.last
         last.write_bytes(b"fake checkpoint")
         self._emit(CheckpointSaved(epoch=self.epoch, path=str(last), label="last"))
-        status = "stopped" if self.saw_stop else "completed"
+        status: RunStatus = "stopped" if self.saw_stop else "completed"
         self._emit(Finished(status=status, epoch=self.epoch, files=[str(last)]))
         if self.terminated:
             return "terminated"

@@ -18,10 +18,15 @@ class EntryPane(VerticalScroll):
         super().__init__(**kwargs)
         self._placeholder = placeholder
         self._count = 0
-        self._follow = True
 
     def compose(self) -> ComposeResult:
         yield Static(Content.styled(self._placeholder, "dim"), classes="entries")
+
+    def on_mount(self) -> None:
+        # Anchored: the compositor keeps the newest entry in view at every layout until the user
+        # scrolls up to read, and again once they scroll back down. Scrolling by hand after each
+        # update raced the layout and sometimes landed before the new entries.
+        self.anchor()
 
     @property
     def count(self) -> int:
@@ -32,21 +37,6 @@ class EntryPane(VerticalScroll):
         return str(self.query_one(".entries", Static).content)
 
     def set_entries(self, entries: list[Content]) -> None:
-        if self.size.height:
-            # Stay pinned to the newest entry unless the user scrolled up to read. A hidden
-            # pane has no size and keeps its last choice.
-            self._follow = self.is_vertical_scroll_end or self.max_scroll_y == 0
         self._count = len(entries)
         body = Content("\n").join(entries) if entries else Content.styled(self._placeholder, "dim")
         self.query_one(".entries", Static).update(body)
-        self._pin()
-
-    def _pin(self) -> None:
-        if self._follow:
-            self.call_after_refresh(self.scroll_end, animate=False, immediate=True)
-
-    def on_show(self) -> None:
-        self._pin()
-
-    def on_resize(self) -> None:
-        self._pin()
