@@ -552,6 +552,8 @@ class MonitorApp(App[int]):
     def _force_exit(self) -> None:
         if self.trainer_done or not self._ui_alive:
             return
+        if self.source.trainer_exit() is not None:
+            return  # it has exited: its last lines are being read, and the settle timer bounds that
         self.forced_exit = True
         self.source.stop_now()
         self._leave()
