@@ -148,9 +148,9 @@ class RunDirectory:
         for name in (CONFIG_FILE, METRICS_FILE, TRAINER_LOG, LOCK_FILE, LAST_CHECKPOINT, BEST_CHECKPOINT):
             p = self.path / name
             if p.exists() and not p.is_file():
-                raise UserError(f"{p}: exists but is not a regular file; move it away or choose another --out")
+                raise UserError(f"{p}: exists but is not a regular file; move it away or use another run directory")
         if self.control_dir.exists() and not self.control_dir.is_dir():
-            raise UserError(f"{self.control_dir}: exists but is not a directory; move it away or choose another --out")
+            raise UserError(f"{self.control_dir}: exists but is not a directory; move it away or use another run directory")
 
     def check_new(self, force: bool) -> None:
         """May a new run start here? (`--force` replaces an earlier run's files.)"""
