@@ -22,7 +22,7 @@ from textual.containers import Grid, Horizontal, Vertical
 from textual.screen import ModalScreen, Screen
 from textual.widgets import Footer, Tab, Tabs
 
-from molpt_tui.training.events import ControlAction, Event, Finished, RunStarted
+from molpt_tui.training.events import ControlAction, Event, Finished
 
 from .messages import EventBatch, FeedSynced, TailerFailed, WatchFileStatus, WatchReset
 from .screens import ConfirmQuitScreen, ConfirmScreen, ConfirmStopScreen, HelpScreen
@@ -197,24 +197,9 @@ class MonitorApp(App[int]):
                             title=f"Training {event.status}", severity="error", timeout=30)
 
     def _split_history(self, message: EventBatch) -> tuple[list[Event], list[Event]]:
-        """The events that were there before this monitor's run began (no toasts for them) and
-        the rest. A live trainer's first lines are usually read in the backlog too: they are
-        news, and so is everything after its own RunStarted."""
-        events = message.events
         if not message.backlog:
-            return [], events
-        live_after = self.source.live_after_segments()
-        if live_after is None:
-            return events, []
-        segments = self.state.segments
-        if segments > live_after:
-            return [], events
-        for i, event in enumerate(events):
-            if isinstance(event, RunStarted):
-                segments += 1
-                if segments > live_after:
-                    return events[:i], events[i:]
-        return events, []
+            return [], message.events
+        return self.source.split_backlog(self.state, message.events)
 
     def on_watch_file_status(self, message: WatchFileStatus) -> None:
         self.feed = replace(self.feed, exists=message.exists, last_write=message.last_write, error="")

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import ClassVar, Protocol
 
 from molpt_tui.training.control import ControlRequest, send_request
-from molpt_tui.training.events import ControlAction, Finished, RunStarted
+from molpt_tui.training.events import ControlAction, Event, Finished, RunStarted
 from molpt_tui.training.metrics_log import CorruptLine, decode_line
 from molpt_tui.training.run_dir import METRICS_FILE, LockOwner, RunDirectory
 
@@ -101,10 +101,10 @@ class RunSource(ABC):
         """The feed has read everything the trainer wrote before it exited."""
         return
 
-    def live_after_segments(self) -> int | None:
-        """Events after this many RunStarted are news even when read as backlog (a live trainer
-        this command started); None: the whole backlog is history."""
-        return None
+    def split_backlog(self, state: MonitorState, events: list[Event]) -> tuple[list[Event], list[Event]]:
+        """Backlog events that were there before this monitor's run (no toasts for them) and
+        those that are news: a live trainer's first lines are usually read as backlog too."""
+        return events, []
 
     def stop_now(self) -> None:
         """The user forced quitting: end the monitor's own trainer without waiting for it."""
@@ -194,22 +194,26 @@ class RunSource(ABC):
         return StatusLine(label, fin.status if label == "FAILED" and fin.status != "failed" else "")
 
 
-def count_segments(path: Path) -> int:
-    """RunStarted events already in a metrics file (earlier segments of a resumed run)."""
-    count = 0
+def count_markers(path: Path) -> tuple[int, int]:
+    """RunStarted and Finished events already in a metrics file (a resumed run's earlier
+    segments). Only lines that can hold one are decoded, so a long log is scanned quickly."""
+    started = finished = 0
     try:
         with open(path, "rb") as fh:
             for raw in fh:
-                if b"run_started" not in raw:  # only candidate lines are decoded
+                if b"run_started" not in raw and b"finished" not in raw:
                     continue
                 try:
-                    if isinstance(decode_line(raw), RunStarted):
-                        count += 1
+                    event = decode_line(raw)
                 except CorruptLine:
                     continue
+                if isinstance(event, RunStarted):
+                    started += 1
+                elif isinstance(event, Finished):
+                    finished += 1
     except OSError:
-        return 0
-    return count
+        return 0, 0
+    return started, finished
 
 
 class LiveRun(RunSource):
@@ -221,9 +225,10 @@ class LiveRun(RunSource):
     def __init__(self, run_dir: RunDirectory, trainer: TrainerHandle) -> None:
         super().__init__(run_dir)
         self.trainer = trainer
-        # A resumed run's log already holds earlier segments, the last of them finished: until
-        # this trainer's own RunStarted arrives, that Finished is not this trainer's.
-        self.prior_segments = count_segments(run_dir.metrics)
+        # A resumed run's log already holds earlier segments, the last of them finished: that
+        # Finished is not this trainer's. What is this trainer's is told by counting past them
+        # (build LiveRun right after starting the trainer, before it can write).
+        self.prior_segments, self.prior_finished = count_markers(run_dir.metrics)
         self.exit: int | None = None
         self.ended = False  # exited, and the feed has caught up with its last events
 
@@ -246,15 +251,23 @@ class LiveRun(RunSource):
     def settle_exit(self) -> None:
         self.ended = True
 
-    def live_after_segments(self) -> int | None:
-        return self.prior_segments
+    def split_backlog(self, state: MonitorState, events: list[Event]) -> tuple[list[Event], list[Event]]:
+        segments, finished = state.segments, state.n_finished
+        for i, event in enumerate(events):
+            if isinstance(event, RunStarted):
+                segments += 1
+            elif isinstance(event, Finished):
+                finished += 1
+            if segments > self.prior_segments or finished > self.prior_finished:
+                return events[:i], events[i:]
+        return events, []
 
     def stop_now(self) -> None:
         if self.trainer.poll() is None:
             self.trainer.terminate()
 
     def reset(self) -> None:
-        self.prior_segments = 0
+        self.prior_segments = self.prior_finished = 0
 
     def own_segment(self, state: MonitorState) -> bool:
         return state.segments > self.prior_segments
@@ -265,7 +278,8 @@ class LiveRun(RunSource):
         return ""
 
     def finished(self, state: MonitorState) -> Finished | None:
-        return state.finished if self.own_segment(state) else None
+        # Not "own segment": a trainer that fails before it starts writes Finished alone.
+        return state.finished if state.n_finished > self.prior_finished else None
 
     def status(self, state: MonitorState, feed: FeedStatus, now: float) -> StatusLine:
         if feed.error:

@@ -57,6 +57,7 @@ class MonitorState:
         self.first_event_t: float | None = None
         self.last_event_t: float | None = None
         self.segments = 0
+        self.n_finished = 0  # Finished events seen (a failed start writes one without RunStarted)
         self.n_events = 0
         self.versions = {"header": 0, "data": 0, "blocks": 0, "alerts": 0, "log": 0, "finished": 0,
                          "steer": 0}
@@ -92,6 +93,7 @@ class MonitorState:
                 self.add_log(f"checkpoint ({event.label}) saved at epoch {event.epoch}: {event.path}")
             elif isinstance(event, Finished):
                 history.add(event)
+                self.n_finished += 1
                 self._on_finished(event)
             elif isinstance(event, RequestAcknowledged):
                 self._on_ack(event, notify)

@@ -342,7 +342,7 @@ async def test_a_resumed_run_is_not_mistaken_for_its_finished_past(tmp_path: Pat
     fake = FakeTrainer(tmp_path, step_sleep=0.005)
     source, handle = live_run(fake)
     fakes.append(handle)
-    assert source.prior_segments == 1
+    assert (source.prior_segments, source.prior_finished) == (1, 1)
     app = MonitorApp(source, refresh_hz=10.0, poll_interval=0.02)
     async with app.run_test(size=SIZE) as pilot:
         await wait(pilot, lambda: app.state.segments == 2 and fake.steps >= 3, what="the new segment")

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from tui_fakes import FIXTURE_DIR, T0, curves, jsonl, run_started, train_stream, watch_stream
 
-from molpt_tui.training.events import Alert, ControlAction, EpochMetrics, Finished, RequestAcknowledged
+from molpt_tui.training.events import Alert, ControlAction, EpochMetrics, Finished, Message, RequestAcknowledged
 from molpt_tui.training.history import History
 from molpt_tui.training.run_dir import RunDirectory
 from molpt_tui.tui.decimate import (
@@ -259,13 +259,34 @@ def test_live_run_exit_codes_come_from_the_trainer(tmp_path: Path) -> None:
 def test_live_run_ignores_the_finished_segments_before_it(tmp_path: Path) -> None:
     (tmp_path / "metrics.jsonl").write_text(jsonl(watch_stream()))
     source = LiveRun(RunDirectory(tmp_path), StubHandle())
-    assert source.prior_segments == 2
+    assert (source.prior_segments, source.prior_finished) == (2, 2)
     state = MonitorState()
+    history, live = source.split_backlog(state, watch_stream())
+    assert (history, live) == (watch_stream(), [])
     state.apply(watch_stream())
     assert source.finished(state) is None and source.allowed("pause", state)
     assert source.status(state, FeedStatus(exists=True), T0) == StatusLine("STARTING", "waiting for stub trainer")
-    state.apply([run_started(t=T0 + 1, start_epoch=200, resumed=True)])
+    mine = [Message(text="resuming", t=T0), run_started(t=T0 + 1, start_epoch=200, resumed=True)]
+    assert source.split_backlog(state, mine) == (mine[:1], mine[1:])
+    state.apply(mine)
     assert source.status(state, FeedStatus(exists=True), T0).label == "RUNNING"
+    assert source.split_backlog(state, mine) == ([], mine)
+
+
+def test_live_run_trainer_that_fails_before_it_starts(tmp_path: Path) -> None:
+    (tmp_path / "metrics.jsonl").write_text(jsonl(watch_stream()))
+    handle = StubHandle()
+    source = LiveRun(RunDirectory(tmp_path), handle)
+    state = MonitorState()
+    state.apply(watch_stream())
+    # What the application layer's trainer process writes when its preflight fails.
+    failure = [Message(text="no data file", level="error", t=T0),
+               Finished(status="failed", epoch=0, message="no data file", t=T0)]
+    assert source.split_backlog(state, failure) == (failure[:1], failure[1:])
+    state.apply(failure)
+    _ended(source, handle, 1)
+    assert source.status(state, FeedStatus(exists=True), T0) == StatusLine("FAILED", "")
+    assert source.crash(state) == "" and source.exit_code(state) == 1
 
 
 def test_watched_run_steers_only_a_live_lock_holder_and_says_why_not(tmp_path: Path) -> None:
