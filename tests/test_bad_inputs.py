@@ -434,6 +434,163 @@ def check_energy_without_pdb(c, tmp):
     return Case(["check-energy"], ("--pdb", "required"))
 
 
+# --- class 1: preset and config files that are not ordinary TOML ------------------------------------
+def _written_preset_case(name: str, content: bytes, *expect: str) -> None:
+    def make(c: Corpus, tmp: Path) -> Case:
+        preset = tmp / "presets" / f"{name}.toml"
+        preset.parent.mkdir(exist_ok=True)
+        preset.write_bytes(content)
+        out = tmp / "run"
+        return Case(["train", "--preset", preset, "--no-ui", "--out", out, *sets([f"data.path={c.data}"])],
+                    (f"{name}.toml", *expect), watch=[preset.parent], absent=[out])
+    make.__name__ = f"preset_{name}"
+    CASES[make.__name__] = make
+
+
+_written_preset_case("utf16", "[training]\nepochs = 2\n".encode("utf-16"), "UTF-16")
+_written_preset_case("latin1", 'description = "caf\xe9"\n'.encode("latin-1"), "not UTF-8")
+_written_preset_case("binary", bytes(range(256)) * 4, "binary file")
+_written_preset_case("deeply_nested", b"x = " + b"[" * 5000 + b"]" * 5000 + b"\n", "nested too deeply")
+_written_preset_case("integer_of_thousands_of_digits", b"[training]\nepochs = " + b"7" * 5000 + b"\n",
+                     "thousands of digits")
+_written_preset_case("integer_too_large_for_a_float", b"[training]\nlr = " + b"9" * 400 + b"\n", "training.lr",
+                     "too large")
+_written_preset_case("absurd_temperature", b"[temperatures]\ncold = 300.0\nhot = 1e9\n", "temperatures.hot")
+_written_preset_case("zero_kelvin", b"[temperatures]\ncold = 0.0\n", "temperatures.cold")
+_written_preset_case("alerts_window_of_one", b"[alerts]\nrising_window = 1\n", "alerts.rising_window")
+_written_preset_case("alerts_unknown_rule", b'[alerts]\ndisabled = ["no_such_rule"]\n', "alerts.disabled")
+_written_preset_case("alerts_factor_below_one", b"[alerts]\ngrad_explosion_factor = 0.5\n",
+                     "alerts.grad_explosion_factor")
+
+
+def _set_case(name: str, item: str, *expect: str) -> None:
+    def make(c: Corpus, tmp: Path) -> Case:
+        out = tmp / "run"
+        return Case(["train", "--no-ui", "--out", out, "--set", item, *sets([f"data.path={c.data}"])],
+                    ("--set", *expect), absent=[out])
+    make.__name__ = f"set_{name}"
+    CASES[make.__name__] = make
+
+
+_set_case("huge_integer_for_a_float", "training.lr=" + "9" * 400, "training.lr", "too large")
+_set_case("device_meta", "training.device=meta", "training.device", "meta")
+_set_case("device_mps", "training.device=mps", "training.device")
+_set_case("negative_temperature", "temperatures.cold=-5", "temperatures.cold")
+
+
+@case
+def energy_platform_this_machine_lacks(c, tmp):
+    out = tmp / "run"
+    return Case(["train", "--no-ui", "--out", out, *sets([f"data.path={c.data}", "energy.platform=CUDA"])],
+                ("energy.platform", "available here"), absent=[out])
+
+
+@case
+def data_platform_this_machine_lacks(c, tmp):
+    out = tmp / "run"
+    return Case(["train", "--no-ui", "--out", out, *sets([f"data.path={tmp / 'new.npz'}", "data.platform=OpenCL"])],
+                ("data.platform", "available here"), absent=[out, tmp / "new.npz"])
+
+
+@case
+def saved_config_that_is_not_utf8(c, tmp):
+    run = _run_copy(c, tmp)
+    (run / "config.toml").write_bytes("preset = 'quickstart'\n".encode("utf-16"))
+    return Case(["train", "--resume", run, "--no-ui", "--epochs", "3"], ("config.toml", "UTF-16"), watch=[run])
+
+
+@case
+def saved_config_with_a_huge_integer(c, tmp):
+    run = _run_copy(c, tmp)
+    text = (run / "config.toml").read_text()
+    (run / "config.toml").write_text(text.replace("epochs = 1", "epochs = " + "1" * 6000))
+    return Case(["train", "--resume", run, "--no-ui"], ("config.toml",), watch=[run])
+
+
+@case
+def saved_config_that_is_empty(c, tmp):
+    run = _run_copy(c, tmp)
+    (run / "config.toml").write_text("")
+    return Case(["train", "--resume", run, "--no-ui", "--epochs", "3"], ("config.toml",), watch=[run])
+
+
+# --- class 2: values accepted at load that used to fail later ----------------------------------------
+@case
+def check_energy_negative_noise(c, tmp):
+    return Case(["check-energy", "--pdb", STRUCTURES / "alanine_dipeptide.pdb", "--noise", "-0.01"], ("--noise",))
+
+
+@case
+def check_energy_nan_noise(c, tmp):
+    return Case(["check-energy", "--pdb", STRUCTURES / "alanine_dipeptide.pdb", "--noise", "nan"], ("--noise",))
+
+
+@case
+def simulate_negative_processes(c, tmp):
+    return Case(["simulate", "--processes", "-2", "--out", tmp / "d.npz"], ("--processes",),
+                absent=[tmp / "d.npz"])
+
+
+# --- class 3: a refused start leaves the directory as it was -----------------------------------------
+@case
+def resume_with_a_checkpoint_of_the_wrong_shape(c, tmp):
+    import torch
+
+    run = _run_copy(c, tmp)
+    ckpt = torch.load(run / "last.pt", weights_only=True)
+    key = next(k for k, v in ckpt["model"].items() if getattr(v, "ndim", 0) == 2)
+    ckpt["model"][key] = torch.zeros(3, 3)
+    torch.save(ckpt, run / "last.pt")
+    return Case(["train", "--resume", run, "--no-ui", "--epochs", "3"], ("last.pt",), watch=[run])
+
+
+@case
+def resume_from_best_that_is_missing(c, tmp):
+    run = _run_copy(c, tmp)
+    (run / "best.pt").unlink()
+    return Case(["train", "--resume", run, "--from", "best", "--no-ui", "--epochs", "3"], ("best.pt",), watch=[run])
+
+
+@case
+def resume_with_nan_weights(c, tmp):
+    import torch
+
+    run = _run_copy(c, tmp)
+    ckpt = torch.load(run / "last.pt", weights_only=True)
+    key = next(k for k, v in ckpt["model"].items() if getattr(v, "is_floating_point", lambda: False)())
+    ckpt["model"][key] = ckpt["model"][key] * float("nan")
+    torch.save(ckpt, run / "last.pt")
+    return Case(["train", "--resume", run, "--no-ui", "--epochs", "3"], ("last.pt", "finite"), watch=[run])
+
+
+# --- class 7: odd entries in a run directory -----------------------------------------------------------
+def _odd_entry_case(name: str, entry: str, command: str) -> None:
+    def make(c: Corpus, tmp: Path) -> Case:
+        run = _run_copy(c, tmp)
+        (run / entry).unlink(missing_ok=True)
+        (run / entry).mkdir()
+        (run / entry / "keep").write_text("the user's")
+        args = {"resume": ["train", "--resume", run, "--no-ui", "--epochs", "3"], "plot": ["plot", run],
+                "control": ["control", run, "stop"]}[command]
+        return Case(args, (entry, "not a regular file"), watch=[run])
+    make.__name__ = name
+    CASES[name] = make
+
+
+_odd_entry_case("lock_is_a_directory", ".lock", "resume")
+_odd_entry_case("metrics_is_a_directory_on_resume", "metrics.jsonl", "resume")
+_odd_entry_case("metrics_is_a_directory_for_plot", "metrics.jsonl", "plot")
+_odd_entry_case("metrics_is_a_directory_for_control", "metrics.jsonl", "control")
+
+
+@case
+def force_into_a_directory_whose_log_is_a_directory(c, tmp):
+    run = _run_copy(c, tmp)
+    (run / "train.log").mkdir()
+    return Case(["train", "--no-ui", "--force", "--out", run, *sets([f"data.path={c.data}"])],
+                ("train.log", "not a regular file"), watch=[run])
+
+
 @pytest.mark.parametrize("name", list(CASES))
 def test_bad_input_is_one_line_exit_2_and_touches_nothing(name, corpus, tmp_path):
     cwd = tmp_path / "cwd"
@@ -457,7 +614,7 @@ def test_bad_input_is_one_line_exit_2_and_touches_nothing(name, corpus, tmp_path
 
 
 def test_the_corpus_is_large():
-    assert len(CASES) >= 25
+    assert len(CASES) >= 60
 
 
 # --- a full disk ------------------------------------------------------------------------------------
