@@ -14,8 +14,8 @@ import time
 from pathlib import Path
 
 import pytest
-
 from molpt_testdata import TINY_DATA, TINY_TRAIN
+
 from molpt_tui.training.events import RequestAcknowledged
 from molpt_tui.training.metrics_log import read_events
 from molpt_tui.training.run_dir import RunDirectory
@@ -124,3 +124,83 @@ def test_control_times_out_with_exit_1_when_nobody_answers(tmp_path):
     finally:
         holder.kill()
         holder.wait()
+
+
+def _monitor_log(app) -> str:  # type: ignore[no-untyped-def]
+    return "\n".join(entry.text for entry in app.state.log)
+
+
+async def _until(pilot, predicate, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        await pilot.pause(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+async def test_the_live_app_its_trainer_process_and_the_control_channel(tiny_data, tmp_path):
+    """What `molpt-tui train` does on a terminal: preflight and run directory by the app layer,
+    the trainer in a child process, the monitor steering it with keys through the channel."""
+    from molpt_tui.app.preflight import check_data, check_inputs
+    from molpt_tui.app.train import TrainOptions, prepare_run_dir, resolve_config
+    from molpt_tui.app.trainer_process import TrainerSubprocess
+    from molpt_tui.tui.app import MonitorApp
+    from molpt_tui.tui.screens import ConfirmStopScreen
+    from molpt_tui.tui.source import LiveRun
+
+    run = tmp_path / "run"
+    opts = TrainOptions(preset="quickstart", overrides=tuple(TINY_DATA + TINY_TRAIN + [
+        f"data.path={tiny_data}", "energy.platform=Reference", "logging.eval_interval=100000",
+        "training.checkpoint_every=100000"]), epochs=100000, out=run, ui=True)
+    cfg, rd = resolve_config(opts)
+    checked = check_inputs(cfg, rd, None)
+    check_data(checked)
+    prepare_run_dir(checked, fresh=True, force=False)
+    trainer = TrainerSubprocess(rd, None)
+    app = MonitorApp(LiveRun(rd, trainer), refresh_hz=10.0)
+    try:
+        async with app.run_test(size=(160, 48)) as pilot:
+            await _until(pilot, lambda: app.state.history.last_epoch >= 2, 120, "epochs from the child trainer")
+            assert rd.lock_owner() is not None and rd.lock_owner().pid == trainer.proc.pid  # handed over
+            await pilot.press("p")
+            await _until(pilot, lambda: app.state.paused, 60, "pause acknowledged by the child")
+            await pilot.press("c")
+            await _until(pilot, lambda: "checkpoint written: " in _monitor_log(app), 60, "checkpoint ack")
+            assert rd.last.is_file()
+            await pilot.press("p")
+            await _until(pilot, lambda: not app.state.paused, 60, "resume acknowledged")
+            await pilot.press("s")
+            await _until(pilot, lambda: isinstance(app.screen, ConfirmStopScreen), 10, "confirm stop")
+            await pilot.press("y")
+            await _until(pilot, lambda: trainer.poll() is not None and app.state.finished is not None, 120,
+                         "the trainer to stop")
+            assert trainer.poll() == 130 and app.state.finished.status == "stopped"
+            assert app.exit_code == 130
+            await pilot.press("q")
+    finally:
+        if trainer.poll() is None:
+            trainer.kill()
+    acks = [e.action for e in read_events(rd.metrics) if isinstance(e, RequestAcknowledged)]
+    assert acks == ["pause", "checkpoint", "resume", "stop"]
+    assert not rd.lock_path.exists()
+
+
+async def test_watch_steers_a_headless_run_in_another_process(headless_run):
+    from molpt_tui.tui.app import MonitorApp
+    from molpt_tui.tui.source import WatchedRun
+
+    run, proc = headless_run
+    app = MonitorApp(WatchedRun(RunDirectory(run)), refresh_hz=10.0)
+    async with app.run_test(size=(120, 36)) as pilot:
+        await _until(pilot, lambda: app.source.can_steer() and app.state.run is not None, 60, "the live trainer")
+        await pilot.press("g")
+        await _until(pilot, lambda: "PNG written: " in _monitor_log(app), 60, "PNG ack")
+        # A script steering the same run at the same time is seen by the watcher too.
+        done = _cli("control", str(run), "pause")
+        assert done.returncode == 0
+        await _until(pilot, lambda: app.state.paused, 30, "the script's pause, seen in watch")
+        await pilot.press("q")  # leaving watch never stops the trainer
+    assert proc.poll() is None
+    assert _cli("control", str(run), "stop").returncode == 0
+    assert proc.wait(timeout=120) == 130

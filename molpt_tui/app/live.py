@@ -1,7 +1,9 @@
 """The live TUI of `train`: a trainer process plus the monitor that follows its run directory."""
 from __future__ import annotations
 
-from ..tui.app import run_monitor
+import sys
+
+from ..tui.app import EXIT_UI_CRASHED, run_monitor
 from ..tui.source import LiveRun
 from .preflight import Checked, ResumePoint
 from .trainer_process import TrainerSubprocess
@@ -12,13 +14,22 @@ GRACE_S = 120.0
 
 def run_live(checked: Checked, resume: ResumePoint | None, *, no_mouse: bool) -> int:
     trainer = TrainerSubprocess(checked.run_dir, resume)
+    run = checked.run_dir.path
     try:
         code = run_monitor(LiveRun(checked.run_dir, trainer), no_mouse=no_mouse,
                            title=f"molpt-tui: {checked.cfg.preset_name}")
-    finally:
-        if trainer.poll() is None:
-            trainer.terminate()
-            if trainer.wait(GRACE_S) is None:
-                trainer.kill()
-                trainer.wait(5.0)
+    except BaseException:
+        code = EXIT_UI_CRASHED
+    if code == EXIT_UI_CRASHED and trainer.poll() is None:
+        # The monitor died, the run did not: it goes on headless rather than being recorded as a
+        # user stop, and can be watched or steered again.
+        print(f"molpt-tui: the monitor crashed; the {trainer.description} keeps training (log: "
+              f"{checked.run_dir.trainer_log}). Attach with `molpt-tui watch {run}`, stop it with "
+              f"`molpt-tui control {run} stop`.", file=sys.stderr)
+        return code
+    if trainer.poll() is None:
+        trainer.terminate()
+        if trainer.wait(GRACE_S) is None:
+            trainer.kill()
+            trainer.wait(5.0)
     return code

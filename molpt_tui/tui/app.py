@@ -23,6 +23,7 @@ from textual.screen import ModalScreen, Screen
 from textual.widgets import Footer, Tab, Tabs
 
 from molpt_tui.training.events import ControlAction, Event, Finished
+from molpt_tui.training.exit_codes import STATUS_EXIT_CODES
 
 from .messages import EventBatch, FeedSynced, TailerFailed, WatchFileStatus, WatchReset
 from .screens import ConfirmQuitScreen, ConfirmScreen, ConfirmStopScreen, HelpScreen
@@ -554,12 +555,12 @@ class MonitorApp(App[int]):
 
 
 # --- entry point used by the application layer -------------------------------------------------
-EXIT_UI_CRASHED = 1
+EXIT_UI_CRASHED = STATUS_EXIT_CODES["ui-crashed"]
 
 
 def run_monitor(source: RunSource, *, no_mouse: bool = False, title: str | None = None) -> int:
     """Show `source` until the user quits; returns the process exit code (the source's: a live
-    run's trainer exit code, 0 for watch), or 1 if the monitor itself crashed. A live trainer
+    run's trainer exit code, 0 for watch), or EXIT_UI_CRASHED if the monitor itself crashed. A live trainer
     still running afterwards (forced quit, crash) is the caller's to end."""
     app = MonitorApp(source, title=title)
     app.run(mouse=not no_mouse)
