@@ -15,12 +15,15 @@ import asyncio
 import json
 import platform
 import statistics
+import tempfile
 import time
 
 import numpy as np
 
+from molpt_tui.training.run_dir import RunDirectory
 from molpt_tui.tui.app import MonitorApp
 from molpt_tui.tui.series import BASE_KEYS
+from molpt_tui.tui.source import WatchedRun
 from molpt_tui.tui.widgets import MetricPlot
 
 GOAL_MS = 30.0
@@ -90,11 +93,8 @@ def time_naive(plot: MetricPlot, app: MonitorApp, repeat: int) -> float:
 
 
 async def bench_size(width: int, height: int, points: list[int], repeat: int, naive_max: int) -> dict:
-    def idle_trainer(sink, control) -> None:
-        while not control.stop_requested:
-            time.sleep(0.05)
-
-    app = MonitorApp(mode="train", train_fn=idle_trainer, refresh_hz=0.2)
+    tmp = tempfile.mkdtemp()
+    app = MonitorApp(WatchedRun(RunDirectory(tmp)), refresh_hz=0.2)  # fed by load() below, not a file
     results = []
     async with app.run_test(size=(width, height)) as pilot:
         await pilot.pause(0.2)

@@ -8,7 +8,7 @@ process that writes metrics.jsonl, which the monitor follows like `watch` does.
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..config import Config, dump_toml, load_config, load_saved_config, validate
@@ -42,8 +42,11 @@ class TrainOptions:
     force: bool = False
     ui: bool = True
     no_mouse: bool = False
-    flag_names: dict[str, str] = field(default_factory=lambda: {
-        "epochs": "--epochs", "lr": "--lr", "batch_size": "--batch-size", "device": "--device"})
+
+
+# Typed flags that set a config key; an error about the value names the flag.
+FLAG_KEYS = {"epochs": ("training.epochs", "--epochs"), "lr": ("training.lr", "--lr"),
+             "batch_size": ("training.batch_size", "--batch-size"), "device": ("training.device", "--device")}
 
 
 def _say(text: str) -> None:
@@ -59,12 +62,11 @@ def resolve_config(opts: TrainOptions) -> tuple[Config, RunDirectory]:
         cfg = load_config(opts.preset, opts.overrides)
         run_dir = RunDirectory(opts.out if opts.out is not None else cfg.run_dir)
     # Typed flags go straight onto the config, named by their flag in any error message.
-    for name, key in (("epochs", "training.epochs"), ("lr", "training.lr"),
-                      ("batch_size", "training.batch_size"), ("device", "training.device")):
+    for name, (key, flag) in FLAG_KEYS.items():
         value = getattr(opts, name)
         if value is not None:
             setattr(cfg.training, key.split(".")[1], value)
-            cfg.origins[key] = opts.flag_names[name]
+            cfg.origins[key] = flag
     return validate(cfg), run_dir
 
 
