@@ -30,6 +30,12 @@ def _add_preset_args(p: argparse.ArgumentParser) -> None:
                    help="override any preset key, typed by the schema (repeatable), e.g. --set training.lr=1e-4")
 
 
+def _add_threads_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--threads", type=int, default=None, metavar="N",
+                   help="CPUs to use in all: torch threads plus OpenMM worker processes (default: the CPUs this "
+                        "process may use: affinity mask, cgroup quota, SLURM_CPUS_PER_TASK; see README)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="molpt-tui",
@@ -56,6 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--force", action="store_true",
                    help="start a new run in a non-empty run directory, removing the earlier run's files")
     t.add_argument("--no-mouse", action="store_true", help="TUI: do not capture the mouse (tmux/SSH friendly)")
+    _add_threads_arg(t)
 
     s = sub.add_parser("simulate", help="generate replica-exchange MD data for a preset",
                        description="Run replica-exchange Langevin MD over the preset's temperature ladder "
@@ -64,6 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", help="data file to write (default: the preset's data.path)")
     s.add_argument("--force", action="store_true", help="overwrite an existing data file")
     s.add_argument("--processes", type=int, default=None, help="worker processes (default: one per core)")
+    _add_threads_arg(s)
 
     c = sub.add_parser("check-energy", help="check an energy engine against OpenMM for a structure",
                        description="Evaluate perturbed configurations with the chosen engine and with OpenMM "
@@ -117,7 +125,7 @@ def _train(args: argparse.Namespace) -> int:
         preset=args.preset, overrides=tuple(args.overrides), epochs=args.epochs, lr=args.lr,
         batch_size=args.batch_size, device=args.device, out=Path(args.out) if args.out else None,
         resume=Path(args.resume) if args.resume else None, resume_from=args.resume_from, force=args.force,
-        ui=not args.no_ui, no_mouse=args.no_mouse))
+        ui=not args.no_ui, no_mouse=args.no_mouse, threads=args.threads))
 
 
 def _simulate(args: argparse.Namespace) -> int:
@@ -126,7 +134,7 @@ def _simulate(args: argparse.Namespace) -> int:
     from .app.commands import simulate
 
     return simulate(args.preset, tuple(args.overrides), Path(args.out) if args.out else None, args.force,
-                    args.processes)
+                    args.processes, threads=args.threads)
 
 
 def _check_energy(args: argparse.Namespace) -> int:

@@ -11,7 +11,8 @@ import multiprocessing as mp
 import os
 import signal
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from pathlib import Path
@@ -91,23 +92,86 @@ def run_before_multiprocessing_exit(hook: Callable[[], None]) -> None:
     atexit.register(hook)
 
 
+@dataclass(frozen=True)
+class CpuCount:
+    """How many CPUs this process may use, where that number came from, and whether someone gave
+    them to us (a scheduler, a cgroup, a narrowed affinity mask) or we merely see the machine."""
+
+    cpus: int
+    source: str        # e.g. "SLURM_CPUS_PER_TASK=4", "the cgroup CPU quota", "the affinity mask"
+    dedicated: bool    # False: the affinity mask is the whole machine, which others may be using
+
+
 def usable_cpus() -> int:
     """CPUs this process may use: the affinity mask, narrowed by a cgroup CPU quota and by
     ``SLURM_CPUS_PER_TASK``; at least 1.
 
     ``os.cpu_count()`` counts the whole node, so a job given 2 of 64 cores would start 64 workers.
     """
+    return count_cpus().cpus
+
+
+def count_cpus(env: Mapping[str, str] | None = None, affinity: int | None = None, machine: int | None = None,
+               read_quota: Callable[[], int | None] | None = None) -> CpuCount:
+    """`usable_cpus` with its reason. The arguments replace what would be read from this
+    process (environment, affinity mask, ``os.cpu_count()``, cgroup quota), for tests."""
+    env = os.environ if env is None else env
+    machine = machine if machine is not None else (os.cpu_count() or 1)
+    if affinity is None:
+        try:
+            affinity = len(os.sched_getaffinity(0))
+        except (AttributeError, OSError):
+            affinity = machine
+    cpus, dedicated = affinity, affinity < machine
+    source = "the affinity mask" if dedicated else "the affinity mask (the whole machine)"
+    limit = (read_quota or cgroup_cpu_quota)()
+    if limit is not None and limit < cpus:
+        cpus, source, dedicated = limit, "the cgroup CPU quota", True
+    slurm = env.get("SLURM_CPUS_PER_TASK", "").strip()
+    if slurm.isdigit() and 0 < int(slurm) <= cpus:
+        # equal to the mask still counts: the scheduler has said these CPUs are ours
+        cpus, source, dedicated = int(slurm), f"SLURM_CPUS_PER_TASK={slurm}", True
+    return CpuCount(max(1, cpus), source, dedicated)
+
+
+def cgroup_cpu_quota(root: Path = Path("/sys/fs/cgroup"), self_cgroup: Path = Path("/proc/self/cgroup")) -> int | None:
+    """Whole CPUs allowed by the tightest CPU quota on this process's cgroup path (v2
+    ``cpu.max``, v1 ``cpu.cfs_quota_us``), rounded up; None when there is none.
+
+    A quota is set on the job's own cgroup (``/slurm/uid_1000/job_42``), not on the root, and a
+    parent's quota binds its children, so every level from the process's cgroup up is read.
+    """
     try:
-        cpus = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        cpus = os.cpu_count() or 1
-    quota = _cgroup_cpu_quota()
-    if quota is not None:
-        cpus = min(cpus, quota)
-    slurm = os.environ.get("SLURM_CPUS_PER_TASK", "")
-    if slurm.isdigit() and int(slurm) > 0:
-        cpus = min(cpus, int(slurm))
-    return max(1, cpus)
+        lines = self_cgroup.read_text(encoding="ascii", errors="replace").splitlines()
+    except OSError:
+        lines = []
+    v2, v1 = "/", None
+    for line in lines:
+        parts = line.split(":", 2)
+        if len(parts) != 3:
+            continue
+        if parts[0] == "0" and parts[1] == "":
+            v2 = parts[2]
+        elif "cpu" in parts[1].split(","):
+            v1 = parts[2]
+    best: int | None = None
+    for folder in _up_from(root, v2):
+        best = _tighter(best, _cgroup_cpu_quota(folder / "cpu.max"))
+    if v1 is not None:
+        for mount in (root / "cpu", root / "cpu,cpuacct"):
+            for folder in _up_from(mount, v1):
+                best = _tighter(best, _cgroup_v1_quota(folder))
+    return best
+
+
+def _up_from(root: Path, cgroup: str) -> list[Path]:
+    """``root/a/b``, ``root/a``, ``root``: a cgroup's folder and its ancestors'."""
+    parts = [p for p in cgroup.strip().split("/") if p and p != ".."]
+    return [root.joinpath(*parts[:i]) for i in range(len(parts), -1, -1)]
+
+
+def _tighter(a: int | None, b: int | None) -> int | None:
+    return b if a is None else a if b is None else min(a, b)
 
 
 def _cgroup_cpu_quota(path: Path = Path("/sys/fs/cgroup/cpu.max")) -> int | None:
@@ -122,3 +186,15 @@ def _cgroup_cpu_quota(path: Path = Path("/sys/fs/cgroup/cpu.max")) -> int | None
         return max(1, -(-int(quota) // int(period)))
     except (ValueError, ZeroDivisionError):
         return None
+
+
+def _cgroup_v1_quota(folder: Path) -> int | None:
+    """Whole CPUs allowed by a cgroup v1 CFS quota (-1 means none), rounded up."""
+    try:
+        quota = int((folder / "cpu.cfs_quota_us").read_text(encoding="ascii"))
+        period = int((folder / "cpu.cfs_period_us").read_text(encoding="ascii"))
+    except (OSError, ValueError):
+        return None
+    if quota <= 0 or period <= 0:
+        return None
+    return max(1, -(-quota // period))

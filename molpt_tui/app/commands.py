@@ -40,13 +40,18 @@ def plot(run_dir: Path) -> int:
 
 
 def simulate(preset: str | None, overrides: tuple[str, ...], out: Path | None, force: bool,
-             processes: int | None) -> int:
+             processes: int | None, *, threads: int | None = None) -> int:
+    """`--threads N` caps the MD worker processes at N (`--processes` still sets them exactly)."""
     from ..config import load_config
     from .data_generation import generate_data
     from .disk import disk_errors_as_user_errors
+    from .resources import check_threads
 
     if processes is not None and processes < 1:
         raise UserError(f"--processes {processes}: must be at least 1 (or leave it out: one per core)")
+    check_threads(threads)
+    if processes is None:
+        processes = threads
     cfg = load_config(preset, overrides)
     with disk_errors_as_user_errors(out or cfg.data_path):
         return generate_data(cfg, announce=lambda text: print(text, file=sys.stderr, flush=True),

@@ -12,8 +12,8 @@ from .trainer_process import TrainerSubprocess
 GRACE_S = 120.0
 
 
-def run_live(checked: Checked, resume: ResumePoint | None, *, no_mouse: bool) -> int:
-    trainer = TrainerSubprocess(checked.run_dir, resume)
+def run_live(checked: Checked, resume: ResumePoint | None, *, no_mouse: bool, threads: int | None = None) -> int:
+    trainer = TrainerSubprocess(checked.run_dir, resume, threads)
     run = checked.run_dir.path
     try:
         code = run_monitor(LiveRun(checked.run_dir, trainer), no_mouse=no_mouse,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ..config import Config, dump_toml, load_config, load_saved_config, validate
 from ..errors import UserError
@@ -25,6 +26,7 @@ from .artifacts import RunFiles
 from .data_generation import generate_data
 from .disk import disk_errors_as_user_errors
 from .preflight import Checked, ResumePoint, check_data, check_inputs, data_missing
+from .resources import apply_threads, cpu_budget, plan_for, plan_threads, worker_cpus
 from .signals import JobSignals
 
 
@@ -42,6 +44,7 @@ class TrainOptions:
     force: bool = False
     ui: bool = True
     no_mouse: bool = False
+    threads: int | None = None   # --threads: the CPUs this run may use (None: those it is given)
 
 
 # Typed flags that set a config key; an error about the value names the flag.
@@ -76,6 +79,9 @@ def train(opts: TrainOptions) -> int:
     if use_tui and not sys.stdout.isatty():
         _say("molpt-tui: stdout is not a terminal: running headless (as with --no-ui)")
         use_tui = False
+    budget = cpu_budget(opts.threads)
+    # before torch does any work; the engine's share is known once it is built
+    apply_threads(plan_threads(budget, "torch", monitor=use_tui))
     resume: ResumePoint | None = opts.resume_from if opts.resume is not None else None
     if resume is None:
         run_dir.check_new(opts.force)
@@ -88,15 +94,17 @@ def train(opts: TrainOptions) -> int:
         for warning in checked.warnings:
             _say(f"molpt-tui: warning: {warning}")
         if data_missing(cfg):
-            code = generate_data(cfg, announce=_say, missing=True)
+            code = generate_data(cfg, announce=_say, missing=True, n_procs=budget.cpus if budget.requested else None)
             if code:
                 return code
         split = check_data(checked)
-        setup = build_setup(cfg, checked.ms, split, checked.device, log=_say)
+        setup = build_setup(cfg, checked.ms, split, checked.device, log=_say,
+                            worker_cpus=worker_cpus(budget, monitor=use_tui))
         try:
+            plan = apply_threads(plan_for(budget, setup.choice, monitor=use_tui))
             # Built now because its constructor is the last check (a checkpoint of the wrong
             # shape is refused here) and writes nothing; sinks that write come later.
-            trainer = make_trainer(checked, setup, [])
+            trainer = make_trainer(checked, setup, [], run_info=plan.fields())
             if use_tui:
                 setup.close()  # the child trainer builds its own; this one proved it can be built
             prepare_run_dir(checked, fresh=resume is None, force=opts.force)
@@ -107,7 +115,7 @@ def train(opts: TrainOptions) -> int:
             if use_tui:
                 from .live import run_live
 
-                return run_live(checked, resume, no_mouse=opts.no_mouse)
+                return run_live(checked, resume, no_mouse=opts.no_mouse, threads=opts.threads)
             return _run_headless(trainer, checked, setup)
         finally:
             run_dir.release_lock()
@@ -147,10 +155,11 @@ def _remove_if_ours(run_dir: RunDirectory) -> None:
         pass
 
 
-def make_trainer(checked: Checked, setup: TrainingSetup, sinks: list[Sink]) -> Trainer:
+def make_trainer(checked: Checked, setup: TrainingSetup, sinks: list[Sink],
+                 run_info: dict[str, Any] | None = None) -> Trainer:
     return Trainer(checked.cfg, setup, sinks, TrainingControl(checked.run_dir), RunFiles(checked.run_dir, checked.cfg),
                    resume_from=checked.resume_from, resume_path=checked.resume_path,
-                   history_events=checked.history_events)
+                   history_events=checked.history_events, run_info=run_info)
 
 
 def run_trainer(trainer: Trainer, setup: TrainingSetup, sinks: list[Sink]) -> int:

@@ -21,6 +21,7 @@ from ..training.metrics_log import MetricsLogSink
 from ..training.run_dir import RunDirectory
 from ..training.setup import build_setup
 from .preflight import ResumePoint, check_data, check_inputs
+from .resources import apply_threads, cpu_budget, plan_for, plan_threads, worker_cpus
 from .train import make_trainer, run_trainer
 
 
@@ -39,7 +40,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("run_dir")
     parser.add_argument("--resume-from", choices=["none", "last", "best"], default="none")
     parser.add_argument("--parent", type=int, required=True)
+    parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args(argv)
+    # before torch does any work; the monitor redraws on the same CPUs
+    budget = cpu_budget(args.threads)
+    apply_threads(plan_threads(budget, "torch", monitor=True))
     run_dir = RunDirectory(args.run_dir)
     resume: ResumePoint | None = None if args.resume_from == "none" else args.resume_from
     try:
@@ -51,9 +56,11 @@ def main(argv: list[str] | None = None) -> int:
         cfg = load_saved_config(run_dir.config, ())
         checked = check_inputs(cfg, run_dir, resume)
         split = check_data(checked)
-        setup = build_setup(cfg, checked.ms, split, checked.device, log=lambda text: print(text, flush=True))
+        setup = build_setup(cfg, checked.ms, split, checked.device, log=lambda text: print(text, flush=True),
+                            worker_cpus=worker_cpus(budget, monitor=True))
         try:
-            trainer = make_trainer(checked, setup, [])
+            plan = apply_threads(plan_for(budget, setup.choice, monitor=True))
+            trainer = make_trainer(checked, setup, [], run_info=plan.fields())
         except BaseException:
             setup.close()
             raise
@@ -73,13 +80,14 @@ def main(argv: list[str] | None = None) -> int:
 class TrainerSubprocess:
     """The monitor's handle on the trainer process (tui.source.TrainerHandle)."""
 
-    def __init__(self, run_dir: RunDirectory, resume: ResumePoint | None) -> None:
+    def __init__(self, run_dir: RunDirectory, resume: ResumePoint | None, threads: int | None = None) -> None:
         self.run_dir = run_dir
         log = open(run_dir.trainer_log, "a", buffering=1, encoding="utf-8")
         try:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "molpt_tui.app.trainer_process", str(run_dir.path),
-                 "--resume-from", resume or "none", "--parent", str(os.getpid())],
+                 "--resume-from", resume or "none", "--parent", str(os.getpid()),
+                 *(["--threads", str(threads)] if threads is not None else [])],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                 env=dict(os.environ, PYTHONUNBUFFERED="1"))
         finally:

@@ -36,6 +36,7 @@ def _quiet(message: str) -> None:
 class EngineChoice:
     engine: EnergyEngine
     why: str
+    workers: int = 0   # worker processes the engine runs (the OpenMM bridge's pool; 0: in-process)
 
     @property
     def description(self) -> str:
@@ -81,7 +82,8 @@ def bridge_workers(requested: int, us_per_config: float, batch_size: int, cores:
     """Worker processes for the bridge; 0 = in-process. ``requested`` > 0 is taken as given.
 
     Worker processes only pay off when a batch costs far more than a pipe round trip (~0.2 ms):
-    OBC1 dipeptide ~0.7-1 ms per configuration, vacuum ~19 us.
+    OBC1 dipeptide ~0.7-1 ms per configuration, vacuum ~19 us. ``cores``: the CPUs the workers
+    may use; on one, a worker would be the in-process bridge plus a pipe.
     """
     if requested > 0:
         return requested
@@ -92,9 +94,10 @@ def bridge_workers(requested: int, us_per_config: float, batch_size: int, cores:
 
 def make_openmm(ms: MolecularSystem, platform: str = "auto", n_workers: int = 0, batch_size: int = 64, *,
                 platform_key: str = "energy.platform", log: Callable[[str], None] = _quiet,
-                measure: PlatformMeasure | None = None) -> OpenMMBridge:
+                measure: PlatformMeasure | None = None, worker_cpus: int | None = None) -> OpenMMBridge:
     """The bridge on ``platform`` ("auto": the fastest measured) with ``n_workers`` processes
-    (0: as many as pay off, from the measured cost per configuration)."""
+    (0: as many as pay off, from the measured cost per configuration, on at most ``worker_cpus``
+    CPUs: the share of the process's CPUs that torch's threads leave; None: all of them)."""
     from .openmm_bridge import OpenMMBridge
 
     check_platform(platform, platform_key)
@@ -104,7 +107,8 @@ def make_openmm(ms: MolecularSystem, platform: str = "auto", n_workers: int = 0,
     except PlatformUnavailableError as exc:
         raise UserError(f'{platform_key} = "{platform}": OpenMM cannot make a Context for this system here '
                         f"({_first_error(exc)}); available platforms: {', '.join(available_platforms())}") from None
-    workers = bridge_workers(n_workers, probe.choice.us_per_config, batch_size, usable_cpus())
+    cores = usable_cpus() if worker_cpus is None else worker_cpus
+    workers = bridge_workers(n_workers, probe.choice.us_per_config, batch_size, cores)
     if workers == 0:
         return probe
     probe.close()
@@ -236,12 +240,12 @@ def make_engine(ms: MolecularSystem, engine: EngineName = "auto", platform: str 
                 batch_size: int = 64, device: str = "cpu", compile: CompileMode = "auto",
                 precision: TorchPrecision = "double", *, platform_key: str = "energy.platform",
                 device_key: str = "training.device", log: Callable[[str], None] = _quiet,
-                measure: PlatformMeasure | None = None) -> EngineChoice:
+                measure: PlatformMeasure | None = None, worker_cpus: int | None = None) -> EngineChoice:
     """The engine for ``ms`` and why it was chosen.
 
     ``platform_key``/``device_key``: the config keys (or flags) named when ``platform`` or
     ``device`` cannot be used here. ``log`` hears about waits (worker start-up). ``measure``:
-    see :data:`~molpt_tui.physics.openmm_bridge.PlatformMeasure`.
+    see :data:`~molpt_tui.physics.openmm_bridge.PlatformMeasure`. ``worker_cpus``: see `make_openmm`.
     """
     if engine not in ENGINE_NAMES:
         raise ValueError(f"engine must be one of {ENGINE_NAMES}, not {engine!r}")
@@ -251,11 +255,13 @@ def make_engine(ms: MolecularSystem, engine: EngineName = "auto", platform: str 
         check_device(device, device_key)
 
     def openmm_engine() -> OpenMMBridge:
-        return make_openmm(ms, platform, n_workers, batch_size, platform_key=platform_key, log=log, measure=measure)
+        return make_openmm(ms, platform, n_workers, batch_size, platform_key=platform_key, log=log, measure=measure,
+                           worker_cpus=worker_cpus)
 
     if engine == "openmm":
         bridge = openmm_engine()
-        return EngineChoice(bridge, f"requested; OpenMM platform {bridge.platform}: {bridge.choice.reason}")
+        return EngineChoice(bridge, f"requested; OpenMM platform {bridge.platform}: {bridge.choice.reason}",
+                            bridge.n_workers)
     if engine == "torch":
         return EngineChoice(make_torch(ms, device, compile, precision, device_key=device_key), "requested")
     from .torch_energy import compiler_available
@@ -265,4 +271,4 @@ def make_engine(ms: MolecularSystem, engine: EngineName = "auto", platform: str 
     if use_torch:
         return EngineChoice(make_torch(ms, device, compile, precision, device_key=device_key), why)
     bridge = openmm_engine()
-    return EngineChoice(bridge, f"{why}; OpenMM platform {bridge.platform}: {bridge.choice.reason}")
+    return EngineChoice(bridge, f"{why}; OpenMM platform {bridge.platform}: {bridge.choice.reason}", bridge.n_workers)

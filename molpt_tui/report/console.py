@@ -199,6 +199,8 @@ class ConsoleReporter(Sink):
             f"  Energy:      {engine}",
             f"  Run dir:     {ev.run_dir}",
         ]
+        if ev.threads_reason:
+            lines.insert(-1, f"  CPUs:        {ev.threads_reason}")
         if ev.resumed or ev.start_epoch > 0:
             lines.append(f"  Resuming from epoch {ev.start_epoch}")
         lines.append(RULE)

@@ -65,6 +65,20 @@ class RunStarted(Event):
     steps_per_epoch: int = 1
     start_epoch: int = 0       # >0 when resumed: the epochs before it are already in the log
     resumed: bool = False
+    # How the trainer uses its CPUs (app.resources): the budget, where it came from, its split.
+    cpus: int = 0                  # CPUs this process may use (0: not recorded)
+    cpus_source: str = ""          # e.g. "SLURM_CPUS_PER_TASK=4", "--threads 2", "affinity mask"
+    torch_threads: int = 0         # torch intra-op threads
+    torch_interop_threads: int = 0
+    energy_workers: int = 0        # OpenMM worker processes (0: energies in the trainer process)
+    threads_reason: str = ""       # e.g. "2 CPUs from --threads 2; torch 2 threads, OpenMM energies in-process"
+    # Under SLURM ("" / NaN / 0 otherwise): the job, when its allocation ends, its requeues so far.
+    slurm_job_id: str = ""
+    slurm_end_time: float = math.nan   # Unix time the allocation ends (squeue %e, else start + time limit)
+    slurm_restart_count: int = 0       # SLURM_RESTART_COUNT
+    # Data-parallel training (training.distributed): each rank trains batch_size pairs a step.
+    world_size: int = 1
+    dist_backend: str = ""         # "gloo" or "nccl"; "" for one process
 
 
 @dataclass

@@ -175,13 +175,14 @@ class TrainingSetup:
 
 
 def build_setup(cfg: Config, ms: MolecularSystem, split: DataSplit, device: torch.device,
-                log: Callable[[str], None]) -> TrainingSetup:
+                log: Callable[[str], None], *, worker_cpus: int | None = None) -> TrainingSetup:
     """The energy engine (compiled now, announced through `log`, so the first epoch's time and
-    ETA do not include the wait) and the energies of the data. Closes the engine on failure."""
+    ETA do not include the wait) and the energies of the data. Closes the engine on failure.
+    `worker_cpus`: the CPUs an OpenMM bridge may give worker processes (the app's thread plan)."""
     engine_device = str(device) if device.type == "cuda" else "cpu"
     choice = make_engine(ms, cfg.energy.engine, cfg.energy.platform, cfg.energy.n_workers,
                          cfg.training.batch_size, engine_device, cfg.energy.compile,
-                         cfg.energy.precision, log=log)
+                         cfg.energy.precision, log=log, worker_cpus=worker_cpus)
     engine = choice.engine
     try:
         engine.warm_up(split.cold_train[: cfg.training.batch_size], log)

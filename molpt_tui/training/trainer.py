@@ -127,8 +127,11 @@ class Trainer:
 
     def __init__(self, cfg: Config, setup: TrainingSetup, sinks: Sequence[Sink], control: TrainingControl,
                  artifacts: RunArtifacts, resume_from: Mapping[str, Any] | None = None, *,
-                 resume_path: Path | None = None, history_events: Iterable[Event] = ()) -> None:
+                 resume_path: Path | None = None, history_events: Iterable[Event] = (),
+                 run_info: Mapping[str, Any] | None = None) -> None:
         self.cfg = cfg
+        # RunStarted fields the app knows and the trainer does not (threads, SLURM job)
+        self.run_info = dict(run_info or {})
         self.setup = setup
         self.sinks = list(sinks)
         self.control = control
@@ -407,6 +410,7 @@ class Trainer:
             n_params=sum(p.numel() for p in st.transport.flow.parameters() if p.requires_grad),
             engine=self.setup.engine.description, engine_reason=self.setup.engine_reason,
             steps_per_epoch=self.steps_per_epoch, start_epoch=start_epoch, resumed=self.resumed,
+            **self.run_info,
         ))
         status: RunStatus = "completed"
         try:
