@@ -134,7 +134,6 @@ async def bench_size(width: int, height: int, points: list[int], repeat: int, na
                 entry["undecimated_ms"] = round(naive, 1)
                 entry["speedup_vs_undecimated"] = round(naive / statistics.median(totals), 1)
             results.append(entry)
-        app.control.request_stop()
         panes = {p.id: f"{p.size.width}x{p.size.height}" for p in plots}
     return {"terminal": f"{width}x{height}", "panes": panes, "results": results}
 
