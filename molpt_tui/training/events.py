@@ -173,9 +173,76 @@ class RequestAcknowledged(Event):
     detail: str = ""           # e.g. the checkpoint path written
 
 
+# --- flow-enhanced parallel tempering (`molpt-tui pt`) ----------------------------------------
+
+# "flow": two replicas exchanged through the trained map; "ladder": the preset's full
+# temperature ladder with naive neighbour swaps (the baseline, run side by side).
+PTSampler = Literal["flow", "ladder"]
+
+
+@dataclass
+class PTStarted(Event):
+    """First event of a `pt` run (and of every resumed segment)."""
+
+    kind: ClassVar[str] = "pt_started"
+    run_dir: str               # the pt directory
+    source_run: str            # the training run whose map is used
+    model_path: str            # the checkpoint the map was loaded from
+    model_epoch: int           # its training epoch
+    system: str
+    t_cold: float              # K
+    t_hot: float               # K
+    swap_every: int            # MD steps between swap attempts
+    timestep_fs: float
+    planned_ns: float          # MD time per replica of the flow sampler
+    platform: str              # OpenMM platform of the MD
+    seed: int
+    ladder: list[float] = field(default_factory=list)  # the baseline's temperatures (K); empty: no baseline
+    ladder_planned_ns: float = math.nan  # MD time per replica of the ladder (same total MD time)
+    states: list[str] = field(default_factory=list)    # backbone states of PTProgress.populations; empty: no peptide
+    rama_label: str = ""       # the (phi, psi) pair the states are of, e.g. "ALA2"
+    # The map checked before sampling: held-out acceptance as training logged it at the model's
+    # epoch, and the same pairs recomputed here with the loaded map and the MD force field.
+    train_acc_flow: float = math.nan
+    check_acc_flow: float = math.nan
+    check_acc_flow_se: float = math.nan
+    start_ns: float = 0.0      # > 0 when resumed
+    resumed: bool = False
+
+
+@dataclass
+class PTProgress(Event):
+    """Where one sampler stands. Acceptances are mean(min(1, exp Delta)) over the swap attempts
+    so far, with standard errors from batch means (consecutive attempts are correlated);
+    populations are fractions of the cold replica's samples, with batch-means errors."""
+
+    kind: ClassVar[str] = "pt_progress"
+    sampler: PTSampler
+    ns: float                  # MD time per replica so far
+    planned_ns: float          # per replica
+    total_ns: float            # MD time of all replicas together
+    ns_per_day: float          # per replica, wall time of this segment
+    energy_evals: int          # every energy/force evaluation so far: MD steps, state reads, proposals
+    attempts: int              # swap attempts (ladder: all neighbour pairs)
+    accepted: int
+    acc: float                 # flow: flow-swap acceptance; ladder: over all neighbour pairs
+    acc_se: float
+    acc_naive: float = math.nan     # flow only: the naive swap of the same pairs
+    acc_naive_se: float = math.nan
+    pair_acc: list[float] = field(default_factory=list)  # ladder: per neighbour pair, coldest first
+    round_trips: int = 0
+    round_trips_per_ns: float = math.nan  # per ns of MD per replica
+    samples: int = 0           # cold samples so far
+    populations: list[float] = field(default_factory=list)     # PTStarted.states, in order
+    populations_se: list[float] = field(default_factory=list)
+    elapsed_s: float = 0.0     # wall time of this segment
+    eta_s: float = math.nan
+    map_share: float = math.nan  # flow: share of the sampler's wall time spent in T and T^-1
+
+
 EVENT_TYPES: dict[str, type[Event]] = {
     cls.kind: cls for cls in (RunStarted, EpochMetrics, LogBlock, Alert, Message, CheckpointSaved, Finished,
-                              RequestAcknowledged)
+                              RequestAcknowledged, PTStarted, PTProgress)
 }
 
 
