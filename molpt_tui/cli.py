@@ -113,6 +113,26 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("run_dir")
     k.add_argument("action", choices=["pause", "resume", "checkpoint", "png", "stop"])
     k.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the acknowledgement (60)")
+    f = sub.add_parser("pt", help="flow-enhanced parallel tempering with a trained map (and the naive ladder)",
+                       description="Langevin MD of a cold and a hot replica at the run's two temperatures; every K "
+                                   "steps the flow swap (x, y) -> (T^-1 y, T x) is accepted with min(1, exp Delta). "
+                                   "Writes RUN_DIR/pt (or --out): settings, metrics.jsonl, the cold replica's "
+                                   "samples, a checkpoint, a summary and validation figures.")
+    f.add_argument("run_dir", metavar="RUN_DIR", help="the directory of a `molpt-tui train` run")
+    f.add_argument("--model", default=None, metavar="best|final|PATH",
+                   help="the map: best.pt (default), the final model, or a checkpoint file")
+    f.add_argument("--ns", type=float, default=None, help="MD time per replica in ns (default 1; with --resume: "
+                                                          "raise it to sample on)")
+    f.add_argument("--swap-every", type=int, default=None, metavar="K",
+                   help="MD steps between swap attempts (default: the run's data.swap_every)")
+    f.add_argument("--seed", type=int, default=None, help="random seed (default: the run's data.seed + 1)")
+    f.add_argument("--out", default=None, metavar="DIR", help="pt directory (default RUN_DIR/pt)")
+    f.add_argument("--baseline", choices=["none", "ladder"], default=None,
+                   help="ladder: also run the run's full temperature ladder with naive neighbour swaps, side by "
+                        "side, with the same total MD time")
+    f.add_argument("--resume", action="store_true", help="continue the pt run in its directory from its checkpoint")
+    f.add_argument("--force", action="store_true", help="start over in a non-empty pt directory")
+    f.add_argument("--no-ui", action="store_true", help="headless: plain progress lines on stdout")
     return parser
 
 
@@ -177,8 +197,18 @@ def _control(args: argparse.Namespace) -> int:
     return control(Path(args.run_dir), args.action, timeout=args.timeout)
 
 
+def _pt(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .app.pt import PTOptions, pt
+
+    return pt(PTOptions(run_dir=Path(args.run_dir), model=args.model, ns=args.ns, swap_every=args.swap_every,
+                        seed=args.seed, out=Path(args.out) if args.out else None, baseline=args.baseline,
+                        resume=args.resume, force=args.force, ui=not args.no_ui))
+
+
 COMMANDS = {"train": _train, "simulate": _simulate, "check-energy": _check_energy, "presets": _presets,
-            "plot": _plot, "watch": _watch, "control": _control}
+            "plot": _plot, "watch": _watch, "control": _control, "pt": _pt}
 
 
 def main(argv: list[str] | None = None) -> int:
