@@ -395,3 +395,31 @@ def test_pt_events_survive_the_metrics_log():
         back = decode_line(json.dumps(event.to_dict(), allow_nan=False))
         assert type(back) is type(event)
         assert json.dumps(back.to_dict()) == json.dumps(event.to_dict())
+
+
+@pytest.mark.parametrize("peptide", [True, False])
+def test_validation_figure_shows_ramachandran_maps_only_for_peptides(ala2_system, tmp_path, peptide):
+    from molpt_tui.physics.torsions import backbone_of_topology
+    from molpt_tui.report.validation_plots import (
+        NO_BACKBONE_NOTE,
+        ReducedEnergies,
+        validation_figure,
+        write_validation_figure,
+    )
+
+    rng = np.random.default_rng(0)
+    x = ala2_system.positions[None] + rng.normal(0, 0.01, (50, ala2_system.n_atoms, 3))
+    e = rng.normal(0, 3, 50)
+    energies = ReducedEnergies(hot=e, cold_to_hot=np.append(e[:-2], [np.inf, 1e9]), cold=e, hot_to_cold=e + 1)
+    kwargs = dict(cold=x, hot=x, cold_to_hot=x, hot_to_cold=x, energies=energies,
+                  backbone=backbone_of_topology(ala2_system.topology) if peptide else None, t_cold=300.0,
+                  t_hot=450.0, title="t")
+    fig = validation_figure(**kwargs)
+    assert len(fig.axes) == (6 if peptide else 2)
+    titles = [ax.get_title() for ax in fig.axes]
+    assert any(t.startswith("T⁻¹(hot data)") for t in titles) == peptide
+    assert (NO_BACKBONE_NOTE in fig._suptitle.get_text()) != peptide
+    legend = fig.axes[-2].get_legend().get_texts()[1].get_text()
+    assert "1 beyond range" in legend and "1 non-finite" in legend  # outliers are counted, not plotted
+    path = write_validation_figure(tmp_path / "v.png", **kwargs)
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and [p.name for p in tmp_path.iterdir()] == ["v.png"]

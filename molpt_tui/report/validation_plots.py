@@ -122,7 +122,7 @@ def _energy_hist(ax: Axes, reference: np.ndarray, mapped: np.ndarray, ref_label:
 def write_validation_figure(path: str | Path, *, cold: np.ndarray, hot: np.ndarray, cold_to_hot: np.ndarray,
                             hot_to_cold: np.ndarray, energies: ReducedEnergies, backbone: Backbone | None,
                             t_cold: float, t_hot: float, title: str = "") -> Path:
-    """The validation figure of a map on paired samples.
+    """The validation figure of a map on paired samples, written atomically to `path`.
 
     cold, hot: samples [M, N, 3] nm at t_cold and t_hot; cold_to_hot = T(cold),
     hot_to_cold = T^-1(hot) (any rigid frame: torsions and energies do not care). With a backbone
@@ -130,6 +130,15 @@ def write_validation_figure(path: str | Path, *, cold: np.ndarray, hot: np.ndarr
     T^-1(hot data) and hot data vs T(cold data); without one the figure says so and shows the
     energy histograms only.
     """
+    return _save(validation_figure(cold=cold, hot=hot, cold_to_hot=cold_to_hot, hot_to_cold=hot_to_cold,
+                                   energies=energies, backbone=backbone, t_cold=t_cold, t_hot=t_hot, title=title),
+                 Path(path))
+
+
+def validation_figure(*, cold: np.ndarray, hot: np.ndarray, cold_to_hot: np.ndarray, hot_to_cold: np.ndarray,
+                      energies: ReducedEnergies, backbone: Backbone | None, t_cold: float, t_hot: float,
+                      title: str = "") -> Figure:
+    """The figure `write_validation_figure` writes."""
     peptide = backbone is not None and backbone.is_peptide
     rows = 3 if peptide else 1
     fig = Figure(figsize=(10, 3.6 * rows))
@@ -149,7 +158,7 @@ def write_validation_figure(path: str | Path, *, cold: np.ndarray, hot: np.ndarr
         heading += f"\n{NO_BACKBONE_NOTE}"
     fig.suptitle(heading, fontsize=10)
     fig.tight_layout()
-    return _save(fig, Path(path))
+    return fig
 
 
 def write_populations_figure(path: str | Path, series: Sequence[PopulationSeries], state: str,
