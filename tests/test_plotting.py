@@ -11,7 +11,8 @@ import pytest
 from molpt_tui.report import plotting
 from molpt_tui.training.events import EpochMetrics, LogBlock, RunStarted
 from molpt_tui.training.history import History
-from molpt_tui.training.metrics_log import METRICS_FILE, MetricsLogSink
+from molpt_tui.training.metrics_log import MetricsLogSink
+from molpt_tui.training.run_dir import METRICS_FILE
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
