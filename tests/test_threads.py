@@ -55,7 +55,7 @@ def budget(cpus: int, *, dedicated: bool = True, requested: bool = False) -> Cpu
 def test_the_plan_splits_the_budget(cpus: int, dedicated: bool, requested: bool, engine: str, workers: int | None,
                                     monitor: bool, torch_threads: int, energy_workers: int) -> None:
     b = budget(cpus, dedicated=dedicated, requested=requested)
-    plan = plan_threads(b, engine, workers, monitor=monitor)  # type: ignore[arg-type]
+    plan = plan_threads(b, engine, workers, monitor=monitor)
     assert (plan.torch_threads, plan.energy_workers) == (torch_threads, energy_workers)
     assert plan.interop_threads == 1 and plan.cpus == cpus
     if workers is None or workers <= cpus - 1:
@@ -193,13 +193,13 @@ def test_the_bridge_takes_its_worker_share_from_the_plan(ala2_system: object) ->
     def costly(xml: str, sample: object, names: object) -> tuple[dict[str, float], dict[str, str]]:
         return {"Reference": 1000.0}, {}
 
-    choice = make_engine(ala2_system, "openmm", platform="Reference", batch_size=64, measure=costly,  # type: ignore[arg-type]
+    choice = make_engine(ala2_system, "openmm", platform="Reference", batch_size=64, measure=costly,
                          worker_cpus=1)
     try:
         assert choice.workers == 0 and choice.description == "openmm (Reference, in-process)"
     finally:
         choice.engine.close()
-    choice = make_engine(ala2_system, "openmm", platform="Reference", batch_size=64, measure=costly,  # type: ignore[arg-type]
+    choice = make_engine(ala2_system, "openmm", platform="Reference", batch_size=64, measure=costly,
                          worker_cpus=2)
     try:
         assert choice.workers == 2 and choice.description == "openmm (Reference, 2 worker processes)"
@@ -225,3 +225,165 @@ def test_the_run_header_and_the_log_say_what_was_chosen(tiny_data: Path, tmp_pat
     assert {k: started[0][k] for k in ("cpus", "cpus_source", "torch_threads", "torch_interop_threads",
                                        "energy_workers")} == {
         "cpus": 1, "cpus_source": "--threads 1", "torch_threads": 1, "torch_interop_threads": 1, "energy_workers": 0}
+
+
+# --- the system line ---------------------------------------------------------------------------
+
+class _Collect:
+    def __init__(self) -> None:
+        self.events: list[object] = []
+
+    def emit(self, event: object) -> None:
+        self.events.append(event)
+
+    def close(self) -> None:
+        pass
+
+
+class _FakeEngine:
+    name, description, precision, compiled, compile_note, n_atoms, n_nonfinite = (
+        "fake", "fake engine", "double", False, "", 3, 0)
+
+    def __init__(self) -> None:
+        import torch
+
+        self.device = torch.device("cpu")
+        self.closed = False
+
+    def energy(self, x):
+        return x.sum(dim=(1, 2))
+
+    def warm_up(self, x, log, *, without_grad=True):
+        pass
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_a_sample_counts_evaluations_and_reads_the_process() -> None:
+    import math
+
+    import torch
+
+    from molpt_tui.physics.engine_protocol import EnergyEngine
+    from molpt_tui.training.system_stats import CountingEngine, SystemSampler
+
+    counter = CountingEngine(_FakeEngine())
+    assert isinstance(counter, EnergyEngine)
+    now = [100.0]
+    sampler = SystemSampler([], counter, torch.device("cpu"), cpus=2, clock=lambda: now[0])
+    counter.energy(torch.zeros(64, 3, 3))
+    counter.energy(torch.zeros(36, 3, 3))
+    sum(i * i for i in range(200_000))  # some CPU time to see
+    now[0] += 4.0
+    stats = sampler.sample()
+    assert stats.energy_evals == 100 and stats.energy_evals_per_s == 25.0 and stats.interval_s == 4.0
+    assert stats.cpus == 2 and stats.threads >= 1 and stats.rss_mb > 10
+    assert math.isfinite(stats.cpu_pct) and stats.cpu_pct >= 0
+    assert all(math.isnan(v) for v in (stats.gpu_util_pct, stats.gpu_mem_used_mb, stats.gpu_mem_total_mb))
+    now[0] += 2.0
+    again = sampler.sample()
+    assert again.energy_evals == 100 and again.energy_evals_per_s == 0.0
+    counter.close()
+    assert counter.inner.closed
+
+
+def test_no_gpu_library_means_no_gpu_figures_and_no_error() -> None:
+    import math
+
+    import torch
+
+    from molpt_tui.training.system_stats import _Gpu
+
+    gpu = _Gpu(torch.device("cuda:0"))  # no pynvml and no CUDA here, or a real one: never raises
+    values = gpu.read()
+    assert len(values) == 4
+    if not torch.cuda.is_available():
+        assert all(math.isnan(v) for v in values)
+
+
+def test_the_sampler_thread_stops_before_the_run_s_last_event() -> None:
+    import time
+
+    from molpt_tui.training.events import Finished, SystemStats
+    from molpt_tui.training.system_stats import SystemSampler
+
+    out = _Collect()
+    sampler = SystemSampler([out], None, None, every_s=0.02)
+    sampler.emit(RunStarted(run_dir="r", preset="p", model="m", t_cold=300, t_hot=450, epochs=1, batch_size=1,
+                            lr=1e-3, device="cpu", n_params=1, engine="e"))
+    deadline = time.monotonic() + 30
+    while len(out.events) < 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert len(out.events) >= 3 and all(isinstance(e, SystemStats) for e in out.events)
+    sampler.emit(Finished(status="completed", epoch=1))
+    seen = len(out.events)
+    time.sleep(0.1)
+    assert len(out.events) == seen and sampler._thread is not None and not sampler._thread.is_alive()
+
+
+def test_the_metrics_log_takes_lines_from_two_threads_whole(tmp_path: Path) -> None:
+    import threading
+
+    from molpt_tui.training.events import Message, SystemStats
+    from molpt_tui.training.metrics_log import MetricsLogSink, read_events
+
+    log = MetricsLogSink(tmp_path / "metrics.jsonl")
+
+    def write(make):
+        for i in range(300):
+            log.emit(make(i))
+
+    threads = [threading.Thread(target=write, args=(lambda i: Message(text="x" * 5000 + str(i)),)),
+               threading.Thread(target=write, args=(lambda i: SystemStats(threads=i),))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    log.close()
+    log.emit(SystemStats())  # after close: dropped, not an error
+    events = list(read_events(tmp_path / "metrics.jsonl", warn=lambda text: pytest.fail(text)))
+    assert len(events) == 600
+    assert sorted(e.threads for e in events if isinstance(e, SystemStats)) == list(range(300))
+
+
+def test_system_stats_round_trip_through_the_log_format() -> None:
+    import math
+
+    from molpt_tui.training.events import SystemStats, from_dict
+
+    ev = SystemStats(cpu_pct=97.5, threads=4, rss_mb=321.0, energy_evals=1000, energy_evals_per_s=250.0, cpus=2)
+    back = from_dict(json.loads(json.dumps(ev.to_dict())))
+    assert isinstance(back, SystemStats) and back.kind == "system" and back.energy_evals == 1000
+    assert math.isnan(back.gpu_util_pct) and back.cpu_pct == 97.5
+
+
+def test_a_headless_run_writes_system_lines(tiny_config, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from test_trainer import DirArtifacts
+
+    from molpt_tui.app import train as app_train
+    from molpt_tui.physics.data import load_data
+    from molpt_tui.physics.systems import system_from_config
+    from molpt_tui.training.control import TrainingControl
+    from molpt_tui.training.events import Finished, SystemStats
+    from molpt_tui.training.metrics_log import MetricsLogSink, read_events
+    from molpt_tui.training.setup import build_setup, resolve_device, split_data
+    from molpt_tui.training.trainer import Trainer
+
+    monkeypatch.setattr(app_train, "SYSTEM_STATS_EVERY_S", 0.2)
+    cfg = tiny_config("training.epochs=3")
+    ms = system_from_config(cfg)
+    setup = build_setup(cfg, ms, split_data(cfg, load_data(cfg.data_path, ms)), resolve_device("cpu"),
+                        log=lambda text: None)
+    trainer = Trainer(cfg, setup, [], TrainingControl(), DirArtifacts(tmp_path, cfg), run_info={"cpus": 2})
+    log = MetricsLogSink(tmp_path / "metrics.jsonl")
+    try:
+        assert app_train.run_trainer(trainer, setup, [log]) == 0
+    finally:
+        log.close()
+    events = list(read_events(tmp_path / "metrics.jsonl"))
+    stats = [e for e in events if isinstance(e, SystemStats)]
+    assert stats, "no system line in a run of several seconds"
+    assert isinstance(events[-1], Finished)
+    assert stats[-1].energy_evals > 0 and stats[-1].cpus == 2
+    assert [s.energy_evals for s in stats] == sorted(s.energy_evals for s in stats)

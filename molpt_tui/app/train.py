@@ -21,6 +21,7 @@ from ..training.exit_codes import exit_code
 from ..training.metrics_log import MetricsLogSink
 from ..training.run_dir import RunDirectory
 from ..training.setup import TrainingSetup, build_setup
+from ..training.system_stats import CountingEngine, SystemSampler
 from ..training.trainer import Trainer
 from .artifacts import RunFiles
 from .data_generation import generate_data
@@ -28,6 +29,9 @@ from .disk import disk_errors_as_user_errors
 from .preflight import Checked, ResumePoint, check_data, check_inputs, data_missing
 from .resources import apply_threads, cpu_budget, plan_for, plan_threads, worker_cpus
 from .signals import JobSignals
+
+# How often the trainer's CPU, memory and energy-evaluation rate are sampled for the system line.
+SYSTEM_STATS_EVERY_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -163,14 +167,21 @@ def make_trainer(checked: Checked, setup: TrainingSetup, sinks: list[Sink],
 
 
 def run_trainer(trainer: Trainer, setup: TrainingSetup, sinks: list[Sink]) -> int:
-    """The trainer in this process, with job signals and the run's control channel."""
+    """The trainer in this process, with job signals, the run's control channel and the system
+    line (a `SystemStats` event every few seconds into the same sinks)."""
     control = trainer.control
-    trainer.sinks.extend(sinks)
+    counter = CountingEngine(setup.choice.engine)
+    setup.choice.engine = counter
+    sampler = SystemSampler(sinks, counter, setup.device, cpus=int(trainer.run_info.get("cpus", 0)),
+                            every_s=SYSTEM_STATS_EVERY_S)
+    # the sampler first: Finished stops it before that event reaches the others
+    trainer.sinks.extend([sampler, *sinks])
     with JobSignals(on_stop=lambda name: control.request_stop(f"received {name}"),
                     on_checkpoint=control.request_checkpoint) as signals:
         try:
             finished = trainer.run()
         finally:
+            sampler.close()
             setup.close()
     return exit_code(finished.status, signals.received)
 

@@ -173,6 +173,26 @@ class RequestAcknowledged(Event):
     detail: str = ""           # e.g. the checkpoint path written
 
 
+@dataclass
+class SystemStats(Event):
+    """The trainer process as the system sees it, every few seconds (training.system_stats).
+    NaN where a figure cannot be read here (no psutil; GPU figures without a CUDA device or
+    without nvidia-ml-py)."""
+
+    kind: ClassVar[str] = "system"
+    cpu_pct: float = math.nan          # the trainer and its worker processes, 100 = one CPU busy
+    threads: int = 0                   # threads of the trainer process
+    rss_mb: float = math.nan           # resident memory of the trainer and its workers (MiB)
+    energy_evals: int = 0              # target energy evaluations by this trainer process so far
+    energy_evals_per_s: float = math.nan   # over the last interval
+    cpus: int = 0                      # CPUs the trainer may use (RunStarted.cpus): cpu_pct / cpus is its share
+    interval_s: float = math.nan       # since the previous sample
+    gpu_util_pct: float = math.nan     # of the training device (NVML)
+    gpu_mem_used_mb: float = math.nan  # on the device, by every process (NVML)
+    gpu_mem_total_mb: float = math.nan
+    gpu_torch_mem_mb: float = math.nan  # reserved by this trainer's torch allocator
+
+
 # --- flow-enhanced parallel tempering (`molpt-tui pt`) ----------------------------------------
 
 # "flow": two replicas exchanged through the trained map; "ladder": the preset's full
@@ -244,6 +264,9 @@ EVENT_TYPES: dict[str, type[Event]] = {
     cls.kind: cls for cls in (RunStarted, EpochMetrics, LogBlock, Alert, Message, CheckpointSaved, Finished,
                               RequestAcknowledged, PTStarted, PTProgress)
 }
+
+# Sampled beside the trainer's own events (training.system_stats).
+EVENT_TYPES[SystemStats.kind] = SystemStats
 
 
 def header_line() -> dict[str, Any]:

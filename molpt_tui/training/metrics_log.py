@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -21,10 +22,12 @@ class CorruptLine(ValueError):
 
 
 class MetricsLogSink(Sink):
-    """Writes each event as one JSON line, flushed at once so a tailer sees it immediately."""
+    """Writes each event as one JSON line, flushed at once so a tailer sees it immediately.
+    Thread-safe: the system sampler emits from its own thread, and a line must never interleave."""
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
+        self._lock = threading.Lock()
         new = not self.path.exists() or self.path.stat().st_size == 0
         torn = not new and not _ends_with_newline(self.path)
         self._fh: IO[str] = open(self.path, "a", encoding="utf-8")
@@ -37,15 +40,20 @@ class MetricsLogSink(Sink):
             self._fh.flush()
 
     def _write(self, obj: dict[str, Any]) -> None:
-        self._fh.write(json.dumps(obj, allow_nan=False) + "\n")
-        self._fh.flush()
+        line = json.dumps(obj, allow_nan=False) + "\n"
+        with self._lock:
+            if self._fh.closed:  # a sampler's last reading after the run closed its log
+                return
+            self._fh.write(line)
+            self._fh.flush()
 
     def emit(self, event: Event) -> None:
         self._write(event.to_dict())
 
     def close(self) -> None:
-        if not self._fh.closed:
-            self._fh.close()
+        with self._lock:
+            if not self._fh.closed:
+                self._fh.close()
 
 
 def _ends_with_newline(path: Path) -> bool:
