@@ -307,12 +307,18 @@ def test_signals_stop_with_a_checkpoint_and_resume_finishes(trained_run, tmp_pat
     seen = {"progress": 0}
 
     class Steer:
+        """A checkpoint request through the control channel once sampling runs; SIGTERM once it
+        has been answered."""
+
         def emit(self, event):
+            if isinstance(event, RequestAcknowledged):
+                seen["acked"] = True
             if isinstance(event, PTProgress):
                 seen["progress"] += 1
                 if seen["progress"] == 2:
                     send_request(PTDirectory(out).run, "checkpoint")
-                if seen["progress"] == 5:
+                if seen.get("acked") and not seen.get("signalled"):
+                    seen["signalled"] = True
                     signal.raise_signal(signal.SIGTERM)
 
         def close(self):

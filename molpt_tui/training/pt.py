@@ -39,6 +39,7 @@ CHECKPOINT_VERSION = 1
 # Batch means: more batches give a less noisy error bar, fewer a less biased one when samples
 # are correlated over long times (a basin left once a nanosecond).
 MAX_BATCHES = 30
+POLL_EVERY_S = 0.25
 
 StateFn = Callable[[np.ndarray], np.ndarray]
 """positions [M, N, 3] -> bool [M, n_states]: which backbone states configurations are in."""
@@ -571,6 +572,7 @@ class PTRun:
     checkpoint_every_s: float = 600.0
     files: list[str] = field(default_factory=list)
     failed_reason: str = ""
+    _last_poll: float = -math.inf
 
     @property
     def samplers(self) -> list[Sampler]:
@@ -623,7 +625,12 @@ class PTRun:
             self.files.append(str(path))
 
     def _service(self) -> None:
-        self.control.poll()
+        # The channel is a folder, maybe on a shared file system: read it a few times a second,
+        # not every round (a ladder round takes a millisecond). Signals need no poll.
+        now = time.monotonic()
+        if now - self._last_poll >= POLL_EVERY_S:
+            self._last_poll = now
+            self.control.poll()
         request = self.control.take_checkpoint_request()
         if request is not None:
             self.control.acknowledge(request, str(self.save("manual")))
