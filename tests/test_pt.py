@@ -429,3 +429,14 @@ def test_validation_figure_shows_ramachandran_maps_only_for_peptides(ala2_system
     assert "1 beyond range" in legend and "1 non-finite" in legend  # outliers are counted, not plotted
     path = write_validation_figure(tmp_path / "v.png", **kwargs)
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and [p.name for p in tmp_path.iterdir()] == ["v.png"]
+
+
+def test_headless_pt_does_not_import_the_ui():
+    import subprocess
+    import sys
+
+    code = ("import sys; from molpt_tui.cli import build_parser; import molpt_tui.app.pt; "
+            "build_parser().parse_args(['pt', 'RUN', '--no-ui']); "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('textual', 'rich', 'plotext')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
