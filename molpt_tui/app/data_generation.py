@@ -11,8 +11,9 @@ from pathlib import Path
 
 from ..config import Config
 from ..physics.data import SimulationInterrupted, preflight_simulate, simulate
-from ..training.exit_codes import SIGNAL_EXIT_CODES
+from ..training.exit_codes import signal_exit_code
 from .signals import JobSignals
+from .slurm import slurm_job_id
 
 
 def generate_data(cfg: Config, announce: Callable[[str], None], out_path: Path | None = None,
@@ -24,14 +25,15 @@ def generate_data(cfg: Config, announce: Callable[[str], None], out_path: Path |
     if missing:
         announce(f"Data file {path} is missing: generating it with replica-exchange MD "
                  f"(`molpt-tui simulate --preset {cfg.preset_name}`)")
-    with JobSignals(on_stop=lambda name: stop.set()) as signals:
+    # under SLURM its warning (SIGUSR1) stops the MD too, with the code that asks for a requeue
+    with JobSignals(on_stop=lambda name: stop.set(), requeue_on_usr1=slurm_job_id() != "") as signals:
         try:
             simulate(cfg, out_path=out_path, force=force, n_procs=n_procs, should_stop=stop.is_set)
         except SimulationInterrupted:
             name = signals.received or "SIGINT"
             announce(f"molpt-tui: {name} received while generating data: stopped; no data file was written "
                      f"({path})")
-            return SIGNAL_EXIT_CODES.get(name, 130)
+            return signal_exit_code(name)
         except KeyboardInterrupt:
             announce(f"molpt-tui: interrupted while generating data: stopped; no data file was written ({path})")
             return 130

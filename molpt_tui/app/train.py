@@ -28,7 +28,8 @@ from .data_generation import generate_data
 from .disk import disk_errors_as_user_errors
 from .preflight import Checked, ResumePoint, check_data, check_inputs, data_missing
 from .resources import apply_threads, cpu_budget, plan_for, plan_threads, worker_cpus
-from .signals import JobSignals
+from .signals import JobSignals, hold_signal
+from .slurm import slurm_job, slurm_job_id
 
 # How often the trainer's CPU, memory and energy-evaluation rate are sampled for the system line.
 SYSTEM_STATS_EVERY_S = 5.0
@@ -86,6 +87,9 @@ def train(opts: TrainOptions) -> int:
     budget = cpu_budget(opts.threads)
     # before torch does any work; the engine's share is known once it is built
     apply_threads(plan_threads(budget, "torch", monitor=use_tui))
+    slurm = slurm_job()
+    if slurm is not None:
+        hold_signal("SIGUSR1")  # SLURM's warning during setup is acted on once training starts
     resume: ResumePoint | None = opts.resume_from if opts.resume is not None else None
     if resume is None:
         run_dir.check_new(opts.force)
@@ -108,7 +112,7 @@ def train(opts: TrainOptions) -> int:
             plan = apply_threads(plan_for(budget, setup.choice, monitor=use_tui))
             # Built now because its constructor is the last check (a checkpoint of the wrong
             # shape is refused here) and writes nothing; sinks that write come later.
-            trainer = make_trainer(checked, setup, [], run_info=plan.fields())
+            trainer = make_trainer(checked, setup, [], run_info={**plan.fields(), **(slurm.fields() if slurm else {})})
             if use_tui:
                 setup.close()  # the child trainer builds its own; this one proved it can be built
             prepare_run_dir(checked, fresh=resume is None, force=opts.force)
@@ -177,7 +181,7 @@ def run_trainer(trainer: Trainer, setup: TrainingSetup, sinks: list[Sink]) -> in
     # the sampler first: Finished stops it before that event reaches the others
     trainer.sinks.extend([sampler, *sinks])
     with JobSignals(on_stop=lambda name: control.request_stop(f"received {name}"),
-                    on_checkpoint=control.request_checkpoint) as signals:
+                    on_checkpoint=control.request_checkpoint, requeue_on_usr1=slurm_job_id() != "") as signals:
         try:
             finished = trainer.run()
         finally:

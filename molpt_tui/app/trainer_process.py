@@ -22,6 +22,8 @@ from ..training.run_dir import RunDirectory
 from ..training.setup import build_setup
 from .preflight import ResumePoint, check_data, check_inputs
 from .resources import apply_threads, cpu_budget, plan_for, plan_threads, worker_cpus
+from .signals import hold_signal
+from .slurm import slurm_job
 from .train import make_trainer, run_trainer
 
 
@@ -45,6 +47,9 @@ def main(argv: list[str] | None = None) -> int:
     # before torch does any work; the monitor redraws on the same CPUs
     budget = cpu_budget(args.threads)
     apply_threads(plan_threads(budget, "torch", monitor=True))
+    slurm = slurm_job()
+    if slurm is not None:
+        hold_signal("SIGUSR1")  # SLURM's warning during setup is acted on once training starts
     run_dir = RunDirectory(args.run_dir)
     resume: ResumePoint | None = None if args.resume_from == "none" else args.resume_from
     try:
@@ -60,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
                             worker_cpus=worker_cpus(budget, monitor=True))
         try:
             plan = apply_threads(plan_for(budget, setup.choice, monitor=True))
-            trainer = make_trainer(checked, setup, [], run_info=plan.fields())
+            trainer = make_trainer(checked, setup, [], run_info={**plan.fields(), **(slurm.fields() if slurm else {})})
         except BaseException:
             setup.close()
             raise

@@ -201,6 +201,12 @@ class ConsoleReporter(Sink):
         ]
         if ev.threads_reason:
             lines.insert(-1, f"  CPUs:        {ev.threads_reason}")
+        if ev.slurm_job_id:
+            ends = ""
+            if math.isfinite(ev.slurm_end_time):
+                ends = (f", ends {time.strftime('%Y-%m-%d %H:%M', time.localtime(ev.slurm_end_time))} "
+                        f"(in {fmt_duration(ev.slurm_end_time - ev.t)})")
+            lines.insert(-1, f"  SLURM job:   {ev.slurm_job_id}{ends}, requeued {ev.slurm_restart_count}x")
         if ev.resumed or ev.start_epoch > 0:
             lines.append(f"  Resuming from epoch {ev.start_epoch}")
         lines.append(RULE)
