@@ -55,6 +55,7 @@ def prefix(h: History, n: int) -> History:
     out.epochs = h.epochs[:n]
     out.series = {k: v[:n] for k, v in h.series.items()}
     out.blocks = [b for b in h.blocks if b.epoch <= n]
+    out.run = h.run
     return out
 
 
@@ -375,3 +376,91 @@ def test_overfitting_fires_on_the_measured_aa_300_450_small_pattern():
     out = [a for a in A.evaluate(build(s, blocks=blocks)) if a.rule == A.OVERFITTING]
     assert len(out) == 1 and out[0].epoch == 40
     assert not [a for a in A.evaluate(build(s, blocks=blocks[:-1])) if a.rule == A.OVERFITTING]
+
+
+# --- divergence is a verdict ------------------------------------------------------------------
+
+def reported_divergence() -> History:
+    """The reported run (--lr 0.05, no warmup): loss 0.51 -> 3243 -> 3763 -> 3775 kT, Fwd_E up to
+    1e19, Inv_E up to 1e7: both directions explode while the regularised loss saturates."""
+    from molpt_tui.training.events import RunStarted
+
+    h = History()
+    h.add(RunStarted(run_dir="/runs/my run", preset="quickstart", model="m", t_cold=300, t_hot=450, epochs=30,
+                     batch_size=128, lr=0.05, device="cpu", n_params=1, engine="openmm", data_samples=40000))
+    rows = [(0.51, 5.47, 11.69, -4.75, -11.48), (3242.97, 2.361e19, -784.2, 1.895e7, -553.9),
+            (3763.36, 2.830e13, -1031.5, 1995.73, -715.7), (3775.23, 1.580e16, -1044.7, 2383.83, -714.1),
+            (3762.18, 1.475e11, -1019.5, 1534.16, -730.6)]
+    for epoch, (loss, fe, fl, ie, il) in enumerate(rows):
+        h.add(EpochMetrics(epoch=epoch, loss=loss, fwd_energy=fe, fwd_logdet=fl, inv_energy=ie, inv_logdet=il,
+                           lr=0.05))
+    return h
+
+
+def test_the_reported_divergence_is_a_verdict_naming_both_directions():
+    from molpt_tui.training.verdict import divergence
+
+    h = reported_divergence()
+    th = A.AlertThresholds()
+    assert divergence(prefix(h, 3), th) is None        # epochs 0-2: two exploded epochs, not yet three
+    found = divergence(prefix(h, 4), th)
+    assert found is not None and found.epoch == 3 and found.since_epoch == 1
+    assert found.both_directions and found.names == ["Fwd_E", "Inv_E", "loss"]
+    assert found.summary() == "Fwd_E and Inv_E (both directions) and the loss exploded"
+    alerts = A.evaluate(prefix(h, 4))
+    (verdict,) = [a for a in alerts if a.rule == A.DIVERGED]
+    assert verdict.severity == "error" and "Fwd_E" in verdict.message and "Inv_E" in verdict.message
+    # one alert for both directions, not the one-sided rules flipping between them
+    assert not rules(alerts) & {A.INVERSE_DIVERGING, A.FORWARD_DIVERGING}
+    assert verdict.command == "molpt-tui train --resume '/runs/my run' --from best --lr 5e-3"
+
+
+def test_the_loss_rising_alert_fires_on_a_jump_before_epoch_100():
+    h = reported_divergence()
+    assert A.LOSS_RISING not in rules(A.evaluate(prefix(h, 2)))  # one epoch up: a spike so far
+    (alert,) = [a for a in A.evaluate(prefix(h, 3)) if a.rule == A.LOSS_RISING]
+    assert "3763.36 kT" in alert.message and "best 0.51 kT (epoch 0)" in alert.message
+    assert alert.command.startswith("molpt-tui train --resume '/runs/my run' --from best --lr 5e-3")
+
+
+def test_a_spike_or_a_healthy_run_is_not_divergence():
+    from molpt_tui.training.verdict import divergence
+
+    s = healthy_series(300)
+    s["fwd_energy"] = s["fwd_energy"].copy()
+    s["fwd_energy"][100:102] = 1e9          # two exploded epochs, then back
+    h = build(s)
+    th = A.AlertThresholds()
+    assert all(divergence(prefix(h, k), th) is None for k in range(1, 301))
+    assert divergence(build(healthy_series(300)), th) is None
+
+
+def test_nonfinite_epochs_count_as_exploded_and_thresholds_are_configurable():
+    from molpt_tui.training.verdict import divergence
+
+    s = healthy_series(20)
+    for key in ("loss", "fwd_energy", "inv_energy"):
+        s[key] = s[key].copy()
+        s[key][-3:] = math.nan                # every step of the last 3 epochs failed
+    found = divergence(build(s), A.AlertThresholds())
+    assert found is not None and found.since_epoch == 18 and "not finite" in found.describe()
+    assert divergence(build(s), A.AlertThresholds(diverged_epochs=4)) is None
+    # orders of magnitude over the best, on max(|best|, diverged_scale)
+    t = healthy_series(10)
+    t["inv_energy"] = np.concatenate([t["inv_energy"][:7], [1e5, 1e5, 1e5]])
+    assert divergence(build(t), A.AlertThresholds()) is not None
+    assert divergence(build(t), A.AlertThresholds(diverged_orders=3.0)) is None
+
+
+def test_every_hint_that_suggests_an_action_gives_its_command_for_this_run():
+    h = reported_divergence()
+    for rule in A.RULE_IDS:
+        command = A.command_for(rule, h)
+        assert command.startswith("molpt-tui train "), rule
+        assert "'/runs/my run" in command, rule   # the real run directory, quoted for the shell
+    assert A.command_for(A.OVERFITTING, h) == (
+        "molpt-tui train --preset quickstart --set data.n_samples=80000 --set data.path=data/quickstart_80000.npz "
+        "--out '/runs/my run_80000'")
+    assert A.command_for(A.LOSS_STUCK, h) == "molpt-tui train --resume '/runs/my run' --epochs 60"
+    # without a run header the placeholder says what to fill in
+    assert A.command_for(A.DIVERGED, History()) == "molpt-tui train --resume RUN_DIR --from best --lr 1e-4"

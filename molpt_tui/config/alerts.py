@@ -18,6 +18,7 @@ from .settings import first_problem, setting
 RuleId = Literal[
     "initial_loss_huge", "nonfinite_metric", "nonfinite_energies", "loss_rising", "inverse_diverging",
     "forward_diverging", "loss_stuck", "logdet_asymmetry", "grad_explosion", "acceptance_collapse", "overfitting",
+    "diverged",
 ]
 RULE_IDS: tuple[str, ...] = typing.get_args(RuleId)
 
@@ -32,6 +33,7 @@ LOGDET_ASYMMETRY: RuleId = "logdet_asymmetry"
 GRAD_EXPLOSION: RuleId = "grad_explosion"
 ACCEPTANCE_COLLAPSE: RuleId = "acceptance_collapse"
 OVERFITTING: RuleId = "overfitting"
+DIVERGED: RuleId = "diverged"
 
 # Epoch counts beyond any run `training.epochs` allows.
 _EPOCHS = 10_000_000
@@ -60,6 +62,9 @@ class AlertThresholds:
         ge=0, le=_BIG, doc="... and this absolute amount, so losses near 0 kT do not trip on tiny rises [kT]"))
     rising_min_z: float = field(default=4.0, metadata=setting(
         ge=0, le=1e6, doc="... and be this many standard errors of the fitted rise, so a noisy plateau stays quiet"))
+    rising_jump_factor: float = field(default=10.0, metadata=setting(
+        gt=0, le=_BIG, doc="loss_rising also fires at once, from any epoch, when the loss is above its best by more "
+                           "than this multiple of max(|best|, diverged_scale)"))
 
     divergence_window: int = field(default=20, metadata=setting(
         ge=2, le=_EPOCHS, doc="inverse_diverging / forward_diverging: compared across the last this many epochs"))
@@ -106,6 +111,16 @@ class AlertThresholds:
         ge=0, le=_BIG, doc="... and this fraction, while the training KL kept falling ..."))
     overfit_blocks: int = field(default=2, metadata=setting(
         ge=1, le=_EPOCHS, doc="... over the last this many log blocks"))
+
+    stop_on_divergence: bool = field(default=True, metadata=setting(
+        doc="diverged: end the run (status \"diverged\", exit code 3) once the verdict holds; false: alert only"))
+    diverged_orders: float = field(default=2.0, metadata=setting(
+        gt=0, le=300, doc="diverged: Fwd_E, Inv_E or the loss above its best by this many orders of magnitude of "
+                          "max(|best|, diverged_scale) ..."))
+    diverged_scale: float = field(default=10.0, metadata=setting(
+        gt=0, le=_BIG, doc="... with this floor on the scale, so values near 0 kT do not trip [kT] ..."))
+    diverged_epochs: int = field(default=3, metadata=setting(
+        ge=1, le=_EPOCHS, doc="... (or not finite) in this many consecutive epochs"))
 
     rearm_epochs: int = field(default=5, metadata=setting(
         ge=0, le=_EPOCHS, doc="a raised rule re-arms once its condition has been absent this many epochs"))

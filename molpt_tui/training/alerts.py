@@ -11,6 +11,7 @@ nats (dimensionless, the same scale as kT in the loss), epochs are 1-based count
 from __future__ import annotations
 
 import math
+import shlex
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -18,6 +19,7 @@ import numpy as np
 
 from ..config.alerts import (  # the [alerts] schema; re-exported for callers of this module
     ACCEPTANCE_COLLAPSE,
+    DIVERGED,
     FORWARD_DIVERGING,
     GRAD_EXPLOSION,
     INITIAL_LOSS_HUGE,
@@ -34,6 +36,7 @@ from ..config.alerts import RULE_IDS as RULE_IDS  # re-exported: callers read th
 from .events import Alert, Severity
 from .history import History
 from .schema import SchemaError, as_int, as_mapping, as_optional_int, as_str, required
+from .verdict import divergence, exploded_mask
 
 HINTS: dict[str, str] = {
     INITIAL_LOSS_HUGE: (
@@ -67,10 +70,90 @@ HINTS: dict[str, str] = {
     GRAD_EXPLOSION: "Lower the learning rate and tighten gradient clipping.",
     ACCEPTANCE_COLLAPSE: "Stop and resume from best.pt, with a lower learning rate.",
     OVERFITTING: (
-        "Use best.pt (chosen on the held-out KL); generate more data (data.n_samples), train "
-        "fewer epochs or lower the learning rate."
+        "The final model already holds the best validated weights (best.pt); for a better one, "
+        "generate more data (data.n_samples), train fewer epochs or lower the learning rate."
+    ),
+    DIVERGED: (
+        "Continue from the best weights (best.pt) with a learning rate ten times lower; add a "
+        "warmup (training.warmup_epochs) if there is none."
     ),
 }
+
+
+# --- the command each hint suggests -----------------------------------------------------------
+
+def _lr_text(lr: float) -> str:
+    text = f"{lr:.0e}"  # 5e-05
+    mantissa, exponent = text.split("e")
+    return f"{mantissa}e{int(exponent)}"
+
+
+def suggested_lr(history: History) -> str:
+    """A learning rate ten times below the run's peak, written as a user would type it."""
+    peak = history.run.lr if history.run is not None else math.nan
+    return _lr_text(peak / 10.0) if math.isfinite(peak) and peak > 0 else "1e-4"
+
+
+def run_dir_arg(history: History) -> str:
+    """The run directory as a shell argument; RUN_DIR when the history does not know it."""
+    run = history.run
+    return shlex.quote(run.run_dir) if run is not None and run.run_dir else "RUN_DIR"
+
+
+def resume_command(history: History, *, best: bool = True, lr: str | None = None, sets: Iterable[str] = (),
+                   epochs: int | None = None) -> str:
+    """`molpt-tui train --resume RUN --from best --lr X ...` for this run."""
+    parts = ["molpt-tui", "train", "--resume", run_dir_arg(history)]
+    if best:
+        parts += ["--from", "best"]
+    if lr is not None:
+        parts += ["--lr", lr]
+    if epochs is not None:
+        parts += ["--epochs", str(epochs)]
+    for item in sets:
+        parts += ["--set", item]
+    return " ".join(parts)
+
+
+def _new_run_command(history: History, suffix: str, sets: Iterable[str]) -> str:
+    run = history.run
+    parts = ["molpt-tui", "train"]
+    if run is not None and run.preset:
+        parts += ["--preset", shlex.quote(run.preset)]
+    for item in sets:
+        parts += ["--set", item]
+    if run is not None and run.run_dir:
+        parts += ["--out", shlex.quote(run.run_dir.rstrip("/") + suffix)]
+    return " ".join(parts)
+
+
+def command_for(rule: str, history: History) -> str:
+    """The command that does what `HINTS[rule]` suggests, with this run's directory and numbers."""
+    lr = suggested_lr(history)
+    run = history.run
+    epochs = run.epochs if run is not None else 0
+    if rule == INITIAL_LOSS_HUGE:
+        return _new_run_command(history, "_internal", ["model.representation=internal", f"training.lr={lr}"])
+    if rule in (NONFINITE_METRIC, NONFINITE_ENERGIES):
+        return resume_command(history, lr=lr, sets=["training.energy_reg_kt=100"])
+    if rule in (INVERSE_DIVERGING, FORWARD_DIVERGING):
+        warmup = max(20, 2 * run.warmup_epochs) if run is not None else 20
+        return resume_command(history, lr=lr, sets=[f"training.warmup_epochs={warmup}"])
+    if rule == LOSS_RISING:
+        return resume_command(history, lr=lr, sets=["training.schedule=plateau"])
+    if rule in (LOSS_STUCK, LOGDET_ASYMMETRY):
+        return resume_command(history, best=False, epochs=max(2 * epochs, epochs + 1) if epochs else None)
+    if rule == GRAD_EXPLOSION:
+        return resume_command(history, lr=lr, sets=["training.grad_clip=1.0"])
+    if rule in (ACCEPTANCE_COLLAPSE, DIVERGED):
+        return resume_command(history, lr=lr)
+    if rule == OVERFITTING:
+        n = run.data_samples if run is not None else 0
+        more = 2 * n if n else 20000
+        preset = run.preset if run is not None and run.preset else "custom"
+        return _new_run_command(history, f"_{more}", [f"data.n_samples={more}",
+                                                      f"data.path=data/{preset}_{more}.npz"])
+    return ""
 
 
 # --- helpers ----------------------------------------------------------------------------------
@@ -105,8 +188,9 @@ def _fmt(value: float) -> str:
     return f"{value:.2f}"
 
 
-def _alert(rule: str, severity: Severity, epoch: int, message: str) -> Alert:
-    return Alert(epoch=int(epoch), rule=rule, severity=severity, message=message, hint=HINTS[rule])
+def _alert(rule: str, severity: Severity, epoch: int, message: str, history: History) -> Alert:
+    return Alert(epoch=int(epoch), rule=rule, severity=severity, message=message, hint=HINTS[rule],
+                 command=command_for(rule, history))
 
 
 # --- rules ------------------------------------------------------------------------------------
@@ -117,7 +201,7 @@ def rule_initial_loss_huge(history: History, th: AlertThresholds) -> list[Alert]
             if loss > th.initial_loss_max:
                 return [_alert(INITIAL_LOSS_HUGE, "warning", epoch,
                                f"Initial loss is {_fmt(loss)} kT (> {_fmt(th.initial_loss_max)}): the flow "
-                               "starts far from the target ensemble.")]
+                               "starts far from the target ensemble.", history)]
             return []
     return []
 
@@ -135,7 +219,7 @@ def rule_nonfinite_metric(history: History, th: AlertThresholds) -> list[Alert]:
     if not bad:
         return []
     return [_alert(NONFINITE_METRIC, "error", history.last_epoch,
-                   f"Non-finite values (NaN/Inf) in {', '.join(bad)} at epoch {history.last_epoch}.")]
+                   f"Non-finite values (NaN/Inf) in {', '.join(bad)} at epoch {history.last_epoch}.", history)]
 
 
 def rule_nonfinite_energies(history: History, th: AlertThresholds) -> list[Alert]:
@@ -146,10 +230,33 @@ def rule_nonfinite_energies(history: History, th: AlertThresholds) -> list[Alert
         return []
     return [_alert(NONFINITE_ENERGIES, "warning", history.last_epoch,
                    f"{int(n)} non-finite energies at epoch {history.last_epoch}: the flow maps some "
-                   "samples onto clashing or broken structures.")]
+                   "samples onto clashing or broken structures.", history)]
+
+
+def _loss_jump(history: History, th: AlertThresholds) -> list[Alert]:
+    """A loss far above its best for two epochs in a row is rising whatever the epoch: no trend
+    fit needed, and the trend rule's warmup grace would hide a run that explodes in its first
+    epochs. One epoch alone is a spike, which the trend rule is meant to shrug off."""
+    losses = np.asarray(history.series["loss"], dtype=float)
+    if len(losses) < 3 or not np.isfinite(losses[-2:]).all():
+        return []
+    earlier = losses[:-2][np.isfinite(losses[:-2])]
+    if not earlier.size:
+        return []
+    best = float(earlier.min())
+    limit = best + th.rising_jump_factor * max(abs(best), th.diverged_scale)
+    if not (losses[-2:] > limit).all():
+        return []
+    best_epoch = history.epochs[int(np.flatnonzero(losses == best)[0])]
+    return [_alert(LOSS_RISING, "warning", history.last_epoch,
+                   f"Loss jumped to {_fmt(float(losses[-1]))} kT from its best {_fmt(best)} kT (epoch {best_epoch}) "
+                   "and stayed there.", history)]
 
 
 def rule_loss_rising(history: History, th: AlertThresholds) -> list[Alert]:
+    jump = _loss_jump(history, th)
+    if jump:
+        return jump
     if history.last_epoch <= th.rising_after_epoch:
         return []
     x, y = _finite_tail(history, "loss", th.rising_window, after_epoch=th.rising_after_epoch)
@@ -172,7 +279,7 @@ def rule_loss_rising(history: History, th: AlertThresholds) -> list[Alert]:
         return []
     return [_alert(LOSS_RISING, "warning", history.last_epoch,
                    f"Loss has been rising: +{_fmt(rise)} kT over the last {int(span) + 1} epochs "
-                   f"(now {_fmt(float(y[-1]))} kT).")]
+                   f"(now {_fmt(float(y[-1]))} kT).", history)]
 
 
 def _divergence(history: History, th: AlertThresholds, rising_key: str, falling_key: str,
@@ -190,10 +297,16 @@ def _divergence(history: History, th: AlertThresholds, rising_key: str, falling_
     exploding = rise > max(th.divergence_min_rise, th.divergence_rel_rise * abs(up_start))
     if not (exploding and down_end < down_start):
         return []
+    # When the "falling" direction has itself exploded within the window, neither direction is
+    # winning: both blew up, and the `diverged` rule says so in one alert (otherwise the two
+    # one-sided alerts flip with every noisy epoch of two huge curves).
+    falling, _ = exploded_mask(history.series[falling_key], th)
+    if falling[-n:].any():
+        return []
     return [_alert(rule, "error", history.last_epoch,
                    f"{rising_name} is exploding ({_fmt(up_start)} -> {_fmt(up_end)} kT) while "
                    f"{falling_name} keeps dropping ({_fmt(down_start)} -> {_fmt(down_end)} kT): "
-                   "the map is fitting one direction at the expense of the other.")]
+                   "the map is fitting one direction at the expense of the other.", history)]
 
 
 def rule_inverse_diverging(history: History, th: AlertThresholds) -> list[Alert]:
@@ -215,7 +328,7 @@ def rule_loss_stuck(history: History, th: AlertThresholds) -> list[Alert]:
         return []
     return [_alert(LOSS_STUCK, "warning", history.last_epoch,
                    f"Loss is still {_fmt(median)} kT (median of the last {len(y)} epochs) after "
-                   f"{history.last_epoch} epochs; expected below {_fmt(th.stuck_loss)} kT by now.")]
+                   f"{history.last_epoch} epochs; expected below {_fmt(th.stuck_loss)} kT by now.", history)]
 
 
 def rule_logdet_asymmetry(history: History, th: AlertThresholds) -> list[Alert]:
@@ -232,7 +345,7 @@ def rule_logdet_asymmetry(history: History, th: AlertThresholds) -> list[Alert]:
         return []
     return [_alert(LOGDET_ASYMMETRY, "info", history.last_epoch,
                    f"Forward and inverse log-dets do not mirror each other: mean fwd {_fmt(f)}, "
-                   f"mean inv {_fmt(i)} (expected about {_fmt(-f)}); asymmetry {ratio:.2f}.")]
+                   f"mean inv {_fmt(i)} (expected about {_fmt(-f)}); asymmetry {ratio:.2f}.", history)]
 
 
 def rule_grad_explosion(history: History, th: AlertThresholds) -> list[Alert]:
@@ -250,7 +363,7 @@ def rule_grad_explosion(history: History, th: AlertThresholds) -> list[Alert]:
         return []
     return [_alert(GRAD_EXPLOSION, "warning", history.last_epoch,
                    f"Gradient norm {_fmt(latest)} is {latest / median:.0f}x its running median "
-                   f"({_fmt(median)}).")]
+                   f"({_fmt(median)}).", history)]
 
 
 def rule_acceptance_collapse(history: History, th: AlertThresholds) -> list[Alert]:
@@ -268,7 +381,7 @@ def rule_acceptance_collapse(history: History, th: AlertThresholds) -> list[Aler
     if not reasons:
         return []
     return [_alert(ACCEPTANCE_COLLAPSE, "warning", last.epoch,
-                   "Acceptance collapsed: " + "; ".join(reasons) + ".")]
+                   "Acceptance collapsed: " + "; ".join(reasons) + ".", history)]
 
 
 def rule_overfitting(history: History, th: AlertThresholds) -> list[Alert]:
@@ -287,7 +400,18 @@ def rule_overfitting(history: History, th: AlertThresholds) -> list[Alert]:
     last = recent[-1]
     return [_alert(OVERFITTING, "warning", last.epoch,
                    f"Held-out KL rose from {best.kl_val:.3g} kT (epoch {best.epoch}) to {last.kl_val:.3g} kT "
-                   f"while the training KL fell to {last.kl:.3g} kT: the flow is overfitting the training data.")]
+                   f"while the training KL fell to {last.kl:.3g} kT: the flow is overfitting the training data.",
+                   history)]
+
+
+def rule_diverged(history: History, th: AlertThresholds) -> list[Alert]:
+    """The verdict of `verdict.divergence`; with `alerts.stop_on_divergence` the trainer ends
+    the run on it."""
+    found = divergence(history, th)
+    if found is None:
+        return []
+    ending = " The run ends here (alerts.stop_on_divergence)." if th.stop_on_divergence else ""
+    return [_alert(DIVERGED, "error", found.epoch, f"Diverged: {found.describe()}.{ending}", history)]
 
 
 Rule = Callable[[History, AlertThresholds], list[Alert]]
@@ -304,6 +428,7 @@ RULES: dict[str, Rule] = {
     GRAD_EXPLOSION: rule_grad_explosion,
     ACCEPTANCE_COLLAPSE: rule_acceptance_collapse,
     OVERFITTING: rule_overfitting,
+    DIVERGED: rule_diverged,
 }
 
 

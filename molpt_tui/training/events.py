@@ -79,6 +79,8 @@ class RunStarted(Event):
     # Data-parallel training (training.distributed): each rank trains batch_size pairs a step.
     world_size: int = 1
     dist_backend: str = ""         # "gloo" or "nccl"; "" for one process
+    warmup_epochs: int = 0     # training.warmup_epochs
+    data_samples: int = 0      # samples per temperature in the training data file (data.n_samples)
 
 
 @dataclass
@@ -98,6 +100,10 @@ class EpochMetrics(Event):
     n_nonfinite: int = 0       # non-finite energies this epoch
     seconds: float = math.nan  # wall time of the epoch
     kl: float = math.nan       # KL_fwd + KL_inv estimate (kT): the loss above its floor, paired per sample
+    # Training cost in the field's unit: target energy evaluations U(T x), U(T^-1 y).
+    energy_evals: int = 0          # by this epoch's training steps (2 x batch per step)
+    energy_evals_total: int = 0    # by the run so far: every step, evaluation and epoch-0 batch
+    elapsed_s: float = math.nan    # training wall time of the run so far (all segments)
 
 
 @dataclass
@@ -120,6 +126,16 @@ class LogBlock(Event):
     roundtrip_err: float = math.nan  # max |T^-1(T(x)) - x| on held-out data
     kl: float = math.nan           # KL_fwd + KL_inv estimate of the epoch (kT)
     kl_val: float = math.nan       # the same on the held-out pairs: rises when the flow overfits
+    # Standard errors by block bootstrap over the validation time series (samples are
+    # consecutive MD frames, so treating them as independent would understate them).
+    acc_flow_se: float = math.nan
+    acc_naive_se: float = math.nan
+    ess_fwd_se: float = math.nan
+    ess_inv_se: float = math.nan
+    kl_val_se: float = math.nan
+    n_regularised: int = 0         # energies above training.energy_reg_kt in this epoch's steps
+    n_nonfinite: int = 0           # energies left out of this epoch's loss as non-finite
+    energy_evals_total: int = 0    # target energy evaluations of the run so far
 
 
 @dataclass
@@ -130,6 +146,7 @@ class Alert(Event):
     severity: Severity
     message: str
     hint: str
+    command: str = ""          # the command that does what the hint says, for this run ("" when none)
 
 
 @dataclass
@@ -158,8 +175,19 @@ class Finished(Event):
     epoch: int
     files: list[str] = field(default_factory=list)
     message: str = ""
-    best_loss: float = math.nan
-    improvement_pct: float = math.nan
+    best_loss: float = math.nan        # training loss of the selected epoch (not a "best" of the loss)
+    improvement_pct: float = math.nan  # best_score against start_score in %; NaN where a % means nothing
+    # The final model (molecular_pt_<Tc>_<Th>.pt) holds the weights of best_epoch, selected on
+    # best_metric ("validation KL"; "training loss" only when no KL was finite).
+    best_epoch: int = -1
+    best_score: float = math.nan       # kT
+    best_metric: str = ""
+    start_score: float = math.nan      # the same metric for the untrained map (epoch 0)
+    final_model: str = ""              # path of the final model file ("" when none was written)
+    verdict: str = ""                  # why the run diverged ("" unless status is "diverged")
+    energy_evals: int = 0              # target energy evaluations of the whole run
+    elapsed_s: float = math.nan        # training wall time of the whole run
+    resume_command: str = ""           # how to continue this run, with its directory filled in
 
 
 @dataclass
@@ -260,9 +288,75 @@ class PTProgress(Event):
     map_share: float = math.nan  # flow: share of the sampler's wall time spent in T and T^-1
 
 
+@dataclass
+class StepProgress(Event):
+    """Where the current epoch stands, emitted about every `logging.step_progress_s` of wall
+    time (not every step). Loss, Fwd_E and Inv_E are running means over the epoch's good steps
+    so far (kT); the ETA is the segment's mean time per step times the steps left."""
+
+    kind: ClassVar[str] = "step"
+    epoch: int                 # the epoch being trained (1-based)
+    step: int                  # steps of it done
+    steps_per_epoch: int
+    epochs: int                # planned
+    loss: float
+    fwd_energy: float
+    inv_energy: float
+    lr: float
+    n_regularised: int = 0     # this epoch so far
+    n_nonfinite: int = 0
+    epoch_seconds: float = 0.0     # wall time of this epoch so far
+    segment_steps: int = 0         # steps done since this segment (start or resume) began
+    segment_seconds: float = 0.0   # their wall time
+    eta_s: float = math.nan        # seconds to the last planned epoch
+
+
+@dataclass
+class TestEvaluation(Event):
+    """The map on the independent test set: a separate replica-exchange run with another seed,
+    never used to train or select. Errors are block-bootstrap standard errors."""
+
+    kind: ClassVar[str] = "test"
+    epoch: int                 # epoch of the weights evaluated (0: the untrained map)
+    label: Literal["untrained", "final"]
+    n_pairs: int
+    acc_flow: float
+    acc_flow_se: float
+    acc_naive: float
+    acc_naive_se: float
+    ess_fwd: float             # %
+    ess_fwd_se: float
+    ess_inv: float             # %
+    ess_inv_se: float
+    kl: float                  # KL_fwd + KL_inv on the test pairs (kT)
+    kl_se: float = math.nan
+    roundtrip_err: float = math.nan
+    block: int = 1             # bootstrap block length (samples)
+    path: str = ""             # the test data file
+
+
+@dataclass
+class DataReport(Event):
+    """How much a data file holds of its slowest motions: integrated autocorrelation times of
+    the backbone torsions (phi, psi, omega) at the cold and hot temperature, in samples, and the
+    independent samples n / tau that follow; the smallest is what limits what a flow can learn."""
+
+    kind: ClassVar[str] = "data_report"
+    path: str
+    split: str                 # "training data" or "test data"
+    n_samples: int             # per temperature
+    coordinates: list[str] = field(default_factory=list)   # e.g. "phi ALA2 @ 300 K"
+    tau: list[float] = field(default_factory=list)         # samples, same order
+    transitions: list[int] = field(default_factory=list)   # state changes of two-state torsions (-1: n/a)
+    n_independent: float = math.nan    # min over coordinates of n / tau
+    slowest: str = ""
+    needed: int = 0                    # independent samples wanted for the flow's size
+    suggested_n_samples: int = 0       # data.n_samples that would give them (0: enough already)
+
+
 EVENT_TYPES: dict[str, type[Event]] = {
     cls.kind: cls for cls in (RunStarted, EpochMetrics, LogBlock, Alert, Message, CheckpointSaved, Finished,
-                              RequestAcknowledged, PTStarted, PTProgress)
+                              RequestAcknowledged, PTStarted, PTProgress, StepProgress, TestEvaluation, DataReport)
 }
 
 # Sampled beside the trainer's own events (training.system_stats).
