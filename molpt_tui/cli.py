@@ -94,9 +94,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("presets", help="list the presets", description="List presets with one-line descriptions.")
 
-    pl = sub.add_parser("plot", help="redraw the loss-curve PNG of a run from its metrics.jsonl",
-                        description="Rebuild loss_curves_<Tc>_<Th>.png from RUN_DIR/metrics.jsonl.")
-    pl.add_argument("run_dir")
+    pl = sub.add_parser("plot", help="redraw the loss-curve PNG of a run, or compare runs, from metrics.jsonl",
+                        description="Rebuild loss_curves_<Tc>_<Th>.png from RUN_DIR/metrics.jsonl; with several "
+                                    "run directories, one figure with the same metric of each run overlaid.")
+    pl.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    pl.add_argument("--out", metavar="FILE.png",
+                    help="where to write the PNG (default: in the run directory; runs_comparison.png for several)")
 
     w = sub.add_parser("watch", help="attach the TUI to a run started elsewhere (and steer it)",
                        description="Follow RUN_DIR/metrics.jsonl of a running, pending or finished run. The keys "
@@ -178,7 +181,7 @@ def _plot(args: argparse.Namespace) -> int:
 
     from .app.commands import plot
 
-    return plot(Path(args.run_dir))
+    return plot([Path(p) for p in args.run_dirs], Path(args.out) if args.out else None)
 
 
 def _watch(args: argparse.Namespace) -> int:

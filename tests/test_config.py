@@ -418,3 +418,41 @@ def test_help_and_version_do_not_import_heavy_modules():
             "print('HEAVY', heavy, file=sys.stderr)")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert "HEAVY []" in proc.stderr, proc.stderr
+
+
+# --- the independent test set and the divergence verdict -----------------------------------------
+
+def test_the_test_run_lies_beside_the_data_with_another_seed():
+    cfg = load_config("quickstart", ["data.path=/d/quick.npz"])
+    assert cfg.test_data_path == Path("/d/quick.test.npz")
+    assert cfg.test_n_samples == round(cfg.data.n_samples * cfg.data.test_fraction)
+    assert cfg.test_seed == cfg.data.seed + 1
+    test = cfg.for_test_run()
+    assert test.data_path == Path("/d/quick.test.npz") and test.data.n_samples == cfg.test_n_samples
+    assert test.data.seed == cfg.data.seed + 1 and test.test_n_samples == 0
+    assert cfg.data.path == "/d/quick.npz"         # the original is untouched
+    # `simulate --out X` puts the test run beside X
+    assert cfg.for_test_run(Path("/o/x.npz")).data_path == Path("/o/x.test.npz")
+    named = load_config("quickstart", ["data.path=/d/quick.npz", "data.test_path=/t/other.npz", "data.test_seed=99"])
+    assert named.test_data_path == Path("/t/other.npz") and named.for_test_run().data.seed == 99
+
+
+@pytest.mark.parametrize("items, key", [
+    (["data.seed=5", "data.test_seed=5"], "data.test_seed"),
+    (["data.n_samples=20", "data.test_fraction=0.1"], "data.test_fraction"),
+])
+def test_a_test_run_that_repeats_training_or_is_too_small_is_refused(items, key):
+    with pytest.raises(ConfigError) as info:
+        load_config("quickstart", items)
+    text = _one_line_error(info.value, "--set")
+    assert key in text
+
+
+def test_no_test_set_and_divergence_settings_load():
+    cfg = load_config("quickstart", ["data.test_fraction=0", "data.test_seed=2024", "alerts.stop_on_divergence=false",
+                                     "alerts.diverged_epochs=5", "alerts.diverged_orders=3"])
+    assert cfg.test_n_samples == 0
+    assert cfg.alerts.stop_on_divergence is False and cfg.alerts.diverged_epochs == 5
+    assert AlertThresholds().stop_on_divergence is True
+    with pytest.raises(ConfigError, match=r"alerts\.diverged_epochs"):
+        load_config("quickstart", ["alerts.diverged_epochs=0"])

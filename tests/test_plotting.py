@@ -97,7 +97,7 @@ def test_acceptance_overlay_and_long_history(tmp_path):
         h.add(LogBlock(epoch=e, loss=1.0, fwd_energy=0, fwd_logdet=0, inv_energy=0, inv_logdet=0,
                        lr=1e-3, improvement_pct=0, acc_flow=min(0.4, 1e-9 * e ** 2), acc_naive=4e-10))
     fig = plotting.build_figure(h)
-    assert "epoch 19100): flow 0.365 vs naive 4e-10" in fig._suptitle.get_text()
+    assert "validation acceptance (epoch 19100): flow 0.365 vs naive 4e-10" in fig._suptitle.get_text()
     assert_png(plotting.save_loss_curves(h, tmp_path / "long.png"))
 
 
@@ -152,7 +152,7 @@ def test_plot_run_dir_tolerates_bad_lines(tmp_path):
 
 
 def test_plot_run_dir_without_log(tmp_path):
-    with pytest.raises(FileNotFoundError, match="metrics.jsonl"):
+    with pytest.raises(FileNotFoundError, match=r"metrics\.jsonl"):
         plotting.plot_run_dir(tmp_path)
 
 
@@ -164,3 +164,98 @@ def test_plotting_needs_no_display_and_no_pyplot():
             "assert 'matplotlib.pyplot' not in sys.modules;"
             "assert not any(m.startswith(('textual', 'rich')) for m in sys.modules)")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_the_figure_shows_what_decides_and_never_puts_acceptance_on_the_loss_panel(tmp_path):
+    from molpt_tui.training.events import Finished, TestEvaluation
+
+    h = history(30, start=50.0)
+    for e in (0, 10, 20, 30):
+        h.add(LogBlock(epoch=e, loss=1.0, fwd_energy=0, fwd_logdet=0, inv_energy=0, inv_logdet=0, lr=1e-3,
+                       improvement_pct=0, acc_flow=0.5 + e / 100, acc_flow_se=0.02, acc_naive=0.13,
+                       acc_naive_se=0.01, ess_fwd=40.0, ess_fwd_se=3.0, ess_inv=35.0, ess_inv_se=4.0, kl=0.3,
+                       kl_val=0.4 - e / 100, kl_val_se=0.02))
+    h.add(TestEvaluation(epoch=30, label="final", n_pairs=500, acc_flow=0.77, acc_flow_se=0.03, acc_naive=0.12,
+                         acc_naive_se=0.01, ess_fwd=38.0, ess_fwd_se=4.0, ess_inv=33.0, ess_inv_se=5.0, kl=0.12))
+    h.add(Finished(status="completed", epoch=30, best_epoch=30, best_score=0.1, best_metric="validation KL"))
+    fig = plotting.build_figure(h)
+    axes = fig.axes
+    assert len(axes) == 8                                  # no twin axis on the loss panel
+    loss_ax, kl_ax, acc_ax, ess_ax = axes[0], axes[4], axes[5], axes[6]
+    assert [line.get_label() for line in loss_ax.get_lines()] == ["training loss (epoch mean)"]
+    assert acc_ax.get_ylabel() == "swap acceptance" and ess_ax.get_ylabel() == "ESS [% of samples]"
+    assert kl_ax.get_ylabel() == "KL fwd+inv [kT]"
+    assert all(ax.get_xlabel() == "epoch" for ax in axes[:7])
+    labels = [t.get_text() for t in acc_ax.get_legend().get_texts()]
+    assert labels[:2] == ["flow swap (validation)", "naive swap (validation)"]
+    assert "test, final model (epoch 30)" in labels
+    # legends below their axes, never over the data
+    for ax in axes[:7]:
+        legend = ax.get_legend()
+        if legend is not None:
+            assert legend.get_bbox_to_anchor().transformed(ax.transAxes.inverted()).y1 < 0
+    # the final claim is on the test set, with its error bar
+    assert "test set (final model): flow-swap acceptance 0.77 \u00b1 0.03 vs naive 0.12" in fig._suptitle.get_text()
+    assert_png(plotting.save_loss_curves(h, tmp_path / "full.png"))
+
+
+def test_a_diverged_or_stopped_figure_says_so():
+    from molpt_tui.training.events import Finished
+
+    h = history(10, start=50.0)
+    h.add(Finished(status="diverged", epoch=10, verdict="diverged at epoch 10: Fwd_E exploded"))
+    fig = plotting.build_figure(h)
+    assert "(DIVERGED)" in fig._suptitle.get_text()
+    texts = [t.get_text() for ax in fig.axes for t in ax.texts]
+    assert any("diverged at epoch 10: Fwd_E exploded" in t for t in texts)
+    assert any(t.strip() == "diverged" for t in texts)       # the end marked on the panels
+    fig = plotting.build_figure(history(10, start=50.0), title="run", status="stopped")
+    assert "(STOPPED)" in fig._suptitle.get_text()
+
+
+def test_symlog_ticks_reach_the_data_and_do_not_crowd_zero():
+    ticks = plotting.symlog_ticks([np.array([1e13, 5.0, -6e6])], linthresh=1.0)
+    assert 0.0 in ticks and max(ticks) == 1e13 and min(ticks) == -1e6
+    assert len([t for t in ticks if t > 0]) <= 7
+    assert plotting.symlog_ticks([np.array([0.5, -0.5])], linthresh=1.0) == [0.0]
+
+
+def test_comparison_of_runs_overlays_each_metric_by_run_name(tmp_path):
+    runs = []
+    for name, start in (("lr_1e-3", 1e3), ("lr_1e-4", 1e2)):
+        d = tmp_path / name
+        d.mkdir()
+        sink = MetricsLogSink(d / METRICS_FILE)
+        sink.emit(run_started())
+        for e in range(0, 11):
+            sink.emit(epoch(e, start / (e + 1)))
+            sink.emit(LogBlock(epoch=e, loss=1.0, fwd_energy=0, fwd_logdet=0, inv_energy=0, inv_logdet=0, lr=1e-3,
+                               improvement_pct=0, acc_flow=0.5, acc_naive=0.1, ess_fwd=10.0, ess_inv=9.0,
+                               kl_val=0.3))
+        sink.close()
+        runs.append(d)
+    out = plotting.plot_comparison(runs, tmp_path / "cmp.png")
+    assert_png(out)
+    _, histories = zip(*[plotting._history_of(d, None) for d in runs])
+    fig = plotting.build_comparison_figure(list(zip(["lr_1e-3", "lr_1e-4"], histories)))
+    with_data = [ax for ax in fig.axes if ax.get_legend() is not None]
+    assert len(with_data) == 7      # every metric but the training KL, which these runs did not log
+    for ax in with_data:
+        assert [t.get_text() for t in ax.get_legend().get_texts()] == ["lr_1e-3", "lr_1e-4"]
+    assert all(ax.get_xlabel() == "epoch" and ax.get_ylabel() for ax in fig.axes)
+
+
+def test_plot_command_compares_runs(tmp_path, capsys):
+    from molpt_tui.cli import main
+
+    for name in ("a", "b"):
+        d = tmp_path / name
+        d.mkdir()
+        sink = MetricsLogSink(d / METRICS_FILE)
+        sink.emit(run_started())
+        sink.emit(epoch(1, 10.0))
+        sink.close()
+    assert main(["plot", str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path / "ab.png")]) == 0
+    assert_png(tmp_path / "ab.png")
+    assert main(["plot", str(tmp_path / "a"), str(tmp_path / "nope")]) == 2
+    assert "nope: no metrics.jsonl here" in capsys.readouterr().err

@@ -84,15 +84,16 @@ def make_setup(cfg, log=None):
 
 def _train(cfg, run_dir, control=None, resume=False, on_event=None):
     sink = Collect(on_event)
-    resume_from, earlier = None, []
+    resume_from, earlier, best = None, [], None
     if resume:
         resume_from = load_checkpoint(run_dir / "last.pt")
+        best = load_checkpoint(run_dir / "best.pt")
         earlier = list(read_events(run_dir / "metrics.jsonl"))
     log = MetricsLogSink(run_dir / "metrics.jsonl")
     try:
         with make_setup(cfg) as setup:
             trainer = Trainer(cfg, setup, [sink, log], control or TrainingControl(), DirArtifacts(run_dir, cfg),
-                              resume_from, resume_path=run_dir / "last.pt", history_events=earlier)
+                              resume_from, resume_path=run_dir / "last.pt", history_events=earlier, best_state=best)
             finished = trainer.run()
     finally:
         log.close()
@@ -111,17 +112,18 @@ def test_tiny_run_writes_every_output(tiny_config, tmp_path):
     first = json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[0])
     assert first == {"schema": "molpt-tui.metrics", "version": 1}
     assert len(list(read_events(tmp_path / "metrics.jsonl"))) == len(sink.events)
+    last = load_checkpoint(tmp_path / "last.pt")
+    assert last["epoch"] == 12 and last["config"]["training"]["epochs"] == 12
+    # The final model loads into a freshly built map of the same run (every key, every shape);
+    # last.pt is not the untrained map.
     final = load_checkpoint(tmp_path / "molecular_pt_300_450.pt")
-    assert final["epoch"] == 12 and final["config"]["training"]["epochs"] == 12
-    # The final model loads into a freshly built map of the same run (every key, every shape)
-    # and is not the untrained one.
     with make_setup(cfg) as setup:
         torch.manual_seed(cfg.training.seed)
         fresh = build_transport(cfg, setup.ms, setup.split.cold_train, setup.split.hot_train)
     untrained = {k: v.clone() for k, v in fresh.state_dict().items()}
     fresh.load_state_dict(final["model"], strict=True)
     assert any(k.startswith("representation.") for k in final["model"])
-    changed = [k for k, v in untrained.items() if v.is_floating_point() and not torch.equal(v, final["model"][k])]
+    changed = [k for k, v in untrained.items() if v.is_floating_point() and not torch.equal(v, last["model"][k])]
     assert changed, "training left every weight as it was"
     blocks = sink.of(LogBlock)
     assert all(0 <= b.acc_flow <= 1 and 0 <= b.acc_naive <= 1 for b in blocks)
@@ -132,6 +134,25 @@ def test_tiny_run_writes_every_output(tiny_config, tmp_path):
     best_block = min(blocks, key=lambda b: b.kl_val)
     assert best["epoch"] == best["best_epoch"] == best_block.epoch
     assert best["best_score"] == best_block.kl_val
+    # The final model is the best model, and says so; the summary names the same epoch and score.
+    assert final["epoch"] == best_block.epoch
+    assert all(torch.equal(final["model"][k], best["model"][k]) for k in best["model"])
+    assert final["selection"] == {"epoch": best_block.epoch, "score": best_block.kl_val, "metric": "validation KL",
+                                  "split": "validation", "unit": "kT", "last_epoch": 12}
+    assert (finished.best_epoch, finished.best_score, finished.best_metric) == \
+        (best_block.epoch, best_block.kl_val, "validation KL")
+    assert finished.start_score == blocks[0].kl_val
+    assert finished.final_model == str(tmp_path / "molecular_pt_300_450.pt")
+    # every acceptance and ESS carries a standard error
+    assert all(b.acc_flow_se > 0 and b.ess_fwd_se >= 0 and math.isfinite(b.acc_naive_se) for b in blocks)
+    # cost in target energy evaluations: 2 x batch per step, plus epoch 0 and the validation pairs
+    per_epoch = 2 * cfg.training.batch_size * cfg.training.steps_per_epoch
+    epochs = sink.of(EpochMetrics)
+    assert all(m.energy_evals == per_epoch for m in epochs[1:])
+    totals = [m.energy_evals_total for m in epochs]
+    n_val = min(64, round(600 * cfg.data.validation_fraction))
+    assert totals == sorted(totals) and finished.energy_evals == totals[-1] + 2 * n_val   # the last validation
+    assert finished.elapsed_s >= sum(m.seconds for m in epochs[1:])
 
 
 def test_start_is_sane_on_quickstart(tiny_data, tmp_path):
@@ -218,7 +239,8 @@ def test_nan_guard_stops_after_k_failures_with_a_usable_checkpoint(tiny_config, 
 
     monkeypatch.setattr(Trainer, "_step_losses", poisoned)
     finished, sink = _train(cfg, tmp_path)
-    assert finished.status == "failed" and "consecutive non-finite" in finished.message
+    # the NaN guard running out despite rollbacks is a divergence, not a crash
+    assert finished.status == "diverged" and "consecutive non-finite steps despite rollbacks" in finished.message
     # 3 steps per epoch: epoch 1 is clean, the last two steps of epoch 2 fail (it ends on them),
     # the first step of epoch 3 is the third failure in a row: last.pt is the end of epoch 2.
     assert finished.epoch == 2
@@ -402,3 +424,83 @@ def test_the_split_holds_out_the_end_of_each_trajectory(tiny_config):
     assert split.cold_train[:, 0, 0].tolist() == list(range(40))
     assert split.cold_val[:, 0, 0].tolist() == list(range(45, 50))  # the last eval_samples of the 10 held out
     assert split.n_train_pairs == 40
+
+
+
+def _cli(args, tiny_data_copy):
+    from molpt_testdata import TINY_DATA, TINY_TRAIN
+
+    from molpt_tui.cli import main
+
+    full = list(args)
+    for item in TINY_DATA + TINY_TRAIN + [f"data.path={tiny_data_copy}"]:
+        full += ["--set", item]
+    return main(full)
+
+
+def _events(run_dir):
+    return list(read_events(run_dir / "metrics.jsonl"))
+
+
+def test_divergence_ends_the_run_diverged_exit_3_and_best_continues_it(tiny_data, tmp_path, monkeypatch, capsys):
+    """The reported case, made certain: from the third training step on, every configuration is
+    blown up threefold, so Fwd_E and Inv_E explode. The run must end `diverged` (exit 3) once the
+    verdict holds, keep the best weights as its final model, say so, and `--resume RUN --from
+    best --lr X` must continue from best.pt."""
+    import shutil
+
+    data = tmp_path / "data" / "tiny.npz"
+    data.parent.mkdir()
+    shutil.copy(tiny_data, data)
+    run = tmp_path / "run"
+    calls = {"n": 0}
+    original = Trainer._step_losses
+
+    def exploding(self, xb, yb):
+        calls["n"] += torch.is_grad_enabled()
+        if calls["n"] > 2 and torch.is_grad_enabled():
+            xb, yb = xb * 3.0, yb * 3.0
+        return original(self, xb, yb)
+
+    monkeypatch.setattr(Trainer, "_step_losses", exploding)
+    rc = _cli(["train", "--no-ui", "--epochs", "20", "--out", str(run), "--set", "logging.step_progress_s=0.000001"],
+              data)
+    out = capsys.readouterr().out
+    assert rc == 3, out[-3000:]
+    events = _events(run)
+    (finished,) = [e for e in events if e.kind == "finished"]
+    assert finished.status == "diverged" and finished.epoch < 10
+    assert finished.verdict.startswith("diverged at epoch") and "Fwd_E and Inv_E (both directions)" in finished.verdict
+    verdicts = [e for e in events if e.kind == "alert" and e.rule == "diverged"]
+    assert len(verdicts) == 1 and verdicts[0].command.startswith(f"molpt-tui train --resume {run} --from best --lr ")
+    assert not [e for e in events if e.kind == "alert" and e.rule in ("inverse_diverging", "forward_diverging")]
+    # the final model holds the best validated weights, last.pt the last (diverged) state
+    final, best, last = (load_checkpoint(run / name) for name in ("molecular_pt_300_450.pt", "best.pt", "last.pt"))
+    assert final["epoch"] == best["epoch"] == finished.best_epoch < last["epoch"] == finished.epoch
+    assert all(torch.equal(final["model"][k], best["model"][k]) for k in best["model"])
+    assert final["selection"]["epoch"] == finished.best_epoch and final["selection"]["metric"] == "validation KL"
+    # the summary and the PNG say so
+    assert f"Training DIVERGED at epoch {finished.epoch}/20" in out
+    assert f"Final model: best validation KL {finished.best_score:.2f} kT at epoch {finished.best_epoch}" in out
+    assert f"molpt-tui train --resume {run} --from best --lr 2e-5" in out
+    assert (run / "loss_curves_300_450.png").is_file()
+    # the independent test set was made beside the data, and evaluated untrained and at the end
+    assert (data.parent / "tiny.test.npz").is_file()
+    tests = [e for e in events if e.kind == "test"]
+    assert [(t.label, t.epoch) for t in tests] == [("untrained", 0), ("final", finished.best_epoch)]
+    assert all(0 <= t.acc_flow <= 1 and t.acc_flow_se > 0 and t.n_pairs == 150 for t in tests)
+    # progress within epochs: every step here, with running means and the ETA inputs
+    steps = [e for e in events if e.kind == "step"]
+    assert [(s.epoch, s.step) for s in steps[:3]] == [(1, 1), (1, 2), (1, 3)]
+    assert all(s.steps_per_epoch == 3 and s.epochs == 20 and s.segment_steps == 3 * (s.epoch - 1) + s.step
+               for s in steps)
+
+    monkeypatch.setattr(Trainer, "_step_losses", original)
+    rc = _cli(["train", "--no-ui", "--resume", str(run), "--from", "best", "--lr", "2e-5"], data)
+    out = capsys.readouterr().out
+    assert rc == 0, out[-3000:]
+    events = _events(run)
+    started = [e for e in events if e.kind == "run_started"]
+    assert started[-1].resumed and started[-1].start_epoch == finished.best_epoch and started[-1].lr == 2e-5
+    assert f"resumed from {run / 'best.pt'} at epoch {finished.best_epoch}" in out
+    assert [e for e in events if e.kind == "finished"][-1].status == "completed"

@@ -23,18 +23,27 @@ def presets() -> int:
     return 0
 
 
-def plot(run_dir: Path) -> int:
-    rd = RunDirectory(run_dir)
-    if rd.path.is_dir():
-        rd.check_entries()
-    if not rd.metrics.is_file():
-        raise UserError(f"{run_dir}: no metrics.jsonl here (give the run directory of a `molpt-tui train` run)")
-    from ..report.plotting import plot_run_dir
+def plot(run_dirs: list[Path], out: Path | None = None) -> int:
+    """One run: its PNG (in the run directory unless `out`). Several: one comparison figure."""
+    dirs = []
+    for run_dir in run_dirs:
+        rd = RunDirectory(run_dir)
+        if rd.path.is_dir():
+            rd.check_entries()
+        if not rd.metrics.is_file():
+            raise UserError(f"{run_dir}: no metrics.jsonl here (give the run directory of a `molpt-tui train` run)")
+        dirs.append(rd)
+    if out is not None and out.is_dir():
+        raise UserError(f"--out {out}: is a directory; give a file name such as {out / 'comparison.png'}")
+    from ..report.plotting import COMPARISON_PNG, plot_comparison, plot_run_dir
 
     try:
-        path = plot_run_dir(rd, warn=warn)
+        if len(dirs) == 1:
+            path = plot_run_dir(dirs[0], out, warn=warn)
+        else:
+            path = plot_comparison(dirs, out or Path(COMPARISON_PNG), warn=warn)
     except OSError as exc:
-        raise UserError(f"{exc.filename or run_dir}: cannot write the PNG ({exc.strerror or exc})") from None
+        raise UserError(f"{exc.filename or out or run_dirs[0]}: cannot write the PNG ({exc.strerror or exc})") from None
     print(f"Wrote {path}")
     return 0
 

@@ -38,6 +38,8 @@ class Checked:
     resume_path: Path | None = None
     history_events: list[Event] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    # On a resume: best.pt's payload, which the final model holds unless a better epoch comes.
+    best_state: dict[str, Any] | None = None
 
 
 def check_inputs(cfg: Config, run_dir: RunDirectory, resume: ResumePoint | None) -> Checked:
@@ -58,22 +60,45 @@ def check_inputs(cfg: Config, run_dir: RunDirectory, resume: ResumePoint | None)
                             f"raise --epochs above {epoch} to train on")
         checked.resume_from = ckpt
         checked.resume_path = path
+        checked.best_state = ckpt if resume == "best" else _best_or_none(run_dir.best, ms, cfg, checked.warnings)
         if run_dir.metrics.is_file():
             checked.history_events = list(read_events(run_dir.metrics, warn=checked.warnings.append))
     return checked
 
 
+def _best_or_none(path: Path, ms: MolecularSystem, cfg: Config, warnings: list[str]) -> dict[str, Any] | None:
+    """best.pt of a run resumed from last.pt; a missing or unusable one is a warning (the final
+    model then holds the best epoch of the resumed segment), not a refusal."""
+    if not path.is_file():
+        return None
+    try:
+        ckpt = load_checkpoint(path)
+        check_compatible(ckpt, path, ms, cfg)
+    except UserError as exc:
+        warnings.append(f"{exc}; the final model will be the best epoch from here on")
+        return None
+    return ckpt
+
+
 def check_data(checked: Checked) -> DataSplit:
-    """The data file against the system, and the split of training and held-out pairs."""
-    data = load_data(checked.cfg.data_path, checked.ms)
-    return split_data(checked.cfg, data)
+    """The data file and its test run against the system, and the three splits."""
+    cfg = checked.cfg
+    data = load_data(cfg.data_path, checked.ms)
+    test = None
+    if cfg.test_n_samples > 0:
+        test = load_data(cfg.test_data_path, checked.ms)
+    return split_data(cfg, data, test)
 
 
 def data_missing(cfg: Config) -> bool:
-    path: Path = cfg.data_path
-    if path.exists() and not path.is_file():
-        raise UserError(f"{path}: exists but is not a file (set data.path to a file path)")
-    return not path.exists()
+    """Whether the data file or (when the config asks for one) its test run is still to be made."""
+    paths: list[tuple[Path, str]] = [(cfg.data_path, "data.path")]
+    if cfg.test_n_samples > 0:
+        paths.append((cfg.test_data_path, "data.test_path"))
+    for path, key in paths:
+        if path.exists() and not path.is_file():
+            raise UserError(f"{path}: exists but is not a file (set {key} to a file path)")
+    return any(not path.exists() for path, _ in paths)
 
 
 Log = Callable[[str], None]

@@ -167,7 +167,7 @@ def make_trainer(checked: Checked, setup: TrainingSetup, sinks: list[Sink],
                  run_info: dict[str, Any] | None = None) -> Trainer:
     return Trainer(checked.cfg, setup, sinks, TrainingControl(checked.run_dir), RunFiles(checked.run_dir, checked.cfg),
                    resume_from=checked.resume_from, resume_path=checked.resume_path,
-                   history_events=checked.history_events, run_info=run_info)
+                   history_events=checked.history_events, run_info=run_info, best_state=checked.best_state)
 
 
 def run_trainer(trainer: Trainer, setup: TrainingSetup, sinks: list[Sink]) -> int:

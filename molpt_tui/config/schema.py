@@ -1,6 +1,7 @@
 """The configuration schema: every TOML key, declared once (type, default, allowed values, doc)."""
 from __future__ import annotations
 
+import copy
 import dataclasses
 import os
 from dataclasses import dataclass, field
@@ -57,7 +58,13 @@ class DataConfig:
     platform: Platform = field(default="Reference", metadata=setting(doc="OpenMM platform for MD"))
     seed: int = field(default=2024, metadata=setting(ge=0, le=_SEED_MAX, doc="MD random seed"))
     validation_fraction: float = field(default=0.1, metadata=setting(
-        ge=0.01, le=0.5, doc="share of the samples held out for validation"))
+        ge=0.01, le=0.5, doc="share of the samples held out for validation (the end of each trajectory)"))
+    test_fraction: float = field(default=0.25, metadata=setting(
+        ge=0.0, le=10.0, doc="size of the independent test run (another seed) as a share of n_samples; "
+                             "0 = no test set"))
+    test_seed: int = field(default=0, metadata=setting(
+        ge=0, le=_SEED_MAX, doc="MD random seed of the test run; 0 = data.seed + 1"))
+    test_path: str = field(default="", metadata=setting(doc="default: <data.path without .npz>.test.npz"))
 
 
 @dataclass
@@ -125,6 +132,8 @@ class LoggingConfig:
         ge=2, le=_COUNT, doc="held-out pairs for acceptance / ESS"))
     progress_every_s: float = field(default=30.0, metadata=setting(
         gt=0, le=86400.0, doc="plain progress line when not a TTY [s]"))
+    step_progress_s: float = field(default=0.5, metadata=setting(
+        gt=0, le=3600.0, doc="wall time between progress events within an epoch [s]"))
 
 
 @dataclass
@@ -169,6 +178,40 @@ class Config:
         if self.data.path:
             return Path(os.path.expanduser(self.data.path))
         return Path("data") / f"{self.preset_name or 'custom'}.npz"
+
+    @property
+    def test_data_path(self) -> Path:
+        """The independent test run, beside the data file unless `data.test_path` says otherwise."""
+        if self.data.test_path:
+            return Path(os.path.expanduser(self.data.test_path))
+        data = self.data_path
+        stem = data.name[:-4] if data.name.endswith(".npz") else data.name
+        return data.with_name(f"{stem}.test.npz")
+
+    @property
+    def test_n_samples(self) -> int:
+        """Samples per temperature of the test run (0: no test set)."""
+        return round(self.data.n_samples * self.data.test_fraction)
+
+    @property
+    def test_seed(self) -> int:
+        return self.data.test_seed or self.data.seed + 1
+
+    def for_test_run(self, data_path: Path | None = None) -> Config:
+        """The config of the independent test run: the same MD settings with the test seed and
+        size, written to the test path (beside `data_path` when given)."""
+        out = copy.deepcopy(self)
+        if data_path is not None and not self.data.test_path:
+            out.data.path = str(data_path)
+            path = out.test_data_path
+        else:
+            path = self.test_data_path
+        out.data.path = str(path)
+        out.data.test_path = ""
+        out.data.n_samples = self.test_n_samples
+        out.data.seed = self.test_seed
+        out.data.test_fraction = 0.0
+        return out
 
     @property
     def run_dir(self) -> Path:

@@ -77,10 +77,15 @@ def naive_swap_log_acceptance(beta_c: float, beta_h: float, u_x: torch.Tensor, u
     return delta
 
 
+def pair_acceptance(log_acc: torch.Tensor) -> torch.Tensor:
+    """min(1, exp Delta) per pair; a NaN Delta (failed energy) is a rejection."""
+    log_acc = torch.nan_to_num(log_acc.double(), nan=-math.inf)
+    return torch.exp(torch.clamp(log_acc, max=0.0))
+
+
 def mean_acceptance(log_acc: torch.Tensor) -> float:
     """mean(min(1, exp Delta)); a NaN Delta (failed energy) counts as a rejection."""
-    log_acc = torch.nan_to_num(log_acc.double(), nan=-math.inf)
-    return float(torch.exp(torch.clamp(log_acc, max=0.0)).mean())
+    return float(pair_acceptance(log_acc).mean())
 
 
 def ess_percent(log_w: torch.Tensor) -> float:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING
 
@@ -17,6 +18,7 @@ import torch
 from ..errors import UserError
 from ..physics.engines import EngineChoice, check_device, make_engine
 from ..physics.units import beta
+from .events import DataReport
 
 if TYPE_CHECKING:
     from ..config import Config
@@ -44,33 +46,75 @@ def resolve_device(requested: str) -> torch.device:
 
 @dataclass(frozen=True)
 class DataSplit:
-    """Training and held-out configurations per temperature, [M, N, 3] float64 nm."""
+    """The three splits, configurations per temperature, [M, N, 3] float64 nm.
+
+    training (gradients) and validation (selects best.pt, drives alerts) are the start and the
+    end of the same trajectories; test is an independent replica-exchange run with another seed
+    (`data.test_path`), never used to train or select; None where there is no test file.
+    """
 
     cold_train: torch.Tensor
     hot_train: torch.Tensor
     cold_val: torch.Tensor
     hot_val: torch.Tensor
+    cold_test: torch.Tensor | None = None
+    hot_test: torch.Tensor | None = None
+    test_path: str = ""
+    # What preflight found about the data files (independent samples); the trainer emits them.
+    reports: tuple[DataReport, ...] = ()
 
     @property
     def n_train_pairs(self) -> int:
         return min(len(self.cold_train), len(self.hot_train))
 
+    @property
+    def has_test(self) -> bool:
+        return self.cold_test is not None and self.hot_test is not None
 
-def split_data(cfg: Config, data: ReplicaData) -> DataSplit:
-    """The held-out part is the end of each trajectory: less correlated with training than a
-    random split. At most `logging.eval_samples` of it are evaluated."""
+
+@dataclass(frozen=True)
+class Pairs:
+    """Configurations of one split paired by index (x_i cold, y_i hot, both in MD time order)
+    with their own energies U(x), U(y) (kJ/mol)."""
+
+    cold: torch.Tensor
+    hot: torch.Tensor
+    u_cold: torch.Tensor
+    u_hot: torch.Tensor
+
+    def __len__(self) -> int:
+        return min(len(self.cold), len(self.hot))
+
+
+def _at(data: ReplicaData, cfg: Config, path: Path) -> tuple[torch.Tensor, torch.Tensor]:
     try:
-        cold = torch.from_numpy(data.at(cfg.temperatures.cold))
-        hot = torch.from_numpy(data.at(cfg.temperatures.hot))
+        return torch.from_numpy(data.at(cfg.temperatures.cold)), torch.from_numpy(data.at(cfg.temperatures.hot))
     except UserError as exc:
-        raise UserError(f"{cfg.data_path}: {exc}") from None
+        raise UserError(f"{path}: {exc}") from None
+
+
+def split_data(cfg: Config, data: ReplicaData, test: ReplicaData | None = None,
+               test_path: Path | None = None) -> DataSplit:
+    """The held-out part is the end of each trajectory: less correlated with training than a
+    random split. At most `logging.eval_samples` of it are evaluated. `test`, the independent
+    run, is used whole."""
+    cold, hot = _at(data, cfg, cfg.data_path)
     n = min(len(cold), len(hot))
     n_val = max(2, round(n * cfg.data.validation_fraction))
     if n - n_val < 2:
         raise UserError(f"{cfg.data_path}: only {n} samples per temperature; need more (data.n_samples)")
     n_eval = min(cfg.logging.eval_samples, n_val)
+    cold_test = hot_test = None
+    where = test_path or cfg.test_data_path
+    if test is not None:
+        cold_test, hot_test = _at(test, cfg, where)
+        m = min(len(cold_test), len(hot_test))
+        if m < 2:
+            raise UserError(f"{where}: only {m} test samples per temperature; need more (data.test_fraction)")
+        cold_test, hot_test = cold_test[:m], hot_test[:m]
     return DataSplit(cold_train=cold[: n - n_val], hot_train=hot[: n - n_val],
-                     cold_val=cold[n - n_val:n][-n_eval:], hot_val=hot[n - n_val:n][-n_eval:])
+                     cold_val=cold[n - n_val:n][-n_eval:], hot_val=hot[n - n_val:n][-n_eval:],
+                     cold_test=cold_test, hot_test=hot_test, test_path=str(where) if test is not None else "")
 
 
 # --- the map --------------------------------------------------------------------------------------
@@ -148,6 +192,21 @@ class TrainingSetup:
     u_hot_train: torch.Tensor
     u_cold_val: torch.Tensor
     u_hot_val: torch.Tensor
+    u_cold_test: torch.Tensor | None = None
+    u_hot_test: torch.Tensor | None = None
+
+    @property
+    def validation(self) -> Pairs:
+        s = self.split
+        return Pairs(s.cold_val, s.hot_val, self.u_cold_val, self.u_hot_val)
+
+    @property
+    def test(self) -> Pairs | None:
+        """The independent test pairs; None without a test file."""
+        s = self.split
+        if s.cold_test is None or s.hot_test is None or self.u_cold_test is None or self.u_hot_test is None:
+            return None
+        return Pairs(s.cold_test, s.hot_test, self.u_cold_test, self.u_hot_test)
 
     @property
     def engine(self) -> EnergyEngine:
@@ -192,11 +251,14 @@ def build_setup(cfg: Config, ms: MolecularSystem, split: DataSplit, device: torc
                 return torch.cat([engine.energy(x[i:i + _ENERGY_CHUNK].to(engine.device)).double().cpu()
                                   for i in range(0, len(x), _ENERGY_CHUNK)])
 
+        has_test = split.cold_test is not None and split.hot_test is not None
         return TrainingSetup(
             ms=ms, choice=choice, device=device, split=split,
             beta_cold=beta(cfg.temperatures.cold), beta_hot=beta(cfg.temperatures.hot),
             u_cold_train=energies(split.cold_train), u_hot_train=energies(split.hot_train),
             u_cold_val=energies(split.cold_val), u_hot_val=energies(split.hot_val),
+            u_cold_test=energies(split.cold_test) if has_test and split.cold_test is not None else None,
+            u_hot_test=energies(split.hot_test) if has_test and split.hot_test is not None else None,
         )
     except BaseException:
         engine.close()

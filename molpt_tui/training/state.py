@@ -39,6 +39,8 @@ if TYPE_CHECKING:
 # The training keys of a checkpoint (it also holds format, config, system and versions).
 STATE_KEYS: tuple[str, ...] = ("epoch", "model", "optimizer", "schedule", "best_score", "best_loss", "best_epoch",
                                "first_kl", "nan_failures", "alerts", "rng")
+# Counters added later: a checkpoint without them loads with 0 (cost then counts from the resume).
+OPTIONAL_STATE_KEYS: tuple[str, ...] = ("energy_evals", "elapsed_s")
 
 
 @dataclass
@@ -57,6 +59,8 @@ class TrainingState:
     best_epoch: int | None = None  # epoch of best.pt; None before the first finite evaluation
     first_kl: float = math.nan     # held-out KL of the untrained map: "improvement from start"
     nan_failures: int = 0          # consecutive non-finite steps
+    energy_evals: int = 0          # target energy evaluations so far (steps, evaluations, epoch 0)
+    elapsed_s: float = 0.0         # training wall time so far, all segments
 
     @classmethod
     def create(cls, cfg: Config, transport: Transport) -> TrainingState:
@@ -80,6 +84,8 @@ class TrainingState:
             "best_epoch": self.best_epoch,
             "first_kl": self.first_kl,
             "nan_failures": self.nan_failures,
+            "energy_evals": self.energy_evals,
+            "elapsed_s": self.elapsed_s,
             "alerts": copy.deepcopy(self.tracker.state_dict()),
             "rng": {"shuffle": self.shuffle.get_state(), "torch": torch.get_rng_state()},
         }
@@ -101,6 +107,8 @@ class TrainingState:
         self.best_epoch = None if state["best_epoch"] is None else int(state["best_epoch"])
         self.first_kl = float(state["first_kl"])
         self.nan_failures = int(state["nan_failures"])
+        self.energy_evals = int(state.get("energy_evals", 0))
+        self.elapsed_s = float(state.get("elapsed_s", 0.0))
         rng = state["rng"]
         try:
             self.shuffle.set_state(rng["shuffle"])
@@ -146,6 +154,10 @@ def check_state_dict(state: Mapping[str, Any]) -> None:
         raise SchemaError("best_epoch", f"is {best_epoch}, after the checkpoint's epoch {epoch}")
     as_float(required(state, "first_kl"), "first_kl", allow_nan=True)  # NaN: the untrained map had no finite KL
     as_int(required(state, "nan_failures"), "nan_failures")
+    if "energy_evals" in state:
+        as_int(state["energy_evals"], "energy_evals", minimum=0)
+    if "elapsed_s" in state:
+        as_float(state["elapsed_s"], "elapsed_s", allow_inf=False)
     alerts = as_mapping(required(state, "alerts"), "alerts")
     try:
         AlertTracker.parse_state(alerts)

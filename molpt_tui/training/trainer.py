@@ -10,6 +10,11 @@ with the float32 flow and float64 energies. Non-finite losses or gradients never
 weights: the step is skipped and, by policy, the model rolls back to the last good state
 with a lower learning rate.
 
+Three splits: training batches give the gradients; the validation pairs (the end of the same
+trajectories) select best.pt and drive the alerts; the independent test run (another MD seed)
+is evaluated only for the untrained map and, at the end, for the selected weights, which the
+final model file holds. A run whose energies or loss explode ends `diverged` (`verdict`).
+
 The trainer is handed everything it does not compute: the built `TrainingSetup` (system, engine,
 data and their energies), the sinks, the control channel and the `RunArtifacts` that write
 checkpoints and PNGs. It names no file and draws nothing.
@@ -26,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from .alerts import resume_command
 from .artifacts import ArtifactLabel, RunArtifacts
 from .checkpoint import make_payload, refused
 from .control import TrainingControl
@@ -43,6 +49,8 @@ from .events import (
     RunStatus,
     Severity,
     Sink,
+    StepProgress,
+    TestEvaluation,
 )
 from .history import History, improvement_pct
 from .losses import DirectionTerms, paired_kl
@@ -50,6 +58,7 @@ from .schedule import is_log_epoch
 from .schema import SchemaError
 from .setup import build_transport
 from .state import TrainingState
+from .verdict import divergence
 
 if TYPE_CHECKING:
     from ..config import Config
@@ -59,6 +68,12 @@ if TYPE_CHECKING:
 # The epoch-0 loss is the mean over this many training batches, drawn with a fixed seed.
 INITIAL_BATCHES = 4
 _INITIAL_SEED = 12345
+
+
+def _lower_lr(lr: float) -> str:
+    """Ten times below `lr`, as a user would type it (5e-5)."""
+    mantissa, exponent = f"{lr / 10.0:.0e}".split("e")
+    return f"{mantissa}e{int(exponent)}"
 
 
 def model_label(cfg: Config) -> str:
@@ -81,13 +96,20 @@ class _EpochSums:
     grad_norm: float = 0.0
     kl: float = 0.0
     n_ok: int = 0
+    n_steps: int = 0
     n_regularised: int = 0
     n_nonfinite: int = 0
+    energy_evals: int = 0
     started: float = field(default_factory=time.perf_counter)
 
-    def count(self, fwd: DirectionTerms, inv: DirectionTerms) -> None:
+    def count(self, fwd: DirectionTerms, inv: DirectionTerms, energy_evals: int) -> None:
+        self.n_steps += 1
         self.n_regularised += fwd.n_regularised + inv.n_regularised
         self.n_nonfinite += fwd.n_nonfinite + inv.n_nonfinite
+        self.energy_evals += energy_evals
+
+    def mean(self, total: float) -> float:
+        return total / self.n_ok if self.n_ok else math.nan
 
     def add(self, loss: float, fwd: DirectionTerms, inv: DirectionTerms, grad_norm: float, kl: float) -> None:
         self.n_ok += 1
@@ -100,18 +122,17 @@ class _EpochSums:
         self.kl += kl
 
     def metrics(self, epoch: int, lr: float) -> EpochMetrics:
-        def mean(total: float) -> float:
-            return total / self.n_ok if self.n_ok else math.nan
-
+        mean = self.mean
         return EpochMetrics(epoch=epoch, loss=mean(self.loss), fwd_energy=mean(self.fwd_energy),
                             fwd_logdet=mean(self.fwd_logdet), inv_energy=mean(self.inv_energy),
                             inv_logdet=mean(self.inv_logdet), lr=lr, grad_norm=mean(self.grad_norm),
                             n_regularised=self.n_regularised, n_nonfinite=self.n_nonfinite,
-                            seconds=time.perf_counter() - self.started, kl=mean(self.kl))
+                            seconds=time.perf_counter() - self.started, kl=mean(self.kl),
+                            energy_evals=self.energy_evals)
 
 
 class _Stop(Exception):
-    """Raised inside an epoch when the run must end (stop request or NaN policy exhausted)."""
+    """Raised inside an epoch when the run must end (stop request, divergence, NaN guard)."""
 
 
 class Trainer:
@@ -122,13 +143,14 @@ class Trainer:
     this model is refused there, with a UserError naming `resume_path`, before `run()` writes
     anything. `history_events`: the run's earlier events (its metrics log), of which those up to
     the checkpoint's epoch seed the History, so alerts and curves continue where they were.
-    The caller owns `setup` and closes it.
+    `best_state`: on a resume, the run's best.pt payload, which the final model holds unless a
+    better epoch comes. The caller owns `setup` and closes it.
     """
 
     def __init__(self, cfg: Config, setup: TrainingSetup, sinks: Sequence[Sink], control: TrainingControl,
                  artifacts: RunArtifacts, resume_from: Mapping[str, Any] | None = None, *,
                  resume_path: Path | None = None, history_events: Iterable[Event] = (),
-                 run_info: Mapping[str, Any] | None = None) -> None:
+                 run_info: Mapping[str, Any] | None = None, best_state: Mapping[str, Any] | None = None) -> None:
         self.cfg = cfg
         # RunStarted fields the app knows and the trainer does not (threads, SLURM job)
         self.run_info = dict(run_info or {})
@@ -139,6 +161,11 @@ class Trainer:
         self.history = History()
         self.files: list[str] = []
         self.failed_reason = ""
+        self.diverged_reason = ""
+        self.final_model = ""
+        self._segment_steps = 0
+        self._segment_t0 = time.perf_counter()
+        self._last_progress = -math.inf
         self.resume_path = resume_path
         self.resumed = resume_from is not None
         tc = cfg.training
@@ -148,6 +175,7 @@ class Trainer:
         self.state = TrainingState.create(cfg, transport)
         # The last epoch-boundary snapshot: what checkpoints hold and NaN rollbacks return to.
         self.boundary: dict[str, Any] | None = None
+        self._last_saved: dict[str, Any] | None = None  # the snapshot last.pt holds
         if resume_from is not None:
             try:
                 self.state.load_state_dict(resume_from)
@@ -157,6 +185,13 @@ class Trainer:
             for event in history_events:
                 if getattr(event, "epoch", 0) <= self.state.epoch:
                     self.history.add(event)
+        # The snapshot of the selected epoch: what best.pt and the final model hold.
+        self.best_snapshot: dict[str, Any] | None = None
+        if resume_from is not None:
+            if best_state is not None and best_state.get("best_epoch") == self.state.best_epoch:
+                self.best_snapshot = {k: best_state[k] for k in self.boundary or {} if k in best_state}
+            elif self.state.best_epoch == self.state.epoch:
+                self.best_snapshot = self.boundary
 
     @property
     def transport(self) -> Transport:
@@ -210,7 +245,9 @@ class Trainer:
                                          split.hot_train[idx_h].to(self.setup.device))
             loss = fwd.loss + inv.loss
             loss_value = float(loss.detach())
-            sums.count(fwd, inv)
+            sums.count(fwd, inv, 2 * tc.batch_size)
+            st.energy_evals += 2 * tc.batch_size
+            self._segment_steps += 1
             st.optimizer.zero_grad(set_to_none=True)
             grad_norm = math.nan
             if math.isfinite(loss_value):
@@ -219,12 +256,32 @@ class Trainer:
             if not (math.isfinite(loss_value) and math.isfinite(grad_norm)):
                 if not self._handle_nonfinite(epoch, loss_value):
                     raise _Stop
+                self._progress(epoch, step + 1, sums, lr)
                 continue
             st.optimizer.step()
             st.nan_failures = 0
             kl = paired_kl(fwd, inv, batch_reference(self.setup, idx_c, idx_h))
             sums.add(loss_value, fwd, inv, grad_norm, kl)
+            self._progress(epoch, step + 1, sums, lr)
         return sums.metrics(epoch, st.optimizer.param_groups[0]["lr"])
+
+    def _progress(self, epoch: int, step: int, sums: _EpochSums, lr: float) -> None:
+        """A StepProgress about every `logging.step_progress_s`: one clock read per step, so the
+        log gets a few lines a second at most, whatever the step time."""
+        now = time.perf_counter()
+        if now - self._last_progress < self.cfg.logging.step_progress_s:
+            return
+        self._last_progress = now
+        tc = self.cfg.training
+        spe = self.steps_per_epoch
+        seconds = now - self._segment_t0
+        left = (tc.epochs - epoch) * spe + (spe - step)
+        per_step = seconds / self._segment_steps if self._segment_steps else math.nan
+        self.emit(StepProgress(
+            epoch=epoch, step=step, steps_per_epoch=spe, epochs=tc.epochs, loss=sums.mean(sums.loss),
+            fwd_energy=sums.mean(sums.fwd_energy), inv_energy=sums.mean(sums.inv_energy), lr=lr,
+            n_regularised=sums.n_regularised, n_nonfinite=sums.n_nonfinite, epoch_seconds=now - sums.started,
+            segment_steps=self._segment_steps, segment_seconds=seconds, eta_s=per_step * left))
 
     def _handle_nonfinite(self, epoch: int, loss: float) -> bool:
         """NaN/Inf guard. Returns False when training must stop."""
@@ -232,11 +289,13 @@ class Trainer:
         st.nan_failures += 1
         st.optimizer.zero_grad(set_to_none=True)
         what = "loss" if not math.isfinite(loss) else "gradient"
+        command = resume_command(self.history, lr=_lower_lr(tc.lr))
         if tc.nan_policy == "stop":
             self.emit(Alert(epoch=epoch, rule="nan_guard", severity="error",
                             message=f"non-finite {what}; stopping (training.nan_policy = 'stop')",
-                            hint="lower the LR to 1e-4, or set training.nan_policy = 'rollback'"))
-            self.failed_reason = f"non-finite {what} at epoch {epoch}"
+                            hint="continue from best.pt with a lower LR, or set training.nan_policy = 'rollback'",
+                            command=command))
+            self.diverged_reason = f"non-finite {what} at epoch {epoch} (training.nan_policy = 'stop')"
             return False
         if tc.nan_policy == "rollback" and self.boundary is not None:
             st.restore_weights(self.boundary)
@@ -246,10 +305,12 @@ class Trainer:
             action = "step skipped"
         self.emit(Alert(epoch=epoch, rule="nan_guard", severity="warning",
                         message=f"non-finite {what} ({st.nan_failures} in a row): {action}",
-                        hint="lower the LR to 1e-4; lower training.energy_reg_kt; check the structure"))
+                        hint="continue from best.pt with a lower LR; lower training.energy_reg_kt; check the structure",
+                        command=command))
         if st.nan_failures >= tc.max_nan_failures:
-            self.failed_reason = (f"{st.nan_failures} consecutive non-finite steps at epoch {epoch} "
-                                  f"(training.max_nan_failures = {tc.max_nan_failures})")
+            after = " despite rollbacks" if tc.nan_policy == "rollback" else ""
+            self.diverged_reason = (f"{st.nan_failures} consecutive non-finite steps{after} at epoch {epoch} "
+                                    f"(training.max_nan_failures = {tc.max_nan_failures})")
             return False
         return True
 
@@ -273,8 +334,29 @@ class Trainer:
             self.emit(event)
 
     # --- evaluation ----------------------------------------------------------------------------
+    @property
+    def _eval_batch(self) -> int:
+        return max(64, self.cfg.training.batch_size * 4)
+
     def evaluate(self) -> Evaluation:
-        return evaluate(self.state.transport, self.setup, max(64, self.cfg.training.batch_size * 4))
+        """The validation split (selects best.pt, drives alerts)."""
+        ev = evaluate(self.state.transport, self.setup, self._eval_batch)
+        self.state.energy_evals += 2 * ev.n_pairs
+        return ev
+
+    def _test(self, label: str, epoch: int) -> None:
+        """The map as it stands on the independent test run; nothing when there is none. Test
+        energy evaluations are not training cost: they are not counted."""
+        pairs = self.setup.test
+        if pairs is None:
+            return
+        ev = evaluate(self.state.transport, self.setup, self._eval_batch, pairs)
+        self.emit(TestEvaluation(
+            epoch=epoch, label="final" if label == "final" else "untrained", n_pairs=ev.n_pairs,
+            acc_flow=ev.acc_flow, acc_flow_se=ev.acc_flow_se, acc_naive=ev.acc_naive, acc_naive_se=ev.acc_naive_se,
+            ess_fwd=ev.ess_fwd, ess_fwd_se=ev.ess_fwd_se, ess_inv=ev.ess_inv, ess_inv_se=ev.ess_inv_se,
+            kl=ev.kl_val, kl_se=ev.kl_val_se, roundtrip_err=ev.roundtrip_err, block=ev.block,
+            path=self.setup.split.test_path))
 
     @torch.no_grad()
     def initial_metrics(self) -> EpochMetrics:
@@ -292,6 +374,7 @@ class Trainer:
                                          split.hot_train[sel].to(self.setup.device))
             batches.append((fwd, inv))
             kls.append(paired_kl(fwd, inv, batch_reference(self.setup, sel, sel)))
+            self.state.energy_evals += 2 * len(sel)
 
         def mean(values: list[float]) -> float:
             # NaN batches are left out of each mean; an all-NaN epoch 0 stays NaN
@@ -304,33 +387,43 @@ class Trainer:
             inv_energy=mean([i.mean_energy for _, i in batches]), inv_logdet=mean([i.mean_logdet for _, i in batches]),
             lr=self.state.schedule.lr_at(0.0), seconds=0.0, kl=mean(kls),
             n_regularised=sum(f.n_regularised + i.n_regularised for f, i in batches),
-            n_nonfinite=sum(f.n_nonfinite + i.n_nonfinite for f, i in batches))
+            n_nonfinite=sum(f.n_nonfinite + i.n_nonfinite for f, i in batches),
+            energy_evals=2 * len(idx), energy_evals_total=self.state.energy_evals, elapsed_s=self.state.elapsed_s)
 
     def _log_block(self, m: EpochMetrics, ev: Evaluation, improvement: float) -> None:
         self.emit(LogBlock(epoch=m.epoch, loss=m.loss, fwd_energy=m.fwd_energy, fwd_logdet=m.fwd_logdet,
                            inv_energy=m.inv_energy, inv_logdet=m.inv_logdet, lr=m.lr,
-                           improvement_pct=improvement, kl=m.kl, **ev.fields()))
+                           improvement_pct=improvement, kl=m.kl, n_regularised=m.n_regularised,
+                           n_nonfinite=m.n_nonfinite, energy_evals_total=self.state.energy_evals, **ev.fields()))
 
     def _initial_eval(self) -> None:
         st = self.state
+        started = time.perf_counter()
         m = self.initial_metrics()
-        self.emit(m)
         ev = self.evaluate()
+        st.elapsed_s += time.perf_counter() - started
+        m.energy_evals_total, m.elapsed_s = st.energy_evals, st.elapsed_s
+        self.emit(m)
         st.first_kl = ev.kl_val
         if math.isfinite(m.loss):
             st.best_loss, st.best_score, st.best_epoch = m.loss, ev.score(m.loss), 0
         self.message(
-            f"step 0 (untrained map): loss {m.loss:.4g} kT, flow-swap acceptance {ev.acc_flow:.3f} vs naive "
-            f"{ev.acc_naive:.3f}, ESS {ev.ess_fwd:.1f}% / {ev.ess_inv:.1f}%")
+            f"step 0 (untrained map), validation: loss {m.loss:.4g} kT, flow-swap acceptance "
+            f"{ev.acc_flow:.3f} ± {ev.acc_flow_se:.3f} vs naive {ev.acc_naive:.3g}, ESS {ev.ess_fwd:.1f}% / "
+            f"{ev.ess_inv:.1f}%")
         self._log_block(m, ev, 0.0)
         self._check_alerts()
+        self._test("untrained", 0)
         st.epoch = 0
         self._capture_boundary()
         if math.isfinite(m.loss):
+            self.best_snapshot = self.boundary
             self._save("best")
 
     def _end_epoch(self, m: EpochMetrics) -> None:
         tc, st = self.cfg.training, self.state
+        st.elapsed_s += m.seconds
+        m.energy_evals_total, m.elapsed_s = st.energy_evals, st.elapsed_s
         self.emit(m)
         st.schedule.end_epoch(m.loss)
         self._check_alerts()
@@ -346,9 +439,14 @@ class Trainer:
         st.epoch = m.epoch
         self._capture_boundary()
         if is_best:
+            self.best_snapshot = self.boundary
             self._save("best")
         if m.epoch % tc.checkpoint_every == 0 or m.epoch == tc.epochs:
             self._save("last")
+        found = divergence(self.history, self.cfg.alerts)
+        if found is not None and self.cfg.alerts.stop_on_divergence:
+            self.diverged_reason = f"diverged at epoch {found.epoch}: {found.describe()}"
+            raise _Stop
 
     def _capture_boundary(self) -> None:
         self.boundary = self.state.state_dict()
@@ -361,6 +459,30 @@ class Trainer:
         path = self.artifacts.save_checkpoint(label, make_payload(self.boundary, self.cfg, self.setup.ms))
         self.emit(CheckpointSaved(epoch=int(self.boundary["epoch"]), path=str(path), label=event_label or label))
         self._note_file(path)
+        if label == "last":
+            self._last_saved = self.boundary
+        return path
+
+    @property
+    def best_metric(self) -> str:
+        """What the final model was selected on: the validation KL unless no KL was finite."""
+        best = self.state.best_epoch
+        kl = any(b.epoch == best and math.isfinite(b.kl_val) for b in self.history.blocks)
+        return "validation KL" if kl or math.isfinite(self.state.first_kl) else "training loss"
+
+    def _save_final(self) -> Path | None:
+        """The final model: the selected (best validated) weights, saying which and why."""
+        snap = self.best_snapshot
+        if snap is None:
+            return None
+        payload = make_payload(snap, self.cfg, self.setup.ms)
+        payload["selection"] = {"epoch": int(snap["epoch"]), "score": float(self.state.best_score),
+                                "metric": self.best_metric, "split": "validation", "unit": "kT",
+                                "last_epoch": int(self.state.epoch)}
+        path = self.artifacts.save_checkpoint("final", payload)
+        self.emit(CheckpointSaved(epoch=int(snap["epoch"]), path=str(path), label="final"))
+        self._note_file(path)
+        self.final_model = str(path)
         return path
 
     def _write_png(self, status: str) -> Path | None:
@@ -378,23 +500,42 @@ class Trainer:
             self.files.append(str(path))
 
     def _finish_files(self, status: RunStatus) -> None:
-        """Whatever happened, leave a loadable checkpoint and the loss curves."""
+        """Whatever happened, leave the last state, the best model as the final one, its test
+        figures and the loss curves."""
         try:
-            self._save("final" if status == "completed" else "last")
+            if self._last_saved is not self.boundary:
+                self._save("last")
+            if self._save_final() is not None and status != "failed" and self.best_snapshot is not None:
+                self.state.transport.load_state_dict(self.best_snapshot["model"])
+                self._test("final", int(self.best_snapshot["epoch"]))
         finally:
             self._write_png(status)
 
     def _emit_finished(self, status: RunStatus) -> Finished:
         if self.failed_reason:
             message = self.failed_reason
+        elif status == "diverged":
+            message = self.diverged_reason
         elif status == "stopped":
             message = self.control.stop_reason or "interrupted"
         else:
             message = "Training completed"
-        blocks = self.history.blocks
-        event = Finished(status=status, epoch=self.state.epoch, files=list(self.files), message=message,
-                         best_loss=self.state.best_loss,
-                         improvement_pct=blocks[-1].improvement_pct if blocks else math.nan)
+        st = self.state
+        best_epoch = st.best_epoch if self.best_snapshot is not None else None
+        has_best = best_epoch is not None
+        command = ""
+        if status == "diverged":
+            command = resume_command(self.history, lr=_lower_lr(self.cfg.training.lr))
+        elif status in ("stopped", "failed"):
+            command = resume_command(self.history, best=False)
+        event = Finished(status=status, epoch=st.epoch, files=list(self.files), message=message,
+                         best_loss=st.best_loss if has_best else math.nan,
+                         improvement_pct=improvement_pct(st.first_kl, st.best_score) if has_best else math.nan,
+                         best_epoch=best_epoch if best_epoch is not None else -1,
+                         best_score=st.best_score if has_best else math.nan,
+                         best_metric=self.best_metric if has_best else "", start_score=st.first_kl,
+                         final_model=self.final_model, verdict=self.diverged_reason if status == "diverged" else "",
+                         energy_evals=st.energy_evals, elapsed_s=st.elapsed_s, resume_command=command)
         self.emit(event)
         return event
 
@@ -410,8 +551,12 @@ class Trainer:
             n_params=sum(p.numel() for p in st.transport.flow.parameters() if p.requires_grad),
             engine=self.setup.engine.description, engine_reason=self.setup.engine_reason,
             steps_per_epoch=self.steps_per_epoch, start_epoch=start_epoch, resumed=self.resumed,
+            warmup_epochs=tc.warmup_epochs, data_samples=cfg.data.n_samples,
             **self.run_info,
         ))
+        for report in self.setup.split.reports:
+            self.emit(report)
+        self._segment_t0 = time.perf_counter()
         status: RunStatus = "completed"
         try:
             if self.resumed:
@@ -422,7 +567,7 @@ class Trainer:
             for epoch in range(start_epoch + 1, tc.epochs + 1):
                 self._end_epoch(self._train_epoch(epoch))
         except _Stop:
-            status = "failed" if self.failed_reason else "stopped"
+            status = "failed" if self.failed_reason else "diverged" if self.diverged_reason else "stopped"
         except KeyboardInterrupt:
             status = "stopped"
         except Exception as exc:
