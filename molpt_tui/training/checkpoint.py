@@ -8,7 +8,8 @@ one line naming the file and the key, before anything is loaded or written.
 
 Payload: the training snapshot of `state.TrainingState.state_dict()` (`state.STATE_KEYS`) plus
 `format`, `format_version`, `config` (the resolved config), `system` (what it was trained on)
-and `versions`.
+and `versions`; the final model also holds `selection` (epoch, score, metric, split: why these
+weights were chosen).
 """
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from .. import __version__
 from ..errors import UserError
 from ..fileio import atomic_write_bytes
-from .schema import SchemaError, as_int, as_mapping, as_str, as_str_list, describe, required
+from .schema import SchemaError, as_float, as_int, as_mapping, as_str, as_str_list, describe, required
 from .state import check_state_dict
 
 if TYPE_CHECKING:
@@ -151,6 +152,16 @@ def _check_metadata(data: Mapping[str, Any]) -> None:
     for name, value in versions.items():
         if not isinstance(value, str):
             raise SchemaError(f"versions.{name}", f"must be a string, got {describe(value)}")
+    if "selection" in data:  # the final model: which epoch it holds and why
+        selection = as_mapping(data["selection"], "selection")
+        try:
+            epoch = as_int(required(selection, "epoch"), "epoch")
+            if epoch != data["epoch"]:
+                raise SchemaError("epoch", f"is {epoch}, but the weights are of epoch {data['epoch']}")
+            as_float(required(selection, "score"), "score", allow_inf=False)
+            as_str(required(selection, "metric"), "metric")
+        except SchemaError as exc:
+            raise exc.within("selection") from None
 
 
 def _load_problem(exc: BaseException) -> str:
