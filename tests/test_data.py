@@ -164,10 +164,12 @@ def test_default_progress_is_plain_lines_through_log_when_not_a_terminal(tmp_pat
     lines.clear()
     cfg = load_config("quickstart", TINY)
     simulate(cfg, out_path=tmp_path / "e.npz", log=lines.append)  # the default display, stderr not a TTY here
-    assert lines[0].startswith("simulate: minimising") and lines[-1].startswith(f"Wrote {tmp_path / 'e.npz'}: 20 ")
+    assert lines[0].startswith("simulate: minimising") and lines[-2].startswith(f"Wrote {tmp_path / 'e.npz'}: 20 ")
     lines.clear()
     simulate(cfg, out_path=tmp_path / "f.npz", progress=False, log=lines.append)
-    assert len(lines) == 1 and lines[0].startswith("Wrote ")
+    assert len(lines) == 2 and lines[0].startswith("Wrote ")
+    # every data file says how much it holds of its slowest motion
+    assert lines[1].startswith("  about ") and "independent samples for the slowest backbone torsion" in lines[1]
 
 
 # --- stopping -----------------------------------------------------------------------------------
@@ -270,3 +272,65 @@ def test_existing_callers_keep_working(tmp_path):
     assert simulate(cfg, tmp_path / "b.npz", False, False, 1, quiet) == tmp_path / "b.npz"
     assert simulate(cfg, out_path=tmp_path / "b.npz", force=True, n_procs=3, progress=False, log=quiet).is_file()
     assert load_data(tmp_path / "b.npz").positions.shape == (3, 20, 22, 3)
+
+
+# --- independent samples of the slowest motions -------------------------------------------------
+
+def test_slow_coordinates_are_the_backbone_torsions_at_each_temperature(small_data):
+    from molpt_tui.physics.autocorr import integrated_time
+    from molpt_tui.physics.data import slow_coordinates
+    from molpt_tui.physics.systems import system_from_config
+    from molpt_tui.physics.torsions import backbone_of_topology, dihedrals
+
+    cfg, path = small_data
+    ms = system_from_config(cfg)
+    data = load_data(path, ms)
+    coords = slow_coordinates(data, ms.topology, (300.0, 450.0))
+    assert [c.label for c in coords] == [f"{name} @ {t:g} K" for t in (300.0, 450.0) for name in
+                                         ("phi ALA2", "psi ALA2", "omega ACE1-ALA2", "omega ALA2-NME3")]
+    assert all(c.n_samples == 1500 and c.tau >= 1.0 and c.n_independent <= 1500 for c in coords)
+    assert [c.transitions >= 0 for c in coords] == [True, False, True, True] * 2   # psi has no two states
+    # the same tau from the torsion's cos and sin directly
+    phi = next(t for t in backbone_of_topology(ms.topology).torsions if t.kind == "phi")
+    theta = dihedrals(data.at(450.0), phi.atoms)
+    assert coords[4].tau == max(integrated_time(np.cos(theta)), integrated_time(np.sin(theta)))
+
+
+def test_transitions_count_core_to_core_changes_only():
+    from molpt_tui.physics.data import _transitions
+
+    assert _transitions(np.array([0, 0, -1, 0, -1, 1, 1, -1, 1, 0])) == 2   # 0 -> 1 -> 0; recrossings ignored
+    assert _transitions(np.array([-1, -1])) == 0 and _transitions(np.array([1])) == 0
+
+
+def test_a_data_report_names_the_n_samples_a_flow_of_its_size_wants():
+    from molpt_tui.training.events import DataReport
+    from molpt_tui.training.setup import PARAMS_PER_INDEPENDENT_SAMPLE, sized_report
+
+    report = DataReport(path="d.npz", split="training data", n_samples=40000, n_independent=800.0,
+                        slowest="psi ALA2 @ 450 K")
+    big = sized_report(report, 270_000)
+    assert big.needed == round(270_000 / PARAMS_PER_INDEPENDENT_SAMPLE)
+    # 800 of 40,000 independent: 1 in 50; 2,700 wanted -> 135,000 samples
+    assert big.suggested_n_samples == 135_000
+    assert sized_report(report, 50_000).suggested_n_samples == 0      # 500 wanted, 800 held
+
+
+def test_train_makes_a_missing_test_run_beside_the_data_with_another_seed(tmp_path):
+    from molpt_tui.app.data_generation import generate_data
+
+    cfg = load_config("quickstart", TINY + [f"data.path={tmp_path / 'd.npz'}"])
+    said: list[str] = []
+    assert generate_data(cfg, said.append, missing=True) == 0
+    test_path = tmp_path / "d.test.npz"
+    assert (tmp_path / "d.npz").is_file() and test_path.is_file()
+    assert any(line.startswith(f"Test set {test_path} is missing: an independent replica-exchange run")
+               for line in said)
+    from molpt_tui.physics.systems import system_from_config
+
+    ms = system_from_config(cfg)
+    data, test = load_data(tmp_path / "d.npz", ms), load_data(test_path, ms)
+    assert test.positions.shape[1] == cfg.test_n_samples == 10 and test.meta["seed"] == cfg.data.seed + 1
+    assert not np.array_equal(data.positions[:, :10], test.positions)
+    said.clear()
+    assert generate_data(cfg, said.append, missing=True) == 0 and said == []   # nothing missing: nothing made

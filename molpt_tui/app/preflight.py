@@ -5,6 +5,7 @@ refused for a half-made directory, and a good run's config is never rewritten by
 """
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,11 +15,11 @@ import torch
 
 from ..config import Config
 from ..errors import UserError
-from ..physics.data import load_data
+from ..physics.data import ReplicaData, load_data, slow_coordinates
 from ..physics.openmm_platforms import check_platform
 from ..physics.systems import MolecularSystem, system_from_config
 from ..training.checkpoint import check_compatible, load_checkpoint
-from ..training.events import Event
+from ..training.events import DataReport, Event
 from ..training.metrics_log import read_events
 from ..training.run_dir import RunDirectory
 from ..training.setup import DataSplit, check_representation, resolve_device, split_data
@@ -81,13 +82,31 @@ def _best_or_none(path: Path, ms: MolecularSystem, cfg: Config, warnings: list[s
 
 
 def check_data(checked: Checked) -> DataSplit:
-    """The data file and its test run against the system, and the three splits."""
+    """The data file and its test run against the system, the three splits, and how many
+    independent samples each file holds of its slowest backbone torsion."""
     cfg = checked.cfg
     data = load_data(cfg.data_path, checked.ms)
     test = None
     if cfg.test_n_samples > 0:
         test = load_data(cfg.test_data_path, checked.ms)
-    return split_data(cfg, data, test)
+    split = split_data(cfg, data, test)
+    reports = [data_report(cfg, checked.ms, data, cfg.data_path, "training data")]
+    if test is not None:
+        reports.append(data_report(cfg, checked.ms, test, cfg.test_data_path, "test data"))
+    return dataclasses.replace(split, reports=tuple(reports))
+
+
+def data_report(cfg: Config, ms: MolecularSystem, data: ReplicaData, path: Path, split: str) -> DataReport:
+    """The backbone torsions' autocorrelation at the cold and hot temperature of `data`."""
+    t = cfg.temperatures
+    coords = slow_coordinates(data, ms.topology, (t.cold, t.hot))
+    n = min(len(data.at(t.cold)), len(data.at(t.hot)))
+    if not coords:
+        return DataReport(path=str(path), split=split, n_samples=n)
+    slowest = min(coords, key=lambda c: c.n_independent)
+    return DataReport(path=str(path), split=split, n_samples=n, coordinates=[c.label for c in coords],
+                      tau=[c.tau for c in coords], transitions=[c.transitions for c in coords],
+                      n_independent=slowest.n_independent, slowest=slowest.label)
 
 
 def data_missing(cfg: Config) -> bool:

@@ -161,10 +161,6 @@ def _check_across(cfg: Config) -> None:
         raise ConfigError(_origin(cfg, "data.test_seed", "data.seed"), "data.test_seed",
                           f"{d.test_seed} is data.seed: the test run would repeat the training trajectories",
                           "give another seed, or 0 for data.seed + 1")
-    if 0 < cfg.test_n_samples < 10:
-        raise ConfigError(_origin(cfg, "data.test_fraction", "data.n_samples"), "data.test_fraction",
-                          f"{d.test_fraction:g} of data.n_samples = {d.n_samples} is {cfg.test_n_samples} test samples",
-                          "raise it to give at least 10, or set 0 for no test set")
     if cfg.training.warmup_epochs > cfg.training.epochs:
         cfg.training.warmup_epochs = cfg.training.epochs
 

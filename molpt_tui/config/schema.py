@@ -19,6 +19,8 @@ T_MAX = 5000.0
 MAX_REPLICAS = 64
 # Counts of epochs, steps and samples: far beyond any real run, small enough to stay exact.
 _COUNT = 10_000_000
+# A test run smaller than this gives no error bar worth the name.
+MIN_TEST_SAMPLES = 10
 # Seeds go to OpenMM, whose random seeds are 32-bit signed integers.
 _SEED_MAX = 2**31 - 1
 
@@ -190,8 +192,10 @@ class Config:
 
     @property
     def test_n_samples(self) -> int:
-        """Samples per temperature of the test run (0: no test set)."""
-        return round(self.data.n_samples * self.data.test_fraction)
+        """Samples per temperature of the test run (0: no test set; at least MIN_TEST_SAMPLES)."""
+        if self.data.test_fraction <= 0:
+            return 0
+        return max(MIN_TEST_SAMPLES, round(self.data.n_samples * self.data.test_fraction))
 
     @property
     def test_seed(self) -> int:

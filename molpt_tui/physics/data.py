@@ -21,6 +21,7 @@ import numpy as np
 
 from ..errors import UserError
 from ..processes import usable_cpus
+from .autocorr import independent_samples, integrated_time_angle
 from .data_file import (
     FORMAT_NAME,
     FORMAT_VERSION,
@@ -50,7 +51,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "FORMAT_NAME", "FORMAT_VERSION", "ReplicaData", "SimulationInterrupted", "SimulationPlan", "SimulationProgress",
-    "TextProgress", "format_progress", "load_data", "preflight_simulate", "simulate", "swap_log_acceptance",
+    "SlowCoordinate", "TextProgress", "format_progress", "load_data", "preflight_simulate", "simulate",
+    "slow_coordinates", "swap_log_acceptance",
 ]
 
 LogFn = Callable[[str], object]
@@ -117,6 +119,60 @@ def check_structure(positions: np.ndarray, atom_names: list[str], source: str) -
             raise UserError(f"{source}: atoms {a + 1} ({atom_names[a]}) and {b + 1} ({atom_names[b]}) are "
                             f"{dist[i, j]:.3f} nm apart (closer than {MIN_ATOM_DISTANCE_NM} nm): the structure has "
                             "overlapping atoms; fix the coordinates in the structure file")
+
+
+# --- how much a data file holds of its slowest motions ------------------------------------------
+
+# Cores of the two states of a two-state torsion (degrees): a transition is counted when the
+# torsion goes from one core to the other, so recrossings of the boundary are not transitions.
+_PHI_CORE_DEG = 20.0        # phi < -20 or phi > +20: the phi < 0 and phi > 0 basins
+_OMEGA_TRANS_DEG = 150.0    # |omega| > 150: trans; |omega| < 30: cis
+_OMEGA_CIS_DEG = 30.0
+
+
+@dataclass(frozen=True)
+class SlowCoordinate:
+    """One backbone torsion at one temperature of a data file."""
+
+    label: str            # "phi ALA2 @ 300 K"
+    n_samples: int
+    tau: float            # integrated autocorrelation time, in samples (>= 1)
+    transitions: int      # core-to-core changes of a two-state torsion (phi sign, omega cis/trans); -1: n/a
+
+    @property
+    def n_independent(self) -> float:
+        return independent_samples(self.n_samples, self.tau)
+
+
+def _transitions(state: np.ndarray) -> int:
+    """Changes between states 0 and 1 along a series with -1 (between the cores) in between."""
+    core = state[state >= 0]
+    return int(np.count_nonzero(np.diff(core))) if core.size > 1 else 0
+
+
+def slow_coordinates(data: ReplicaData, topology: object, temperatures: tuple[float, ...]) -> list[SlowCoordinate]:
+    """tau_int and transitions of every backbone torsion (phi, psi, omega, found from the bonds)
+    at each of `temperatures`; empty for a molecule without a peptide backbone."""
+    from .torsions import backbone_of_topology, dihedrals
+
+    backbone = backbone_of_topology(topology)
+    out: list[SlowCoordinate] = []
+    for temperature in temperatures:
+        x = data.at(temperature)
+        for torsion in backbone.torsions:
+            theta = dihedrals(x, torsion.atoms)
+            deg = np.degrees(theta)
+            if torsion.kind == "phi":
+                state = np.where(deg > _PHI_CORE_DEG, 1, np.where(deg < -_PHI_CORE_DEG, 0, -1))
+                moves = _transitions(state)
+            elif torsion.kind == "omega":
+                state = np.where(np.abs(deg) > _OMEGA_TRANS_DEG, 1, np.where(np.abs(deg) < _OMEGA_CIS_DEG, 0, -1))
+                moves = _transitions(state)
+            else:
+                moves = -1
+            out.append(SlowCoordinate(label=f"{torsion.label} @ {temperature:g} K", n_samples=len(x),
+                                      tau=integrated_time_angle(theta), transitions=moves))
+    return out
 
 
 # --- progress as text ---------------------------------------------------------------------------
@@ -243,4 +299,17 @@ def simulate(cfg: Config, out_path: str | Path | None = None, force: bool = Fals
     acc = ", ".join(f"{a:.3f}" for a in result.swap_acceptance)
     log(f"Wrote {plan.out_path}: {s.n_samples} samples x {len(s.ladder)} temperatures, "
         f"swap acceptance {acc}, {result.ns_per_day:.1f} ns/day per replica")
+    slow = _slowest(plan.system.topology, result.positions, s.ladder, (cfg.temperatures.cold, cfg.temperatures.hot))
+    if slow is not None:
+        moves = f", {slow.transitions} transitions" if slow.transitions >= 0 else ""
+        log(f"  about {slow.n_independent:.0f} independent samples for the slowest backbone torsion ({slow.label}: "
+            f"autocorrelation time {slow.tau:.1f} samples{moves})")
     return plan.out_path
+
+
+def _slowest(topology: object, positions: np.ndarray, ladder: tuple[float, ...],
+             temperatures: tuple[float, float]) -> SlowCoordinate | None:
+    data = ReplicaData(positions=positions, temperatures=np.asarray(ladder), potential_energy=np.empty(0),
+                       atom_names=[], meta={})
+    found = slow_coordinates(data, topology, tuple(t for t in temperatures if t in ladder))
+    return min(found, key=lambda c: c.n_independent) if found else None
