@@ -6,12 +6,19 @@ redraws whatever changed. Keys send requests through the run directory's control
 the screen changes when the trainer acknowledges them in metrics.jsonl. What differs between a
 live and a watched run (who owns the trainer, whether keys may steer, what quitting does, the
 exit code) is the `RunSource`'s business, never a mode switch here.
+
+A failure in any pane or handler is caught here, shown in the log pane and a toast, and the
+monitor goes on; the trainer is another process and never hears of it. Only an exception that
+escapes to Textual itself ends the app, and `run_monitor` then reports EXIT_UI_CRASHED so that
+the application layer leaves the trainer running instead of recording a user stop.
 """
 from __future__ import annotations
 
 import time
+import traceback
 from collections.abc import Callable, Iterable
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -20,11 +27,13 @@ from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding, BindingType
 from textual.containers import Grid, Horizontal, Vertical
 from textual.screen import ModalScreen, Screen
-from textual.widgets import Footer, Tab, Tabs
 
+from molpt_tui.training.checklist import Check, checklist
 from molpt_tui.training.events import ControlAction, Event, Finished
 from molpt_tui.training.exit_codes import STATUS_EXIT_CODES
 
+from .glyphs import ASCII, UNICODE, to_ascii
+from .guard import describe
 from .messages import EventBatch, FeedSynced, TailerFailed, WatchFileStatus, WatchReset
 from .screens import ConfirmQuitScreen, ConfirmScreen, ConfirmStopScreen, HelpScreen
 from .source import FeedStatus, RunSource, StatusLine
@@ -34,44 +43,63 @@ from .widgets import (
     PLOT_SPECS,
     AlertsPane,
     Banner,
+    ChecklistPane,
+    KeyBar,
     LogPane,
     MetricPlot,
     MetricsTable,
+    PlotView,
     ProgressInfo,
     ProgressPane,
     RunHeader,
+    TooSmall,
+    ViewBar,
 )
 
-# Below these the screen switches to the compact layout: one pane at a time behind tabs. The
-# metrics table needs ~105 columns, and a 2×2 plot grid over the table needs ~34 rows before
-# each plot has the ~8 rows that make a curve readable.
-WIDE_MIN_WIDTH = 110
+# Below these the screen switches to the compact layout: one pane at a time behind a pane bar.
+# The wide layout puts 4×2 plots over the table: each plot needs ~35 columns and ~8 rows, and
+# the table ~105 columns.
+WIDE_MIN_WIDTH = 140
 WIDE_MIN_HEIGHT = 34
+# The smallest compact layout: header (2), progress (2), pane bar (1), a pane of ~9 rows and the
+# key bar (1). Below it the screen says so instead of drawing clipped panes.
+MIN_WIDTH = 60
+MIN_HEIGHT = 15
 
 ZOOMS: tuple[int | None, ...] = (None, 100, 1000)
 STEERING = ("toggle_pause", "checkpoint", "write_png", "stop")
 VIEWS = tuple((spec.id, spec.short) for spec in PLOT_SPECS) + (
-    ("table", "Metrics"), ("alerts", "Alerts"), ("log", "Log"))
-HOLDERS = {"plots": {spec.id for spec in PLOT_SPECS}, "bottom": {"table", "alerts", "log"},
-           "side": {"alerts", "log"}}
+    ("table", "Metrics"), ("health", "Checks"), ("log", "Log"))
+HOLDERS = {"plots": {spec.id for spec in PLOT_SPECS}, "bottom": {"table", "health", "log"},
+           "side": {"health", "log"}}
 # Alerts arriving in one redraw beyond this are summarised in a single toast.
 MAX_TOASTS_PER_TICK = 3
 # Lines of the trainer's own log shown when it died without a Finished event.
 TRAINER_LOG_TAIL = 12
-# Textual's own palette entries that this app replaces with its own (help and quit behave
-# differently here: the help is this app's keys, quitting may have to stop a trainer).
-REPLACED_SYSTEM_COMMANDS = frozenset({"Keys", "Quit"})
+# Lines of a pane's traceback copied into the log pane.
+ERROR_TRACEBACK_LINES = 8
+# A second Ctrl+C within this many seconds quits at once (the trainer still saves).
+INTERRUPT_WINDOW_S = 3.0
+# The checklist reads the whole history: recomputed when it changed, at most this often.
+CHECKLIST_EVERY_S = 2.0
+# Table scroll step (columns) for [ and ].
+TABLE_SCROLL_STEP = 24
 COMMANDS: tuple[tuple[str, str], ...] = (
     ("toggle_pause", "Pause / resume training"),
     ("checkpoint", "Save checkpoint now"),
     ("write_png", "Write PNG now"),
     ("stop", "Stop training gracefully"),
     ("toggle_log", "Toggle log y-axis"),
+    ("toggle_smooth", "Toggle smoothing (moving average)"),
     ("cycle_zoom", "Cycle plot zoom"),
     ("next_view", "Next pane"),
+    ("scroll_table", "Scroll the metrics table sideways"),
     ("help", "Help: keys"),
     ("quit", "Quit"),
 )
+# What the key bar keeps when it is short of room, most important first; help lists the rest.
+KEY_PRIORITY = ("quit", "help", "toggle_pause", "stop", "next_view", "scroll_table", "toggle_smooth", "toggle_log",
+                "cycle_zoom", "checkpoint", "write_png")
 VERBS = {"pause": "pause", "resume": "resume", "checkpoint": "save a checkpoint", "png": "write the PNG",
          "stop": "stop the trainer"}
 ACTION_OF: dict[str, ControlAction] = {"checkpoint": "checkpoint", "write_png": "png", "stop": "stop"}
@@ -81,8 +109,8 @@ class MonitorApp(App[int]):
     CSS_PATH = "app.tcss"
     TITLE = "molpt-tui"
     # Textual declares these as instance attributes, so they cannot be ClassVars here.
-    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (WIDE_MIN_WIDTH, "-wide")]  # noqa: RUF012
-    VERTICAL_BREAKPOINTS = [(0, "-short"), (WIDE_MIN_HEIGHT, "-tall")]  # noqa: RUF012
+    HORIZONTAL_BREAKPOINTS = [(0, "-tiny-w"), (MIN_WIDTH, "-narrow"), (WIDE_MIN_WIDTH, "-wide")]  # noqa: RUF012
+    VERTICAL_BREAKPOINTS = [(0, "-tiny-h"), (MIN_HEIGHT, "-short"), (WIDE_MIN_HEIGHT, "-tall")]  # noqa: RUF012
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("p", "toggle_pause", "Pause",
@@ -90,34 +118,49 @@ class MonitorApp(App[int]):
         Binding("c", "checkpoint", "Ckpt", tooltip="Save a checkpoint after the current step"),
         Binding("g", "write_png", "PNG", tooltip="Write the training-curve PNG after the current step"),
         Binding("l", "toggle_log", "Log-y", tooltip="Toggle a logarithmic y-axis (symlog when values are ≤ 0)"),
+        Binding("e", "toggle_smooth", "Smooth",
+                tooltip="Smooth epoch curves (debiased moving average, ~10 epochs); the raw curve stays in grey"),
         Binding("z", "cycle_zoom", "Zoom", tooltip="Plot all epochs / the last 100 / the last 1000"),
         Binding("v", "next_view", "Pane", tooltip="Show the next pane (compact layout)"),
+        Binding("right_square_bracket", "scroll_table", "Scroll", key_display="]",
+                tooltip="Scroll the metrics table right (back to the start at its end)"),
+        Binding("left_square_bracket", "scroll_table_back", "Scroll back", key_display="[", show=False,
+                tooltip="Scroll the metrics table left"),
         Binding("s", "stop", "Stop",
                 tooltip="Stop gracefully (asks first): finish the step, write checkpoint and PNG"),
         Binding("question_mark", "help", "Help", key_display="?", tooltip="Show this help"),
         Binding("f1", "help", "Help", show=False, tooltip="Show this help"),
         Binding("q", "quit", "Quit",
                 tooltip="Quit (a live run asks first, then stops its trainer cleanly; watch leaves it running)"),
+        Binding("ctrl+c", "interrupt", "Interrupt", show=False, priority=True,
+                tooltip="Stop gracefully without asking, as headless does; again within "
+                        f"{INTERRUPT_WINDOW_S:.0f} s to quit at once (the trainer still saves)"),
     ]
 
     def __init__(self, source: RunSource, *, title: str | None = None, clock: Callable[[], float] = time.time,
                  refresh_hz: float = 3.0, stale_after: float = 120.0, quit_timeout: float = 60.0,
-                 poll_interval: float = 0.25, sync_timeout: float = 10.0) -> None:
+                 poll_interval: float = 0.25, sync_timeout: float = 10.0, ascii_only: bool = False,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
         """`clock` (wall-clock seconds, like event timestamps) is injectable so tests and
         snapshots show fixed elapsed/ETA values. `sync_timeout` bounds how long a trainer's exit
-        waits for the reader to catch up before the monitor decides without its last lines."""
+        waits for the reader to catch up before the monitor decides without its last lines.
+        `ascii_only`: draw without braille, box drawing or other non-ASCII characters."""
         super().__init__()
         self.source = source
         self.title = title or source.title
         self.sub_title = source.badge
         self.clock = clock
+        self.monotonic = monotonic
         self.refresh_hz = refresh_hz
         self.quit_timeout = quit_timeout
         self.poll_interval = poll_interval
         self.sync_timeout = sync_timeout
+        self.ascii_only = ascii_only
+        self.glyphs = ASCII if ascii_only else UNICODE
         self.state = MonitorState()
         self.feed = FeedStatus(stale_after=stale_after)
         self.log_y = False
+        self.smooth = False
         self.zoom_index = 0
         self.view_id = VIEWS[0][0]
         self.follower: MetricsFollower | None = None
@@ -125,17 +168,23 @@ class MonitorApp(App[int]):
         self.quitting = False
         self.forced_exit = False
         self.exited_by_user = False  # False after run(): an exception ended the app
+        self.ui_errors = 0  # exceptions caught in panes and handlers
+        self._reported: set[tuple[str, str]] = set()
+        self._interrupted_at: float | None = None
         self._sync_token: int | None = None
         self._backlog_alerts = 0
         self._drawn: dict[str, object] = {}
         self._last_keys: tuple[object, ...] | None = None
+        self._checks: list[Check] = []
+        self._checks_at = -1e9
 
     # --- layout ------------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
+        yield TooSmall((MIN_WIDTH, MIN_HEIGHT), id="too-small")
         yield RunHeader(id="run-header")
         yield ProgressPane(id="progress")
         yield Banner(id="banner")
-        yield Tabs(*[Tab(label, id=f"tab-{view}") for view, label in VIEWS], id="views")
+        yield ViewBar(VIEWS, id="views")
         with Vertical(id="body"):
             with Grid(id="plots", classes="holder"):
                 for spec in PLOT_SPECS:
@@ -143,17 +192,29 @@ class MonitorApp(App[int]):
             with Horizontal(id="bottom", classes="holder"):
                 yield MetricsTable(id="table", classes="pane")
                 with Vertical(id="side", classes="holder"):
-                    yield AlertsPane(id="alerts", classes="pane")
+                    with Vertical(id="health", classes="pane"):
+                        yield ChecklistPane(id="checks")
+                        yield AlertsPane(id="alerts")
                     yield LogPane(id="log", classes="pane")
-        yield Footer(compact=True)
+        yield KeyBar(KEY_PRIORITY, id="keys")
 
     def on_mount(self) -> None:
+        self.screen.set_class(self.ascii_only, "-ascii")
         self.query_one("#table").border_title = "Metrics (log blocks)"
-        self.query_one("#alerts").border_title = "Alerts"
+        self.query_one("#health").border_title = "Good signs and alerts"
         self.query_one("#log").border_title = "Log"
         for plot in self.query(MetricPlot):
             plot.monochrome = self.no_color
+            plot.ascii_only = self.ascii_only
+        for widget in (self.query_one(ProgressPane), self.query_one(ChecklistPane), self.query_one(ViewBar),
+                       self.query_one(RunHeader)):
+            widget.glyphs = self.glyphs
+        self.query_one(RunHeader).ascii_only = self.ascii_only
+        if self.ascii_only:
+            self.query_one(TooSmall).times = "x"
+            self.query_one(MetricsTable).convert = to_ascii
         self._set_view(self.view_id)
+        self.feed = replace(self.feed, attached_at=self.clock())
         self.follower = MetricsFollower(self.source.run_dir.metrics, self.post_message,
                                         poll_interval=self.poll_interval)
         self.follower.start()
@@ -169,11 +230,20 @@ class MonitorApp(App[int]):
     def on_resize(self) -> None:
         # Breakpoint classes change with the size; the "Pane" key only exists when compact.
         self.call_after_refresh(self.refresh_bindings)
+        self.call_after_refresh(self.query_one(KeyBar).refresh)
+
+    def _screen_classes(self) -> set[str]:
+        screen = self.screen_stack[0] if self.screen_stack else None
+        return set(screen.classes) if screen is not None else set()
 
     @property
     def compact(self) -> bool:
-        screen = self.screen_stack[0] if self.screen_stack else None
-        return screen is not None and (screen.has_class("-narrow") or screen.has_class("-short"))
+        classes = self._screen_classes()
+        return bool(classes) and not {"-wide", "-tall"} <= classes
+
+    @property
+    def too_small(self) -> bool:
+        return bool({"-tiny-w", "-tiny-h"} & self._screen_classes())
 
     def _set_view(self, view_id: str) -> None:
         self.view_id = view_id
@@ -181,20 +251,48 @@ class MonitorApp(App[int]):
             self.query_one(f"#{view}").set_class(view == view_id, "-current")
         for holder, members in HOLDERS.items():
             self.query_one(f"#{holder}").set_class(view_id in members, "-holds-current")
+        self.query_one(ViewBar).select(view_id)
+        self.call_after_refresh(self.refresh_bindings)
 
-    def on_tabs_tab_activated(self, event: Tabs.TabActivated) -> None:
-        if event.tab is not None and event.tab.id:
-            self._set_view(event.tab.id.removeprefix("tab-"))
+    def on_view_bar_selected(self, message: ViewBar.Selected) -> None:
+        self._set_view(message.view)
+
+    # --- errors ------------------------------------------------------------------------------
+    def report_error(self, where: str, error: BaseException) -> None:
+        """A pane or handler raised: log it (once per distinct error), toast it, carry on."""
+        try:
+            self.ui_errors += 1
+            key = (where, describe(error))
+            if key in self._reported:
+                return
+            self._reported.add(key)
+            self.state.add_log(f"display error in {where}: {describe(error)} (the trainer is not affected)", "error")
+            lines = "".join(traceback.format_exception(error)).rstrip().splitlines()
+            for line in lines[-ERROR_TRACEBACK_LINES:]:
+                self.state.add_log(line, "error")
+            self.notify(f"{where} failed: {describe(error)}\nTraining goes on; details in the Log pane.",
+                        title="Display error", severity="error", timeout=12)
+        except Exception:  # noqa: S110 - the reporter must never be what takes the app down
+            pass
+
+    def _guarded(self, where: str, step: Callable[[], object]) -> None:
+        try:
+            step()
+        except Exception as error:
+            self.report_error(where, error)
 
     # --- incoming data -----------------------------------------------------------------------
     def on_event_batch(self, message: EventBatch) -> None:
+        self._guarded("reading new events", lambda: self._apply_batch(message))
+
+    def _apply_batch(self, message: EventBatch) -> None:
         history, live = self._split_history(message)
         self._backlog_alerts += sum(1 for e in history if e.kind == "alert")
         self.state.apply(history, notify=False, warnings=message.warnings)
         self.state.apply(live)
         for event in live:
             if isinstance(event, Finished) and event.status not in ("completed", "stopped"):
-                self.notify(event.message or f"the run ended {event.status}",
+                self.notify(event.message or event.verdict or f"the run ended {event.status}",
                             title=f"Training {event.status}", severity="error", timeout=30)
 
     def _split_history(self, message: EventBatch) -> tuple[list[Event], list[Event]]:
@@ -209,6 +307,7 @@ class MonitorApp(App[int]):
         self.state = MonitorState()
         self.source.reset()
         self._drawn.clear()
+        self._checks_at = -1e9
         self.state.add_log(f"{message.reason}; reloading", "warning")
 
     def on_tailer_failed(self, message: TailerFailed) -> None:
@@ -275,58 +374,92 @@ class MonitorApp(App[int]):
         return self.is_running and bool(self.screen_stack)
 
     def refresh_now(self) -> None:
-        """Bring every pane up to date with the state (the timer's job; tests call it too)."""
+        """Bring every pane up to date with the state (the timer's job; tests call it too). Each
+        pane is updated on its own: one that fails is reported and the others still update."""
         if not self._ui_alive:
             return
-        self._check_source()
+        self._guarded("checking the trainer", self._check_source)
         state, drawn = self.state, self._drawn
         versions = state.versions
-        if drawn.get("header") != versions["header"]:
-            self.query_one(RunHeader).show(state.run, badge=self.source.badge, run_dir=str(self.source.run_dir.path))
-            drawn["header"] = versions["header"]
-        plot_key = (versions["data"], self.zoom_index, self.log_y, id(state.store))
+        if drawn.get("header") != (versions["header"], versions["log"] if state.run is None else -1):
+            self._guarded("the run header", self._show_header)
+            drawn["header"] = (versions["header"], versions["log"] if state.run is None else -1)
+        plot_key = (versions["data"], versions["blocks"], self.zoom_index, self.log_y, self.smooth, id(state.store))
         if drawn.get("plots") != plot_key:
+            view = PlotView(state.store, state.evals, ZOOMS[self.zoom_index], self.log_y, self.smooth)
             for plot in self.query(MetricPlot):
-                plot.set_view(state.store, ZOOMS[self.zoom_index], self.log_y)
+                self._guarded(f"the {plot.spec.short} plot", partial(plot.set_view, view))
             drawn["plots"] = plot_key
         if drawn.get("blocks") != versions["blocks"]:
-            self.query_one(MetricsTable).show(state.history.blocks)
+            self._guarded("the metrics table", lambda: self.query_one(MetricsTable).show(state.history.blocks))
             drawn["blocks"] = versions["blocks"]
         if drawn.get("alerts") != versions["alerts"]:
-            alerts = state.history.alerts
-            self.query_one(AlertsPane).show(alerts)
-            self.query_one("#tab-alerts", Tab).label = f"Alerts ({len(alerts)})" if alerts else "Alerts"
+            self._guarded("the alerts pane", self._show_alerts)
             drawn["alerts"] = versions["alerts"]
+        checks_key = (versions["data"], versions["blocks"], versions["header"])
+        if drawn.get("checks") != checks_key and self.monotonic() - self._checks_at >= CHECKLIST_EVERY_S:
+            self._checks_at = self.monotonic()
+            self._guarded("the checklist", self._show_checks)
+            drawn["checks"] = checks_key
         if drawn.get("log") != versions["log"]:
-            self.query_one(LogPane).show(list(state.log))
+            self._guarded("the log pane", lambda: self.query_one(LogPane).show(list(state.log)))
             drawn["log"] = versions["log"]
-        banner_key = (versions["finished"], self.trainer_done)
+        banner_key = (versions["finished"], versions["tests"], self.trainer_done, self.compact)
         if drawn.get("banner") != banner_key:
-            self._show_banner()
+            self._guarded("the summary banner", self._show_banner)
             drawn["banner"] = banner_key
+        self._guarded("the progress line", self._show_progress)
+        self._guarded("the notifications", self._toasts)
+
+    def _show_header(self) -> None:
+        state = self.state
+        waiting = ""
+        if state.run is None and state.last_message is not None:
+            waiting = f"waiting for the run to start: {state.last_message.text}"
+        self.query_one(RunHeader).show(state.run, badge=self.source.badge, run_dir=str(self.source.run_dir.path),
+                                       waiting=waiting)
+
+    def _show_alerts(self) -> None:
+        alerts = self.state.history.alerts
+        self.query_one(AlertsPane).show(alerts)
+        self.query_one(ViewBar).set_label("health", f"Checks ({len(alerts)})" if alerts else "Checks")
+
+    def _show_checks(self) -> None:
+        self._checks = checklist(self.state.history)
+        self.query_one(ChecklistPane).show(self._checks)
+
+    @property
+    def checks(self) -> list[Check]:
+        return list(self._checks)
+
+    def _show_progress(self) -> None:
         now = self.clock()
         info = self._progress_info(now)
         self.query_one(ProgressPane).show(info)
-        keys = (info.status, info.status_note, self.compact,
+        keys = (info.status, info.status_note, self.compact, self.view_id,
                 *(self.check_action(action, ()) for action in STEERING))
         if keys != self._last_keys:
             self._last_keys = keys
             self.refresh_bindings()
-        self._toasts()
 
     def _show_banner(self) -> None:
         banner = self.query_one(Banner)
         crash = self.source.crash(self.state)
         if crash:
-            banner.show("failed", [crash + ".", f"Its last lines are in the Log pane (from "
-                                   f"{self.source.run_dir.trainer_log}). Press q to quit."])
+            lines = [crash + ".", f"Its last lines are in the Log pane (from "
+                                  f"{self.source.run_dir.trainer_log}). Press q to quit."]
+            banner.show("failed", [to_ascii(x) for x in lines] if self.ascii_only else lines)
             return
         fin = self.source.finished(self.state)
         if fin is None:
             banner.show(None, [])
             return
-        outcome = fin.status if fin.status in ("completed", "stopped") else "failed"
-        banner.show(outcome, self.state.summary_lines())
+        outcome = fin.status if fin.status in ("completed", "stopped", "diverged") else "failed"
+        lines = self.state.summary_lines()
+        if self.compact and len(lines) > 1:
+            # Few rows to spare: the verdict here, the files and resume command in the Log pane.
+            lines = [lines[0]]
+        banner.show(outcome, [to_ascii(x) for x in lines] if self.ascii_only else lines)
 
     def status(self, now: float | None = None) -> StatusLine:
         return self.source.status(self.state, self.feed, self.clock() if now is None else now)
@@ -338,12 +471,17 @@ class MonitorApp(App[int]):
             now = self.feed.last_write  # a dead run's clock stopped at its last write
         elapsed = state.elapsed(now)
         metrics = state.last_metrics
+        step = state.step_progress()
         zoom = ZOOMS[self.zoom_index]
-        return ProgressInfo(
+        view = f"zoom {'all' if zoom is None else f'last {zoom}'} · y {'log' if self.log_y else 'linear'}"
+        if self.smooth:
+            view += " · EMA"
+        eta = None if status.label == "STALE" else state.eta(now)
+        info = ProgressInfo(
             epoch=state.history.last_epoch,
             total=state.run.epochs if state.run else None,
             elapsed=elapsed,
-            eta=None if status.label == "STALE" else state.eta(now),
+            eta=eta,
             seconds_per_epoch=state.seconds_per_epoch(elapsed),
             loss=metrics.loss if metrics else None,
             fwd_energy=metrics.fwd_energy if metrics else None,
@@ -351,17 +489,35 @@ class MonitorApp(App[int]):
             lr=metrics.lr if metrics else None,
             status=status.label,
             status_note=status.note,
-            view=f"zoom {'all' if zoom is None else f'last {zoom}'} · y {'log' if self.log_y else 'linear'}",
+            view=to_ascii(view) if self.ascii_only else view,
+            n_regularised=metrics.n_regularised if metrics else 0,
+            n_nonfinite=metrics.n_nonfinite if metrics else 0,
+            energy_evals=metrics.energy_evals_total if metrics else 0,
         )
+        if step is not None and state.finished is None:
+            # Within an epoch: the trainer's running means and its time per step.
+            info.epoch = step.epoch - 1
+            info.step, info.steps_per_epoch = step.step, step.steps_per_epoch
+            info.loss, info.fwd_energy, info.inv_energy, info.lr = step.loss, step.fwd_energy, step.inv_energy, step.lr
+            info.n_regularised, info.n_nonfinite = step.n_regularised, step.n_nonfinite
+            if step.eta_s == step.eta_s and status.label not in ("STALE", "PAUSED"):
+                info.eta = max(step.eta_s - max(now - step.t, 0.0), 0.0)
+            if step.segment_steps and step.segment_seconds > 0 and step.steps_per_epoch:
+                info.seconds_per_epoch = step.segment_seconds / step.segment_steps * step.steps_per_epoch
+        if self.ascii_only:
+            info.status_note = to_ascii(info.status_note)
+        return info
 
     def _toasts(self) -> None:
         if self._backlog_alerts:
             n, self._backlog_alerts = self._backlog_alerts, 0
-            self.notify(f"{n} alert{'s' if n != 1 else ''} in this run's history: see the Alerts pane",
+            self.notify(f"{n} alert{'s' if n != 1 else ''} in this run's history: see the Checks pane",
                         title="Alerts", severity="warning")
         alerts = self.state.take_alerts()
         for alert in alerts[:MAX_TOASTS_PER_TICK]:
             text = alert.message + (f"\n→ {alert.hint}" if alert.hint else "")
+            if alert.command:
+                text += f"\n  {alert.command}"
             if alert.severity == "error":
                 self.notify(text, title=f"Alert at epoch {alert.epoch}", severity="error", timeout=10)
             elif alert.severity == "warning":
@@ -369,7 +525,7 @@ class MonitorApp(App[int]):
             else:
                 self.notify(text, title=f"Alert at epoch {alert.epoch}", timeout=10)
         if len(alerts) > MAX_TOASTS_PER_TICK:
-            self.notify(f"and {len(alerts) - MAX_TOASTS_PER_TICK} more: see the Alerts pane",
+            self.notify(f"and {len(alerts) - MAX_TOASTS_PER_TICK} more: see the Checks pane",
                         title="Alerts", severity="warning")
         for ack in self.state.take_acks():
             self.notify(ack_text(ack), title="Trainer", timeout=5)
@@ -387,7 +543,18 @@ class MonitorApp(App[int]):
             return True if self.source.allowed(self.control_action(action), self.state) else None
         if action == "next_view":
             return self.compact
+        if action in ("scroll_table", "scroll_table_back"):
+            return self._table_scrollable()
         return True
+
+    def _table_scrollable(self) -> bool:
+        try:
+            table = self.query_one(MetricsTable)
+        except Exception:
+            return False
+        if self.compact and self.view_id != "table":
+            return False
+        return table.overflows
 
     def on_key(self, event: events.Key) -> None:
         # Textual does not run the action of a greyed-out key; a key that silently does nothing
@@ -456,19 +623,37 @@ class MonitorApp(App[int]):
         self.log_y = not self.log_y
         self.refresh_now()
 
+    def action_toggle_smooth(self) -> None:
+        self.smooth = not self.smooth
+        self.refresh_now()
+
     def action_cycle_zoom(self) -> None:
         self.zoom_index = (self.zoom_index + 1) % len(ZOOMS)
         self.refresh_now()
 
     def action_next_view(self) -> None:
-        self.query_one(Tabs).action_next_tab()
+        ids = [view for view, _ in VIEWS]
+        self._set_view(ids[(ids.index(self.view_id) + 1) % len(ids)])
+
+    def action_scroll_table(self) -> None:
+        table = self.query_one(MetricsTable)
+        end = table.max_scroll_x
+        target = 0 if table.scroll_x >= end else min(table.scroll_x + TABLE_SCROLL_STEP, end)
+        table.scroll_to(x=target, animate=False)
+
+    def action_scroll_table_back(self) -> None:
+        table = self.query_one(MetricsTable)
+        table.scroll_to(x=max(table.scroll_x - TABLE_SCROLL_STEP, 0), animate=False)
 
     def action_help(self) -> None:
         if isinstance(self.screen, HelpScreen):
             return
         notes = [*self.source.help_notes(), "Ctrl+P opens the command palette with the same actions.",
+                 "Ctrl+C stops gracefully without asking, as headless does; a second Ctrl+C within "
+                 f"{INTERRUPT_WINDOW_S:.0f} s quits at once while the trainer still saves.",
                  f"Screens narrower than {WIDE_MIN_WIDTH} or lower than {WIDE_MIN_HEIGHT} rows "
-                 "show one pane at a time: v or the tabs switch panes."]
+                 "show one pane at a time: v or a click on the pane bar switches panes. Below "
+                 f"{MIN_WIDTH}×{MIN_HEIGHT} the screen asks for a larger terminal."]
         self.push_screen(HelpScreen(self.help_rows(), notes))
 
     def help_rows(self) -> list[tuple[str, str]]:
@@ -482,12 +667,13 @@ class MonitorApp(App[int]):
         return [(" / ".join(keys), text) for keys, text in rows.values()]
 
     def get_system_commands(self, screen: Screen[Any]) -> Iterable[SystemCommand]:
-        for command in super().get_system_commands(screen):
-            if command.title not in REPLACED_SYSTEM_COMMANDS:
-                yield command
+        # Only the app's own commands, each once: Textual's built-ins (its key panel, its quit,
+        # themes, screenshots) would duplicate or bypass these.
         tooltips = {b.action: b.tooltip for b in self.BINDINGS if isinstance(b, Binding)}
         for action, title in COMMANDS:
             if action == "next_view" and not self.compact:
+                continue
+            if action == "scroll_table" and not self._table_scrollable():
                 continue
             yield SystemCommand(title, tooltips.get(action, ""), self._command(action))
 
@@ -518,11 +704,31 @@ class MonitorApp(App[int]):
         else:
             self.push_screen(ConfirmQuitScreen(), self._on_quit_answer)
 
+    def action_interrupt(self) -> None:
+        """Ctrl+C, as headless handles SIGINT: stop gracefully without asking and wait; a second
+        one within INTERRUPT_WINDOW_S quits at once (the trainer, another process, still saves)."""
+        now = self.monotonic()
+        again = self._interrupted_at is not None and now - self._interrupted_at <= INTERRUPT_WINDOW_S
+        self._interrupted_at = now
+        if not self.source.owns_trainer or self.trainer_done:
+            self._leave()
+            return
+        if isinstance(self.screen, ConfirmScreen):
+            self.screen.dismiss(False)
+        if again and self.quitting:
+            self._force_exit()
+            return
+        if not self.quitting:
+            self._begin_quit(interrupt=True)
+        else:
+            self.notify(f"Still waiting for the trainer to save; Ctrl+C again within {INTERRUPT_WINDOW_S:.0f} s "
+                        "quits now (it keeps saving)", timeout=INTERRUPT_WINDOW_S)
+
     def _on_quit_answer(self, confirmed: bool | None) -> None:
         if confirmed:
             self._begin_quit()
 
-    def _begin_quit(self) -> None:
+    def _begin_quit(self, *, interrupt: bool = False) -> None:
         self.quitting = True
         if not self.source.stopping(self.state) and self.source.trainer_exit() is None:
             if self.source.send("stop") is None:
@@ -530,8 +736,12 @@ class MonitorApp(App[int]):
                 self.state.add_log(f"cannot send stop ({self.source.send_error}); terminating the trainer",
                                    "warning")
                 self.source.stop_now()
-        self.notify("Quitting: waiting for the trainer to finish its step and save (q again to force)",
-                    timeout=self.quit_timeout)
+        if interrupt:
+            self.notify(f"Interrupted: stopping after the current step and saving (Ctrl+C again within "
+                        f"{INTERRUPT_WINDOW_S:.0f} s quits now; the trainer still saves)", timeout=self.quit_timeout)
+        else:
+            self.notify("Quitting: waiting for the trainer to finish its step and save (q again to force)",
+                        timeout=self.quit_timeout)
         self.set_timer(self.quit_timeout, self._force_exit, name="force-quit")
         self.refresh_now()
 
@@ -558,11 +768,12 @@ class MonitorApp(App[int]):
 EXIT_UI_CRASHED = STATUS_EXIT_CODES["ui-crashed"]
 
 
-def run_monitor(source: RunSource, *, no_mouse: bool = False, title: str | None = None) -> int:
+def run_monitor(source: RunSource, *, no_mouse: bool = False, title: str | None = None,
+                ascii_only: bool = False) -> int:
     """Show `source` until the user quits; returns the process exit code (the source's: a live
     run's trainer exit code, 0 for watch), or EXIT_UI_CRASHED if the monitor itself crashed. A live trainer
     still running afterwards (forced quit, crash) is the caller's to end."""
-    app = MonitorApp(source, title=title)
+    app = MonitorApp(source, title=title, ascii_only=ascii_only)
     app.run(mouse=not no_mouse)
     if not app.exited_by_user:
         return EXIT_UI_CRASHED  # an exception took it down: never report that as the run's outcome

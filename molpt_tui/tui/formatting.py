@@ -90,3 +90,67 @@ def fmt_ago(seconds: float) -> str:
     if seconds < 3600:
         return f"{seconds / 60:.0f} min"
     return f"{seconds / 3600:.1f} h"
+
+
+def fmt_count(n: int | None) -> str:
+    """Counts of energy evaluations run to 1e9: '812', '45.2 k', '1.23 M', '4.56 G'."""
+    if n is None or n < 0:
+        return "–"
+    if n < 10_000:
+        return str(n)
+    for scale, unit in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if n >= scale:
+            return f"{n / scale:.3g} {unit}"
+    return str(n)  # pragma: no cover - unreachable
+
+
+# --- table columns: one format per column ---------------------------------------------------------
+# Values of a column are formatted alike (same decimals, or all scientific) so they line up and
+# can be compared at a glance; the format is chosen from every value the column holds.
+FIXED_LIMIT = 1e5   # at or above: the whole column in scientific notation
+PCT_LIMIT = 1e3     # an improvement beyond ±this many % is not a change but a verdict
+
+
+def column_format(values: list[float], *, decimals: int = 2) -> str:
+    """'fixed' or 'sci' for a column of kT values."""
+    finite = [abs(v) for v in values if math.isfinite(v)]
+    return "sci" if finite and max(finite) >= FIXED_LIMIT else "fixed"
+
+
+def fmt_column(value: float, fmt: str, decimals: int = 2) -> str:
+    if not math.isfinite(value):
+        return "–" if math.isnan(value) else ("∞" if value > 0 else "-∞")
+    if fmt == "sci":
+        return compact_exp(f"{value:.{decimals + 1}e}")
+    return f"{value:.{decimals}f}"
+
+
+def fmt_improvement(value: float) -> str:
+    """Improvement in %; a change past ±1000 % means the quantity exploded (or crossed zero):
+    shown as a word, never as an 18-digit percentage."""
+    if not math.isfinite(value):
+        return "–"
+    if value <= -PCT_LIMIT:
+        return "diverged"
+    if value >= PCT_LIMIT:
+        return f">{PCT_LIMIT:.0f}%"
+    return f"{value:.1f}%"
+
+
+def prob_format(values: list[float]) -> str:
+    """'fixed' (3 decimals) unless some acceptance is below 1e-3, then 'sci' for the column."""
+    finite = [v for v in values if math.isfinite(v) and v != 0]
+    return "sci" if finite and min(abs(v) for v in finite) < 1e-3 else "fixed"
+
+
+def fmt_prob_column(value: float, fmt: str) -> str:
+    if not math.isfinite(value):
+        return "–"
+    return f"{value:.2e}" if fmt == "sci" else f"{value:.3f}"
+
+
+def fmt_lr(value: float) -> str:
+    """Learning rates always as '1.00e-3' so a column of them lines up."""
+    if not math.isfinite(value):
+        return "–"
+    return compact_exp(f"{value:.2e}")

@@ -27,10 +27,12 @@ from molpt_tui.training.events import ControlAction, Event, Finished, RunStarted
 from molpt_tui.training.metrics_log import CorruptLine, decode_line
 from molpt_tui.training.run_dir import METRICS_FILE, LockOwner, RunDirectory
 
-from .formatting import fmt_ago
+from .formatting import fmt_ago, fmt_duration
 from .state import MonitorState
 
 EXIT_COMPLETED, EXIT_FAILED, EXIT_STOPPED = 0, 1, 130
+# Waits shorter than this go without a clock: every longer wait says how long it has lasted.
+WAIT_SHOWN_AFTER = 2.0
 
 # Status words of a finished segment, as the progress line shows them.
 OUTCOME_LABELS = {"completed": "COMPLETED", "stopped": "STOPPED", "failed": "FAILED", "diverged": "DIVERGED",
@@ -63,6 +65,13 @@ class FeedStatus:
     last_write: float | None = None  # mtime, seconds since the epoch
     error: str = ""                  # the reader's current failure; "" while reading works
     stale_after: float = 120.0       # seconds of silence before a followed run counts as stale
+    attached_at: float | None = None  # when the monitor started following (wall clock)
+
+    def waited(self, now: float) -> str:
+        """" (waiting 12 s)" once the monitor has waited more than a moment, else ""."""
+        if self.attached_at is None or now - self.attached_at < WAIT_SHOWN_AFTER:
+            return ""
+        return f" ({fmt_duration(now - self.attached_at)})"
 
 
 @dataclass(frozen=True)
@@ -194,6 +203,13 @@ class RunSource(ABC):
         return StatusLine(label, fin.status if label == "FAILED" and fin.status != "failed" else "")
 
 
+def waiting_for(state: MonitorState) -> str:
+    """What the trainer said it is doing before its run started (building the system, generating
+    data, compiling kernels), as its last message; "" when it said nothing yet."""
+    message = state.last_message
+    return message.text if message is not None else ""
+
+
 def count_markers(path: Path) -> tuple[int, int]:
     """RunStarted and Finished events already in a metrics file (a resumed run's earlier
     segments). Only lines that can hold one are decoded, so a long log is scanned quickly."""
@@ -297,7 +313,9 @@ class LiveRun(RunSource):
         if self.stopping(state):
             return StatusLine("STOPPING", "finishing the current step")
         if not self.own_segment(state):
-            return StatusLine("STARTING", f"waiting for {self.trainer.description}")
+            doing = waiting_for(state)
+            return StatusLine("STARTING", f"waiting for {self.trainer.description}"
+                              + (f": {doing}" if doing else "") + feed.waited(now))
         if state.paused:
             return StatusLine("PAUSED", self._pending_note(state))
         return StatusLine("RUNNING", self._pending_note(state))
@@ -374,8 +392,8 @@ class WatchedRun(RunSource):
             return StatusLine("READ ERROR", feed.error)
         if feed.exists is False:
             if not self.run_dir.path.is_dir():
-                return StatusLine("WAITING", "no run directory yet")
-            return StatusLine("WAITING", f"no {METRICS_FILE} yet")
+                return StatusLine("WAITING", f"no run directory yet: checking every second{feed.waited(now)}")
+            return StatusLine("WAITING", f"no {METRICS_FILE} yet: job pending or preparing{feed.waited(now)}")
         fin = state.finished
         if fin is not None:
             return StatusLine("FINISHED", fin.status)
@@ -388,7 +406,8 @@ class WatchedRun(RunSource):
             if quiet > state.stale_threshold(feed.stale_after):
                 return StatusLine("STALE", f"no writes for {fmt_ago(quiet)}")
         if state.run is None:
-            return StatusLine("WAITING", "no run started yet")
+            doing = waiting_for(state)
+            return StatusLine("WAITING", (doing or "no run started yet") + feed.waited(now))
         return StatusLine("FOLLOWING", self._pending_note(state))
 
     def help_notes(self) -> list[str]:

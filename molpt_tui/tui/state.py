@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from molpt_tui.training.events import (
     Alert,
     CheckpointSaved,
+    DataReport,
     EpochMetrics,
     Event,
     Finished,
@@ -26,11 +27,13 @@ from molpt_tui.training.events import (
     Message,
     RequestAcknowledged,
     RunStarted,
+    StepProgress,
+    TestEvaluation,
 )
 from molpt_tui.training.history import History
 
-from .formatting import fmt_num, fmt_pct
-from .series import SeriesStore
+from .formatting import fmt_count, fmt_duration, fmt_num, fmt_prob_column
+from .series import EvalSeries, SeriesStore
 
 # Per-epoch seconds are averaged over this many recent epochs for s/it and the ETA, so a slow
 # first epoch (compilation, data generation) does not skew the estimate for hours.
@@ -47,6 +50,8 @@ class MonitorState:
     def __init__(self, max_log: int = 2000) -> None:
         self.history = History()
         self.store = SeriesStore()
+        self.evals = EvalSeries()
+        self.last_message: Message | None = None  # what the trainer said last (while it prepares)
         self.log: deque[LogEntry] = deque(maxlen=max_log)
         self.pending_alerts: list[Alert] = []
         self.pending_acks: list[RequestAcknowledged] = []
@@ -60,7 +65,7 @@ class MonitorState:
         self.n_finished = 0  # Finished events seen (a failed start writes one without RunStarted)
         self.n_events = 0
         self.versions = {"header": 0, "data": 0, "blocks": 0, "alerts": 0, "log": 0, "finished": 0,
-                         "steer": 0}
+                         "steer": 0, "progress": 0, "tests": 0}
 
     # --- input -------------------------------------------------------------------------------
     def apply(self, events: list[Event], *, notify: bool = True, warnings: Iterable[str] = ()) -> None:
@@ -69,6 +74,7 @@ class MonitorState:
         for warning in warnings:
             self.add_log(warning, "warning")
         dirty_from: int | None = None
+        blocks_changed = False
         history = self.history
         self.n_events += len(events)
         for event in events:
@@ -79,7 +85,18 @@ class MonitorState:
                 self.last_metrics = event
             elif isinstance(event, LogBlock):
                 history.add(event)
+                blocks_changed = True
                 self._bump("blocks")
+            elif isinstance(event, StepProgress):
+                history.add(event)
+                self._bump("progress")
+            elif isinstance(event, TestEvaluation):
+                history.add(event)
+                self.add_log(test_text(event), "success" if event.label == "final" else "info")
+                self._bump("tests")
+            elif isinstance(event, DataReport):
+                history.add(event)
+                self.add_log(data_report_text(event), "warning" if event.suggested_n_samples else "info")
             elif isinstance(event, Alert):
                 history.add(event)
                 if notify:
@@ -88,12 +105,14 @@ class MonitorState:
             elif isinstance(event, RunStarted):
                 self._on_run_started(event)
             elif isinstance(event, Message):
+                self.last_message = event
                 self.add_log(event.text, event.level)
             elif isinstance(event, CheckpointSaved):
                 self.add_log(f"checkpoint ({event.label}) saved at epoch {event.epoch}: {event.path}")
             elif isinstance(event, Finished):
                 history.add(event)
                 self.n_finished += 1
+                self.last_message = None  # what a next segment's trainer is doing is its own news
                 self._on_finished(event)
             elif isinstance(event, RequestAcknowledged):
                 self._on_ack(event, notify)
@@ -105,6 +124,9 @@ class MonitorState:
         if dirty_from is not None:
             self.store.sync(history, dirty_from)
             self._bump("data")
+            self._bump("progress")
+        if blocks_changed:
+            self.evals.rebuild(history.blocks)
 
     def _on_run_started(self, event: RunStarted) -> None:
         if event.resumed or self.segments:
@@ -123,13 +145,18 @@ class MonitorState:
         self._bump("finished")
 
     def _on_finished(self, event: Finished) -> None:
-        level = {"completed": "success", "stopped": "warning", "failed": "error"}.get(event.status, "info")
+        level = {"completed": "success", "stopped": "warning", "failed": "error",
+                 "diverged": "error", "ui-crashed": "error"}.get(event.status, "info")
         text = f"finished ({event.status}) at epoch {event.epoch}"
         if event.message:
             text += f": {event.message}"
         self.add_log(text, level)
         for path in event.files:
             self.add_log(f"  wrote {path}", level if level != "warning" else "info")
+        if event.final_model:
+            self.add_log(f"  final model: {event.final_model}", level if level != "warning" else "info")
+        if event.resume_command and event.status != "completed":
+            self.add_log(f"  resume with: {event.resume_command}")
         self.paused = self.stopping = False
         self._bump("steer")
         self._bump("finished")
@@ -205,28 +232,94 @@ class MonitorState:
         remaining = max(0, run.epochs - self.history.last_epoch)
         return rate * remaining if math.isfinite(rate) else None
 
+    def step_progress(self) -> StepProgress | None:
+        """The latest step event, while its epoch is still in progress."""
+        progress = self.history.progress
+        if progress is None or progress.epoch <= self.history.last_epoch:
+            return None
+        return progress
+
     def best_loss(self) -> float:
         finite = [v for v in self.history.series["loss"] if math.isfinite(v)]
         return min(finite) if finite else math.nan
 
     def summary_lines(self) -> list[str]:
-        """Text of the completion banner: outcome, loss, and the files the trainer wrote."""
+        """Text of the completion banner: outcome, the best model and what it scored, the test
+        set, the files the trainer wrote and how to continue."""
         fin = self.finished
         if fin is None:
             return []
-        best = fin.best_loss if math.isfinite(fin.best_loss) else self.best_loss()
         total = f"/{self.run.epochs}" if self.run is not None else ""
-        title = {"completed": "Training completed", "stopped": "Training stopped",
-                 "failed": "Training failed"}.get(fin.status, f"Training {fin.status}")
-        first = f"{title} at epoch {fin.epoch}{total} · best loss {fmt_num(best)}"
-        if math.isfinite(fin.improvement_pct):
-            first += f" · improvement {fmt_pct(fin.improvement_pct)}"
+        title = {"completed": "Training completed", "stopped": "Training stopped", "failed": "Training failed",
+                 "diverged": "Training DIVERGED"}.get(fin.status, f"Training {fin.status}")
+        first = f"{title} at epoch {fin.epoch}{total}"
+        if fin.status == "diverged" and fin.verdict:
+            first += f": {fin.verdict}"
+        best = best_text(fin)
+        if best:
+            first += f" · {best}"
+        if fin.energy_evals:
+            first += f" · {fmt_count(fin.energy_evals)} energy evaluations"
+        if math.isfinite(fin.elapsed_s):
+            first += f" in {fmt_duration(fin.elapsed_s)}"
         lines = [first]
+        test = self.history.test("final")
+        if test is not None:
+            lines.append(test_text(test))
         if fin.message:
             lines.append(fin.message)
+        if fin.final_model:
+            lines.append(f"Final model: {fin.final_model}")
         if fin.files:
             lines.append("Files: " + ", ".join(fin.files))
+        if fin.resume_command and fin.status != "completed":
+            lines.append(f"Resume: {fin.resume_command}")
         return lines
+
+
+def best_text(fin: Finished) -> str:
+    """"best held-out KL 0.27 kT at epoch 58 (start 0.41 kT, −35 %)", or the loss when no KL
+    was measured, or "" when the trainer reported neither."""
+    if math.isfinite(fin.best_score):
+        metric = "held-out KL" if "KL" in fin.best_metric or not fin.best_metric else fin.best_metric
+        text = f"best {metric} {fmt_num(fin.best_score)} kT"
+        if fin.best_epoch >= 0:
+            text += f" at epoch {fin.best_epoch}"
+        if math.isfinite(fin.start_score):
+            change = f", {-fin.improvement_pct:+.0f} %" if math.isfinite(fin.improvement_pct) else ""
+            text += f" (start {fmt_num(fin.start_score)} kT{change})"
+        return text
+    if math.isfinite(fin.best_loss):
+        return f"training loss {fmt_num(fin.best_loss)} kT at the selected epoch"
+    return ""
+
+
+def test_text(test: TestEvaluation) -> str:
+    """One line for a test-set evaluation: acceptance against naive, ESS, KL, with errors."""
+    which = "untrained map" if test.label == "untrained" else f"epoch {test.epoch}"
+    fmt = "sci" if 0 < min(test.acc_flow, test.acc_naive) < 1e-3 else "fixed"
+
+    def pm(value: float, se: float, unit: str = "") -> str:
+        text = fmt_prob_column(value, fmt) if not unit else f"{value:.1f}"
+        if math.isfinite(se):
+            text += f"±{fmt_prob_column(se, fmt) if not unit else f'{se:.1f}'}"
+        return text + unit
+
+    parts = [f"Test set ({which}, {test.n_pairs} pairs): acceptance {pm(test.acc_flow, test.acc_flow_se)} vs naive "
+             f"{pm(test.acc_naive, test.acc_naive_se)}",
+             f"ESS {pm(test.ess_fwd, test.ess_fwd_se, '%')} / {pm(test.ess_inv, test.ess_inv_se, '%')}"]
+    if math.isfinite(test.kl):
+        parts.append(f"KL {fmt_num(test.kl)}" + (f"±{fmt_num(test.kl_se, 2)}" if math.isfinite(test.kl_se) else "")
+                     + " kT")
+    return " · ".join(parts)
+
+
+def data_report_text(report: DataReport) -> str:
+    text = (f"{report.split}: {report.n_samples} samples per temperature, "
+            f"~{report.n_independent:.0f} independent (slowest: {report.slowest or '?'})")
+    if report.suggested_n_samples:
+        text += f"; about {report.suggested_n_samples} samples (data.n_samples) would give the {report.needed} wanted"
+    return text
 
 
 def ack_text(event: RequestAcknowledged) -> str:

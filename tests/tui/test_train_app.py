@@ -10,10 +10,10 @@ from textual.binding import Binding
 from tui_fakes import FakeTrainer, ThreadHandle, Wait, jsonl, live_run, screen_text, train_stream
 
 from molpt_tui.training.events import Finished
-from molpt_tui.tui.app import EXIT_UI_CRASHED, MonitorApp, run_monitor
+from molpt_tui.tui.app import EXIT_UI_CRASHED, VIEWS, MonitorApp, run_monitor
 from molpt_tui.tui.screens import ConfirmQuitScreen, ConfirmStopScreen, HelpScreen
 from molpt_tui.tui.source import LiveRun
-from molpt_tui.tui.widgets import AlertsPane, LogPane, MetricPlot
+from molpt_tui.tui.widgets import AlertsPane, LogPane, MetricPlot, ViewBar
 
 SIZE = (160, 48)
 
@@ -268,7 +268,7 @@ async def test_alert_appears_in_pane_and_as_notification(tmp_path: Path, wait: W
         text = app.query_one(AlertsPane).text  # the toast may cover the pane on screen
         assert "ERROR epoch 5 Inverse energy is diverging" in text
         assert "→ Lower the learning rate" in text
-        assert app.query_one("#tab-alerts").label.plain == "Alerts (1)"  # type: ignore[attr-defined]
+        assert app.query_one(ViewBar).label("health") == "Checks (1)"
 
 
 async def test_help_screen_and_command_palette_list_each_action_once(tmp_path: Path, wait: Wait,
@@ -317,8 +317,9 @@ async def test_compact_layout_at_80x24_shows_one_pane_behind_tabs(tmp_path: Path
         assert not app.query_one("#table").display
         await pilot.press("v")
         await pilot.pause(0.1)
-        assert [p.id for p in app.query(MetricPlot) if p.display] == ["plot-terms"]
-        await pilot.press("v", "v", "v")
+        assert [p.id for p in app.query(MetricPlot) if p.display] == [VIEWS[1][0]]
+        order = [view for view, _ in VIEWS]
+        await pilot.press(*["v"] * (order.index("table") - 1))
         await pilot.pause(0.1)
         assert app.query_one("#table").display and not app.query_one("#plots").display
         assert "Next pane" in {c.title for c in app.get_system_commands(app.screen)}

@@ -12,14 +12,8 @@ from tui_fakes import FIXTURE_DIR, T0, curves, jsonl, run_started, train_stream,
 from molpt_tui.training.events import Alert, ControlAction, EpochMetrics, Finished, Message, RequestAcknowledged
 from molpt_tui.training.history import History
 from molpt_tui.training.run_dir import RunDirectory
-from molpt_tui.tui.decimate import (
-    format_tick,
-    log_ticks,
-    minmax_decimate,
-    nice_ticks,
-    symlog_inverse,
-    symlog_transform,
-)
+from molpt_tui.tui.axes import format_tick, log_ticks, nice_ticks, symlog_inverse
+from molpt_tui.tui.decimate import minmax_decimate, symlog_transform
 from molpt_tui.tui.formatting import fmt_duration, fmt_num, fmt_params, fmt_transport
 from molpt_tui.tui.series import SeriesStore
 from molpt_tui.tui.source import FeedStatus, LiveRun, StatusLine, WatchedRun
@@ -54,12 +48,14 @@ def test_symlog_is_monotonic_through_zero_and_invertible() -> None:
 
 
 def test_log_ticks_are_labelled_in_data_units() -> None:
-    ticks, labels = log_ticks(1.0, 12.0, symlog=False)
-    assert labels[0] == "10" and labels[-1].startswith("1e") and len(ticks) <= 5
-    s_ticks, s_labels = log_ticks(float(symlog_transform(np.array([-500.0]))[0]),
-                                  float(symlog_transform(np.array([1e6]))[0]), symlog=True)
-    assert "0" in s_labels and any(label.startswith("-") for label in s_labels)
-    assert all(a < b for a, b in zip(s_ticks, s_ticks[1:]))
+    ticks = log_ticks(1.0, 12.0, symlog_axis=False)
+    # Twelve decades in five ticks: every fifth decade, labelled in data units.
+    assert ticks.labels == ["1e5", "1e10"] and ticks.positions == [5.0, 10.0]
+    assert log_ticks(0.0, 2.0, symlog_axis=False).labels == ["1", "5", "10", "50", "100"]
+    s_ticks = log_ticks(float(symlog_transform(np.array([-500.0]))[0]),
+                        float(symlog_transform(np.array([1e6]))[0]), symlog_axis=True)
+    assert "0" in s_ticks.labels and any(label.startswith("-") for label in s_ticks.labels)
+    assert all(a < b for a, b in zip(s_ticks.positions, s_ticks.positions[1:]))
 
 
 def test_nice_ticks_and_labels() -> None:
@@ -292,12 +288,14 @@ def test_live_run_trainer_that_fails_before_it_starts(tmp_path: Path) -> None:
 def test_watched_run_steers_only_a_live_lock_holder_and_says_why_not(tmp_path: Path) -> None:
     missing = WatchedRun(RunDirectory(tmp_path / "later"))
     state = MonitorState()
-    assert missing.status(state, FeedStatus(exists=False), T0) == StatusLine("WAITING", "no run directory yet")
+    assert missing.status(state, FeedStatus(exists=False), T0) == StatusLine(
+        "WAITING", "no run directory yet: checking every second")
     assert missing.refusal("pause", state) == "no live trainer holds this run's lock"
     assert missing.send("pause") is None and not (tmp_path / "later").exists()
 
     rd = RunDirectory(tmp_path)
-    assert WatchedRun(rd).status(state, FeedStatus(exists=False), T0).note == "no metrics.jsonl yet"
+    note = WatchedRun(rd).status(state, FeedStatus(exists=False), T0).note
+    assert note == "no metrics.jsonl yet: job pending or preparing"
     holder = RunDirectory(tmp_path)
     holder.acquire_lock()  # this process holds it, so it is alive
     try:

@@ -52,7 +52,7 @@ async def test_watch_shows_a_finished_run_with_a_resume(wait: Wait, tmp_path: Pa
         app.refresh_now()
         await pilot.pause()
         assert app.state.history.epochs == list(range(1, 201))  # the resume left no duplicate
-        assert app.query_one(MetricsTable).row_count == 9
+        assert app.query_one(MetricsTable).row_count == 10  # the untrained map (epoch 0) and 9 blocks
         log = app.query_one(LogPane).text
         assert "resumed at epoch 60" in log and "finished (stopped) at epoch 62" in log
         text = screen_text(app)
@@ -208,7 +208,7 @@ async def test_watch_waits_for_the_file_to_appear(tmp_path: Path, wait: Wait) ->
     async with app.run_test(size=SIZE) as pilot:
         await wait(pilot, lambda: app.feed.exists is False, what="missing file noticed")
         app.refresh_now()
-        assert "WAITING (no metrics.jsonl yet)" in screen_text(app)
+        assert "WAITING (no metrics.jsonl yet: job pending or preparing)" in screen_text(app)
         (tmp_path / "metrics.jsonl").write_text(jsonl(train_stream(5)))
         await wait(pilot, lambda: app.state.history.last_epoch == 5, what="events after creation")
 
@@ -219,7 +219,7 @@ async def test_watch_waits_for_a_run_directory_that_does_not_exist_yet(tmp_path:
     async with app.run_test(size=SIZE) as pilot:
         await wait(pilot, lambda: app.feed.exists is False, what="missing directory noticed")
         app.refresh_now()
-        assert "WAITING (no run directory yet)" in screen_text(app)
+        assert "WAITING (no run directory yet: checking every second)" in screen_text(app)
         await pilot.press("p")
         await wait(pilot, lambda: any("no live trainer" in t for t in toasts(app)), what="refusal")
         run_dir.mkdir()
@@ -237,7 +237,7 @@ async def test_watch_reloads_when_the_file_is_replaced(tmp_path: Path, wait: Wai
         await wait(pilot, lambda: app.state.history.last_epoch == 7, what="reload")
         assert app.state.history.epochs == list(range(1, 8))
         app.refresh_now()
-        assert app.query_one(MetricsTable).row_count == 3  # blocks 1, 2, 5: rebuilt
+        assert app.query_one(MetricsTable).row_count == 4  # blocks 0, 1, 2, 5: rebuilt
         assert "reloading" in app.query_one(LogPane).text
 
 

@@ -32,6 +32,8 @@ from molpt_tui.training.events import (
     Message,
     RunStarted,
     RunStatus,
+    StepProgress,
+    TestEvaluation,
     header_line,
 )
 from molpt_tui.training.history import improvement_pct
@@ -43,6 +45,9 @@ Wait = Callable[..., Awaitable[None]]  # the `wait` fixture: wait_until
 T0 = 1_700_000_000.0  # a fixed wall-clock origin for every stream
 FIXTURE_DIR = Path(__file__).resolve().parents[1] / "fixtures" / "watch_run"
 BLOCK_EPOCHS = (1, 2, 5, 10, 20, 50, 100, 150, 200)
+# beta_c<U>_cold + beta_h<U>_hot of the fake system: the loss above it is the KL estimate.
+LOSS_FLOOR = 103.0
+STEPS_PER_EPOCH = 10
 
 
 class Curves(TypedDict):
@@ -72,8 +77,51 @@ def run_started(*, epochs: int = 200, run_dir: str = "runs/ala2-300-450", t: flo
                 start_epoch: int = 0, resumed: bool = False) -> RunStarted:
     return RunStarted(run_dir=run_dir, preset="ala2-vacuum", model="transformer flow (internal coordinates)",
                       t_cold=300.0, t_hot=450.0, epochs=epochs, batch_size=64, lr=1e-3, device="cpu",
-                      n_params=442_368, engine="openmm (Reference, 2 workers)", steps_per_epoch=10,
-                      start_epoch=start_epoch, resumed=resumed, t=t)
+                      n_params=442_368, engine="openmm (Reference, 2 workers)", steps_per_epoch=STEPS_PER_EPOCH,
+                      start_epoch=start_epoch, resumed=resumed, warmup_epochs=5, t=t)
+
+
+def kl(epoch: int) -> float:
+    """Training KL: the loss above its floor (kT)."""
+    return curves(epoch)["loss"] - LOSS_FLOOR
+
+
+def kl_val(epoch: int) -> float:
+    """Held-out KL: above the training one, and rising a little at the end (mild overfitting)."""
+    e = float(epoch)
+    return float(kl(epoch) * 1.15 + 0.4 + 0.002 * max(e - 150.0, 0.0) ** 1.5)
+
+
+def log_block(epoch: int, t: float) -> LogBlock:
+    c = curves(max(epoch, 1)) if epoch else curves(1)
+    acc = 0.136 + 0.28 * (1.0 - math.exp(-epoch / 40.0))
+    return LogBlock(epoch=epoch, improvement_pct=improvement_pct(kl_val(1), kl_val(max(epoch, 1))),
+                    acc_flow=acc, acc_naive=0.136, ess_fwd=2.0 + 30.0 * (1 - math.exp(-epoch / 50.0)),
+                    ess_inv=1.5 + 25.0 * (1 - math.exp(-epoch / 50.0)), kl=kl(max(epoch, 1)),
+                    kl_val=kl_val(max(epoch, 1)), acc_flow_se=0.012 + 0.02 * math.exp(-epoch / 30.0),
+                    acc_naive_se=0.006, ess_fwd_se=1.5, ess_inv_se=1.2, kl_val_se=0.05 * kl_val(max(epoch, 1)) + 0.1,
+                    t=t, **c)
+
+
+def step_progress(epoch: int, step: int, t: float, *, epochs: int = 200, segment_steps: int = 0) -> StepProgress:
+    """Where epoch `epoch` stands after `step` of its steps (running means near the epoch's)."""
+    c = curves(epoch)
+    per_step = epoch_seconds(epoch) / STEPS_PER_EPOCH
+    done = segment_steps or (epoch - 1) * STEPS_PER_EPOCH + step
+    left = (epochs - epoch) * STEPS_PER_EPOCH + (STEPS_PER_EPOCH - step)
+    return StepProgress(epoch=epoch, step=step, steps_per_epoch=STEPS_PER_EPOCH, epochs=epochs,
+                        loss=c["loss"] * 1.01, fwd_energy=c["fwd_energy"] * 1.01, inv_energy=c["inv_energy"] * 1.01,
+                        lr=c["lr"], n_regularised=3, n_nonfinite=1, epoch_seconds=per_step * step,
+                        segment_steps=done, segment_seconds=done * per_step, eta_s=left * per_step, t=t)
+
+
+def test_set_result(label: str, epoch: int, t: float) -> TestEvaluation:
+    trained = label == "final"
+    return TestEvaluation(epoch=epoch, label="final" if trained else "untrained", n_pairs=2000,
+                          acc_flow=0.395 if trained else 0.14, acc_flow_se=0.011, acc_naive=0.134, acc_naive_se=0.005,
+                          ess_fwd=27.5 if trained else 2.1, ess_fwd_se=1.4, ess_inv=22.0 if trained else 1.7,
+                          ess_inv_se=1.3, kl=kl_val(epoch if trained else 1), kl_se=0.2, block=25,
+                          path="data/ala2_test.npz", t=t)
 
 
 def epoch_seconds(epoch: int) -> float:
@@ -82,12 +130,12 @@ def epoch_seconds(epoch: int) -> float:
 
 def epoch_events(epoch: int, t: float, first_loss: float) -> list[Event]:
     c = curves(epoch)
-    events: list[Event] = [EpochMetrics(epoch=epoch, grad_norm=1.0, seconds=epoch_seconds(epoch), t=t, **c)]
+    events: list[Event] = [EpochMetrics(epoch=epoch, grad_norm=1.0, seconds=epoch_seconds(epoch), t=t,
+                                        kl=kl(epoch), energy_evals=2 * 64 * STEPS_PER_EPOCH,
+                                        energy_evals_total=2 * 64 * STEPS_PER_EPOCH * (epoch + 1),
+                                        n_regularised=2 if epoch < 4 else 0, **c)]
     if epoch in BLOCK_EPOCHS:
-        acc = 0.136 + 0.28 * (1.0 - math.exp(-epoch / 40.0))
-        events.append(LogBlock(epoch=epoch, improvement_pct=improvement_pct(first_loss, c["loss"]),
-                               acc_flow=acc, acc_naive=0.136, ess_fwd=2.0 + 30.0 * (1 - math.exp(-epoch / 50.0)),
-                               ess_inv=1.5 + 25.0 * (1 - math.exp(-epoch / 50.0)), t=t, **c))
+        events.append(log_block(epoch, t))
     if epoch == 3:
         events.append(Alert(epoch=3, rule="loss_huge", severity="warning",
                             message="Loss above 1e5 kT: mapped samples have extreme energies",
@@ -114,11 +162,15 @@ def train_stream(n_epochs: int = 120, *, total: int = 200) -> list[Event]:
     t = T0
     events: list[Event] = [run_started(epochs=total, t=t),
                     Message(text="loaded 5000 MD samples per temperature from data/ala2 (cached)", t=t),
-                    Message(text="naive swap acceptance 300↔450 K on held-out pairs: 0.136", t=t)]
+                    Message(text="naive swap acceptance 300↔450 K on held-out pairs: 0.136", t=t),
+                    log_block(0, t)]
     first = curves(1)["loss"]
     for epoch in range(1, n_epochs + 1):
         t += epoch_seconds(epoch)
         events += epoch_events(epoch, t, first)
+    if n_epochs < total:
+        # Caught mid-epoch: the trainer's step event moves the bar and the postfix.
+        events.append(step_progress(n_epochs + 1, 4, t + 0.8, epochs=total))
     return events
 
 
@@ -126,7 +178,8 @@ def watch_stream() -> list[Event]:
     """A finished run with a resume: segment 1 stops at epoch 62 (checkpoint at 60); segment 2
     resumes at 60, re-emits 61.., and completes at 200."""
     t = T0
-    events: list[Event] = [run_started(t=t), Message(text="loaded 5000 MD samples per temperature (cached)", t=t)]
+    events: list[Event] = [run_started(t=t), Message(text="loaded 5000 MD samples per temperature (cached)", t=t),
+                           test_set_result("untrained", 0, t), log_block(0, t)]
     first = curves(1)["loss"]
     for epoch in range(1, 63):
         t += epoch_seconds(epoch)
@@ -144,8 +197,13 @@ def watch_stream() -> list[Event]:
     files = ["runs/ala2-300-450/final.pt", "runs/ala2-300-450/best.pt", "runs/ala2-300-450/training.png",
              "runs/ala2-300-450/metrics.jsonl"]
     events.append(CheckpointSaved(epoch=200, path=files[0], label="final", t=t))
-    events.append(Finished(status="completed", epoch=200, files=files, best_loss=curves(200)["loss"],
-                           improvement_pct=improvement_pct(first, curves(200)["loss"]), t=t))
+    events.append(test_set_result("final", 150, t))
+    events.append(Finished(status="completed", epoch=200, files=files, best_loss=curves(150)["loss"],
+                           improvement_pct=improvement_pct(kl_val(1), kl_val(150)), best_epoch=150,
+                           best_score=kl_val(150), best_metric="validation KL", start_score=kl_val(1),
+                           final_model=files[0], energy_evals=2 * 64 * STEPS_PER_EPOCH * 201,
+                           elapsed_s=t - T0 - 30.0, resume_command="molpt-tui train --resume runs/ala2-300-450",
+                           t=t))
     return events
 
 
@@ -276,7 +334,9 @@ class FakeTrainer:
             self.steps += 1
             control.epoch = self.epoch
             c = curves(min(self.epoch, 200))
-            self._emit(EpochMetrics(epoch=self.epoch, seconds=self.step_sleep, **c))
+            self._emit(EpochMetrics(epoch=self.epoch, seconds=self.step_sleep, kl=kl(min(self.epoch, 200)), **c))
+            if self.epoch % 10 == 0 or self.epoch == 1:
+                self._emit(log_block(self.epoch, time.time()))
             if self.alert_at == self.epoch:
                 self._emit(Alert(epoch=self.epoch, rule="inverse_diverging", severity="error",
                                  message="Inverse energy is diverging", hint="Lower the learning rate"))

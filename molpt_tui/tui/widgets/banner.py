@@ -1,9 +1,9 @@
-"""End-of-run summary kept on screen: outcome, best loss, the files written; or the error."""
+"""End-of-run summary kept on screen: outcome, best model, test-set result, files, resume command."""
 from __future__ import annotations
 
 from textual.widgets import Static
 
-OUTCOMES = ("completed", "stopped", "failed")
+OUTCOMES = ("completed", "stopped", "failed", "diverged")
 
 
 class Banner(Static):

@@ -1,4 +1,9 @@
-"""A scrolling list of styled entries that re-wraps on resize (RichLog renders at write time)."""
+"""A scrolling list of styled entries, wrapped by `fit.wrap_spans` at the pane's width.
+
+Wrapping is done here rather than by Textual so that a path is broken after a '/' instead of
+mid-name, and continuation lines are indented under their entry. Re-wrapped on every resize
+(`get_content_height` and `render` both use the current width).
+"""
 from __future__ import annotations
 
 from typing import Any
@@ -6,13 +11,51 @@ from typing import Any
 from textual.app import ComposeResult
 from textual.containers import VerticalScroll
 from textual.content import Content
-from textual.widgets import Static
+from textual.geometry import Size
+
+from ..fit import wrap_spans
+from .guarded import GuardedWidget
+
+# Continuation lines of an entry start this far in, so entries stay apart without blank lines.
+INDENT = 2
+
+
+class WrappedEntries(GuardedWidget):
+    WHERE = "a list pane"
+
+    def __init__(self, placeholder: str = "", **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.placeholder = placeholder
+        self.entries: list[Content] = []
+        self._cache: tuple[int, int, list[Content]] | None = None
+
+    def set_entries(self, entries: list[Content]) -> None:
+        self.entries = entries
+        self._cache = None
+        self.refresh(layout=True)
+
+    def lines(self, width: int) -> list[Content]:
+        key = (width, id(self.entries))
+        if self._cache is not None and self._cache[:2] == key:
+            return self._cache[2]
+        entries = self.entries or [Content.styled(self.placeholder, "dim")]
+        out: list[Content] = []
+        for entry in entries:
+            for i, (a, b) in enumerate(wrap_spans(entry.plain, width, INDENT)):
+                piece = entry[a:b]
+                out.append(piece if i == 0 else Content(" " * min(INDENT, max(width - 1, 0))) + piece)
+        self._cache = (width, id(self.entries), out)
+        return out
+
+    def get_content_height(self, container: Size, viewport: Size, width: int) -> int:
+        return len(self.lines(max(width, 1)))
+
+    def draw(self) -> Content:
+        return Content("\n").join(self.lines(max(self.size.width, 1)))
 
 
 class EntryPane(VerticalScroll):
-    DEFAULT_CSS = """
-    EntryPane > Static { width: 1fr; height: auto; }
-    """
+    ANCHOR = True  # follow the newest entry (logs); False for lists read from the top
 
     def __init__(self, placeholder: str = "", **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -20,9 +63,11 @@ class EntryPane(VerticalScroll):
         self._count = 0
 
     def compose(self) -> ComposeResult:
-        yield Static(Content.styled(self._placeholder, "dim"), classes="entries")
+        yield WrappedEntries(self._placeholder, classes="entries")
 
     def on_mount(self) -> None:
+        if not self.ANCHOR:
+            return
         # Anchored: the compositor keeps the newest entry in view at every layout until the user
         # scrolls up to read, and again once they scroll back down. Scrolling by hand after each
         # update raced the layout and sometimes landed before the new entries.
@@ -34,9 +79,9 @@ class EntryPane(VerticalScroll):
 
     @property
     def text(self) -> str:
-        return str(self.query_one(".entries", Static).content)
+        entries = self.query_one(WrappedEntries).entries
+        return "\n".join(e.plain for e in entries) if entries else self._placeholder
 
     def set_entries(self, entries: list[Content]) -> None:
         self._count = len(entries)
-        body = Content("\n").join(entries) if entries else Content.styled(self._placeholder, "dim")
-        self.query_one(".entries", Static).update(body)
+        self.query_one(WrappedEntries).set_entries(entries)

@@ -1,14 +1,19 @@
-"""The four training-curve panes, mirroring the PNG the trainer writes.
+"""The training-curve panes: the seed's four panels plus what decides (KL, acceptance, ESS) and LR.
 
 Data is prepared in `render()`, not when events arrive: a pane that is hidden (the 80×24
 layout shows one plot at a time) is never rendered and costs nothing, and decimation uses the
 pane's real width. A redraw is decimation (numpy) plus plotext on ~2 points per column.
 
+The first row of a pane is its title, quantity and unit, y-axis mode and legend, drawn by the
+pane itself so that a legend never covers a curve. Evaluation panes (held-out KL, acceptance,
+ESS) plot one point per log block with ± one standard error where the trainer reports one.
+With smoothing on, epoch curves are drawn as their debiased moving average over the raw curve
+in grey, so the noise stays visible.
+
 Log y-axis: plotext's own log scale cannot show zero or negative values, and energies in kT,
 log-determinants and even the loss can be negative. When every plotted value of a pane is
 positive the axis is a true log10; otherwise it is symlog, sign(y)·log10(1 + |y|), linear
-within ±1 and logarithmic beyond, so a loss falling from 1e12 to -50 stays on one axis. The
-pane title says which ("log" or "symlog") and tick labels are always in data units.
+within ±1 and logarithmic beyond. The title says which, and tick labels are in data units.
 """
 from __future__ import annotations
 
@@ -16,7 +21,6 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-import numpy as np
 from plotext import _utility as plotext_utility
 from rich.ansi import AnsiDecoder
 from rich.style import Style
@@ -24,15 +28,10 @@ from rich.text import Text
 from textual.app import RenderResult
 from textual_plotext import PlotextPlot
 
-from ..decimate import (
-    format_tick,
-    is_positive,
-    log10_transform,
-    log_ticks,
-    nice_ticks,
-    symlog_transform,
-)
-from ..series import SeriesStore
+from ..chart import ChartInfo, Curve, draw_chart
+from ..glyphs import to_ascii
+from ..guard import describe, report
+from ..series import EvalSeries, SeriesStore, smooth_key
 
 
 @dataclass(frozen=True)
@@ -40,26 +39,56 @@ class SeriesSpec:
     key: str
     label: str
     color: str
+    evaluation: bool = False  # a held-out evaluation (LogBlock field) rather than an epoch series
+    smooth: bool = True       # the smoothing toggle applies (epoch series only)
 
 
 @dataclass(frozen=True)
 class PlotSpec:
     id: str
     title: str
+    unit: str
     short: str  # tab label in the compact layout
     series: tuple[SeriesSpec, ...]
+    ascii_title: str = ""  # the title without Greek letters or superscripts ("" if it has none)
 
 
-FWD, INV = "cyan", "orange"
+@dataclass(frozen=True)
+class PlotView:
+    """What every pane draws from: the run's series and how the user wants them shown."""
+
+    store: SeriesStore
+    evals: EvalSeries
+    last_epochs: int | None = None
+    log_y: bool = False
+    smooth: bool = False
+
+
+FWD, INV, TRAIN, HELD_OUT, NAIVE = "cyan", "orange", "green", "magenta", "white"
 PLOT_SPECS = (
-    PlotSpec("plot-loss", "Total loss", "Loss", (SeriesSpec("loss", "loss", "green"),)),
-    PlotSpec("plot-terms", "Forward vs inverse term [kT]", "Fwd/Inv",
-             (SeriesSpec("fwd_term", "fwd βU−logdet", FWD), SeriesSpec("inv_term", "inv βU−logdet", INV))),
-    PlotSpec("plot-energy", "Energy β·U [kT]", "β·U",
-             (SeriesSpec("fwd_energy", "fwd β_h·U(Tx)", FWD), SeriesSpec("inv_energy", "inv β_c·U(T⁻¹y)", INV))),
-    PlotSpec("plot-logdet", "log|det J|", "logdet",
-             (SeriesSpec("fwd_logdet", "forward", FWD), SeriesSpec("inv_logdet", "inverse", INV))),
+    PlotSpec("plot-loss", "Total loss L", "kT", "Loss", (SeriesSpec("loss", "loss", TRAIN),)),
+    PlotSpec("plot-kl", "KL fwd+inv", "kT", "KL",
+             (SeriesSpec("kl", "train", TRAIN), SeriesSpec("kl_val", "val±SE", HELD_OUT, evaluation=True))),
+    PlotSpec("plot-acc", "Swap acceptance", "", "Acc",
+             (SeriesSpec("acc_flow", "flow±SE", FWD, evaluation=True),
+              SeriesSpec("acc_naive", "naive", NAIVE, evaluation=True))),
+    PlotSpec("plot-ess", "ESS", "%", "ESS",
+             (SeriesSpec("ess_fwd", "c→h", FWD, evaluation=True),
+              SeriesSpec("ess_inv", "h→c", INV, evaluation=True))),
+    PlotSpec("plot-terms", "βU − log|det J|", "kT", "Fwd/Inv",
+             (SeriesSpec("fwd_term", "fwd", FWD), SeriesSpec("inv_term", "inv", INV)),
+             ascii_title="bU - log|det J|"),
+    PlotSpec("plot-energy", "Energy β·U", "kT", "β·U",
+             (SeriesSpec("fwd_energy", "fwd", FWD), SeriesSpec("inv_energy", "inv", INV)),
+             ascii_title="Energy b*U"),
+    PlotSpec("plot-logdet", "log|det J|", "nat", "logdet",
+             (SeriesSpec("fwd_logdet", "fwd", FWD), SeriesSpec("inv_logdet", "inv", INV))),
+    PlotSpec("plot-lr", "Learning rate", "", "LR", (SeriesSpec("lr", "LR", TRAIN, smooth=False),)),
 )
+
+# Rich colours for the legend, matching what plotext paints for each of its colour names.
+LEGEND_MARK = "━━"
+ASCII_LEGEND_MARK = "--"
 
 
 @lru_cache(maxsize=256)
@@ -72,7 +101,7 @@ def _cell_style(fullground: str, style: str, background: str) -> Style:
     return found if isinstance(found, Style) else Style.parse(found)
 
 
-def matrix_text(matrix: Any) -> Text:
+def matrix_text(matrix: Any, ascii_only: bool = False) -> Text:
     """Rich Text from plotext's cell matrices (marker, colours, style), top row first."""
     text = Text(no_wrap=True, end="")
     append = text.append
@@ -82,10 +111,38 @@ def matrix_text(matrix: Any) -> Text:
         start = 0
         for c in range(1, len(keys) + 1):
             if c == len(keys) or keys[c] != keys[start]:
-                append("".join(markers[start:c]), _cell_style(*keys[start]))
+                chunk = "".join(markers[start:c])
+                append(to_ascii(chunk) if ascii_only else chunk, _cell_style(*keys[start]))
                 start = c
         if r:
             append("\n")
+    return text
+
+
+def header_text(title: str, legend: list[tuple[str, str]], width: int, *, ascii_only: bool,
+                monochrome: bool) -> Text:
+    """Title and legend on one row; legend entries that do not fit are left out whole."""
+    if ascii_only:
+        title = to_ascii(title)
+    text = Text(no_wrap=True, end="", overflow="ellipsis")
+    if len(title) > width:
+        cut = title[: max(width - 1, 0)].rsplit(" ", 1)[0]
+        text.append(cut + "…" if not ascii_only else cut + ".", style="bold")
+        return text
+    text.append(title, style="bold")
+    mark = ASCII_LEGEND_MARK if ascii_only else LEGEND_MARK
+    used = len(title)
+    for i, (label, colour) in enumerate(legend):
+        label = to_ascii(label) if ascii_only else label
+        entry = f"  {mark} {label}"
+        rest = len(legend) - i - 1
+        if used + len(entry) + (2 if rest else 0) > width:
+            if used + 2 <= width:
+                text.append(" …" if not ascii_only else " .", style="dim")
+            break
+        text.append(f"  {mark}", style=Style(bold=True) if monochrome else _cell_style(colour, "default", "default"))
+        text.append(f" {label}")
+        used += len(entry)
     return text
 
 
@@ -93,83 +150,97 @@ class MetricPlot(PlotextPlot):
     def __init__(self, spec: PlotSpec, **kwargs: Any) -> None:
         super().__init__(id=spec.id, **kwargs)
         self.spec = spec
-        self.store: SeriesStore | None = None
-        self.last_epochs: int | None = None
-        self.log_y = False
+        self.view: PlotView | None = None
         self.monochrome = False
-        self.axis_mode = "linear"  # what the last render used: linear | log | symlog
-        self.x_range: tuple[int, int] | None = None  # epochs shown by the last render
-        self.points_plotted = 0
+        self.ascii_only = False
+        self.info = ChartInfo()
+        self.title_line = ""
+        self.error = ""  # the last drawing failure ("" while drawing works)
 
-    def set_view(self, store: SeriesStore, last_epochs: int | None, log_y: bool) -> None:
-        self.store, self.last_epochs, self.log_y = store, last_epochs, log_y
+    # What tests and the benchmark read about the last render.
+    @property
+    def axis_mode(self) -> str:
+        return self.info.mode
+
+    @property
+    def x_range(self) -> tuple[int, int] | None:
+        return self.info.x_range
+
+    @property
+    def points_plotted(self) -> int:
+        return self.info.points
+
+    def set_view(self, view: PlotView) -> None:
+        self.view = view
         self.refresh()
 
-    def render(self) -> RenderResult:
-        self.prepare()
-        # plotext's figure object is untyped; its private build steps are used on purpose.
-        plot: Any = self.plt
-        width, height = self.size
-        plot.plotsize(width, height)
-        plot._set_size(width, height)  # as PlotextPlot.render does (textual-plotext issue #5)
-        plot.theme(self._get_plotext_theme_name(self.app.theme))
-        try:
-            # plotext would serialise its cell matrix to an ANSI string that Rich then parses
-            # back; reading the matrix directly skips both and is ~a third of a redraw.
-            plot._set_sizes()
-            plot._build_matrix()
-            return matrix_text(plot.monitor.matrix)
-        except AttributeError:  # plotext internals changed: take the documented path
-            return super().render()
-
-    def prepare(self) -> None:
-        """Load the decimated, transformed series into the plotext figure."""
-        plt = self.plt
-        plt.clear_figure()
-        spec = self.spec
+    def curves(self, width: int) -> list[Curve]:
+        view = self.view
+        if view is None or not len(view.store):
+            return []
+        store, evals = view.store, view.evals
         # Braille gives 2 dots per column; min/max pairs per column match that resolution.
-        bins = max(self.size.width, 20)
-        series: list[tuple[SeriesSpec, np.ndarray, np.ndarray]] = []
-        if self.store is not None and len(self.store):
-            for s in spec.series:
-                x, y = self.store.decimated(s.key, self.last_epochs, bins)
-                if y.size:
-                    series.append((s, x, y))
-        mode = "linear"
-        if self.log_y and series:
-            mode = "log" if all(is_positive(y) for _, _, y in series) else "symlog"
-            transform = log10_transform if mode == "log" else symlog_transform
-            series = [(s, x, transform(y)) for s, x, y in series]
-        self.axis_mode = mode
-        self.points_plotted = sum(int(y.size) for _, _, y in series)
-        self.x_range = None
-        title = spec.title
-        if self.log_y:
-            title += f"  [{mode}]" if series else "  [log]"
-        if not series:
-            title += "  (no data yet)"
-        plt.title(title)
-        for i, (s, x, y) in enumerate(series):
-            # Without colour the two directions must still differ: second series gets dots.
-            marker = "dot" if (self.monochrome and i) else "braille"
-            plt.plot(x.tolist(), y.tolist(), label=s.label, color=s.color, marker=marker)
-        if not series:
-            return
-        lo = min(float(np.min(y)) for _, _, y in series)
-        hi = max(float(np.max(y)) for _, _, y in series)
-        rows = max(self.size.height, 6)
-        if mode == "linear":
-            yt = nice_ticks(lo, hi, max(3, rows // 3))
-            plt.yticks(yt, [format_tick(v) for v in yt])
-        else:
-            yt, labels = log_ticks(lo, hi, symlog=mode == "symlog", max_ticks=max(3, rows // 3))
-            if yt:
-                plt.yticks(yt, labels)
-        x_lo = min(int(x[0]) for _, x, _ in series)
-        x_hi = max(int(x[-1]) for _, x, _ in series)
-        self.x_range = (x_lo, x_hi)
-        if x_hi > x_lo:
-            plt.xlim(x_lo, x_hi)
-        # Epochs are integers: plotext's own ticks would print 30.8.
-        xt = nice_ticks(x_lo, x_hi, max(2, bins // 14), integer=True)
-        plt.xticks(xt, [str(int(v)) for v in xt])
+        bins = max(width, 20)
+        first = store.first_epoch(view.last_epochs) if view.last_epochs is not None else None
+        out: list[Curve] = []
+        for s in self.spec.series:
+            if s.evaluation:
+                x, y, e = evals.series(s.key, first, bins)
+                out.append(Curve(s.label, s.color, x, y, err=e, points=True))
+            elif view.smooth and s.smooth:
+                x, y = store.decimated(s.key, view.last_epochs, bins)
+                out.append(Curve(s.label, s.color, x, y, faint=True))
+                xs, ys = store.decimated(smooth_key(s.key), view.last_epochs, bins)
+                out.append(Curve(s.label, s.color, xs, ys))
+            else:
+                x, y = store.decimated(s.key, view.last_epochs, bins)
+                out.append(Curve(s.label, s.color, x, y))
+        return out
+
+    def title(self, info: ChartInfo, has_data: bool) -> str:
+        spec = self.spec
+        title = spec.ascii_title if (self.ascii_only and spec.ascii_title) else spec.title
+        if spec.unit:
+            title += f" [{spec.unit}]"
+        view = self.view
+        if view is not None and view.log_y:
+            title += f" ({info.mode if has_data else 'log'})"
+        if view is not None and view.smooth and any(s.smooth and not s.evaluation for s in spec.series):
+            title += " EMA"
+        if not has_data:
+            title += " (no data yet)"
+        return title
+
+    def render(self) -> RenderResult:
+        try:
+            text = self._draw()
+        except Exception as error:
+            self.error = describe(error)
+            report(self, f"the {self.spec.short} plot", error)
+            return Text(f"{self.spec.title}: cannot draw ({self.error})", style="bold red")
+        self.error = ""
+        return text
+
+    def _draw(self) -> Text:
+        width, height = self.size
+        view = self.view
+        curves = self.curves(width)
+        plot: Any = self.plt  # plotext's figure object is untyped
+        info = draw_chart(plot, curves, width, max(height - 1, 1), log_y=bool(view and view.log_y),
+                          ascii_only=self.ascii_only, monochrome=self.monochrome)
+        self.info = info
+        has_data = info.points > 0
+        self.title_line = self.title(info, has_data)
+        header = header_text(self.title_line, info.legend if has_data else [], width,
+                             ascii_only=self.ascii_only, monochrome=self.monochrome)
+        if height <= 1:
+            return header
+        plot.plotsize(width, height - 1)
+        plot._set_size(width, height - 1)  # as PlotextPlot.render does (textual-plotext issue #5)
+        plot.theme(self._get_plotext_theme_name(self.app.theme))
+        # plotext would serialise its cell matrix to an ANSI string that Rich then parses back;
+        # reading the matrix directly skips both and is ~a third of a redraw.
+        plot._set_sizes()
+        plot._build_matrix()
+        body = matrix_text(plot.monitor.matrix, self.ascii_only)
+        return Text("\n", no_wrap=True, end="").join([header, body])

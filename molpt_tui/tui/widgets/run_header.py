@@ -4,45 +4,77 @@ from __future__ import annotations
 from typing import Any
 
 from textual.content import Content
-from textual.widget import Widget
 
 from molpt_tui.training.events import RunStarted
 
+from ..fit import cut_words
 from ..formatting import fmt_num, fmt_params, fmt_transport
+from ..glyphs import UNICODE, Glyphs, to_ascii
+from .guarded import GuardedWidget
 
-Part = str | Content | tuple[str, str]
-SEP: Part = (" · ", "dim")
+Part = tuple[str, str]
+SEP = " · "
 
 
-class RunHeader(Widget):
-    """Two lines, each cut to the width rather than wrapped, so narrow terminals keep both."""
+def fit_line(parts: list[Part], width: int, ellipsis: str, ascii_only: bool) -> Content:
+    """Parts in order while they fit whole; the first that does not is cut at a word boundary."""
+    sep = " - " if ascii_only else SEP
+    out: list[Part] = []
+    used = 0
+    for text, style in parts:
+        text = to_ascii(text) if ascii_only else text
+        if text == SEP:
+            text = sep
+        if used + len(text) <= width:
+            out.append((text, style))
+            used += len(text)
+            continue
+        room = width - used
+        if room > len(ellipsis) + 3 and text != sep:
+            out.append((cut_words(text, room, ellipsis), style))
+        break
+    while out and out[-1][0] == sep:
+        out.pop()
+    return Content.assemble(*out)
 
-    DEFAULT_CSS = "RunHeader { height: 2; }"
+
+class RunHeader(GuardedWidget):
+    """Two lines, each cut at a word boundary rather than wrapped, so narrow terminals keep both."""
+
+    WHERE = "the run header"
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.lines: list[Content] = []
+        self.lines: list[list[Part]] = []
+        self.glyphs: Glyphs = UNICODE
+        self.ascii_only = False
 
-    def show(self, run: RunStarted | None, *, badge: str, run_dir: str | None = None) -> None:
+    def show(self, run: RunStarted | None, *, badge: str, run_dir: str | None = None, waiting: str = "") -> None:
         label: Part = (f" {badge.upper()} ", "bold reverse")
         if run is None:
-            self.lines = [Content.assemble(label, " ", ("waiting for the run to start…", "dim")),
-                          Content.styled(run_dir or "", "dim")]
+            self.lines = [[label, (" ", ""), (waiting or "waiting for the run to start…", "dim")],
+                          [(run_dir or "", "dim")]]
         else:
-            first: list[Part] = [label, " ", (fmt_transport(run.t_cold, run.t_hot), "bold $accent"), SEP,
-                                 (run.model, "bold")]
+            first: list[Part] = [label, (" ", ""), (fmt_transport(run.t_cold, run.t_hot), "bold $accent"),
+                                 (SEP, "dim"), (run.model, "bold")]
             if run.preset:
-                first += [SEP, f"preset {run.preset}"]
-            second: list[Part] = [run.device, SEP, run.engine, SEP, fmt_params(run.n_params), SEP,
-                                  f"batch {run.batch_size}", SEP, f"lr {fmt_num(run.lr, 3)}", SEP,
-                                  (run.run_dir or run_dir or "", "dim")]
-            self.lines = [Content.assemble(*first), Content.assemble(*second)]
+                first += [(SEP, "dim"), (f"preset {run.preset}", "")]
+            second: list[Part] = [(run.device, ""), (SEP, "dim"), (run.engine, ""), (SEP, "dim"),
+                                  (fmt_params(run.n_params), ""), (SEP, "dim"), (f"batch {run.batch_size}", ""),
+                                  (SEP, "dim"), (f"lr {fmt_num(run.lr, 3)}", "")]
+            if run.torch_threads:
+                second += [(SEP, "dim"), (f"{run.torch_threads} threads", "")]
+            if run.slurm_job_id:
+                second += [(SEP, "dim"), (f"SLURM job {run.slurm_job_id}", "")]
+            second += [(SEP, "dim"), (run.run_dir or run_dir or "", "dim")]
+            self.lines = [first, second]
         self.refresh()
 
     @property
     def text(self) -> str:
-        return "\n".join(line.plain for line in self.lines)
+        return "\n".join("".join(t for t, _ in line) for line in self.lines)
 
-    def render(self) -> Content:
-        width = max(self.size.width, 10)
-        return Content("\n").join(line.truncate(width, ellipsis=True) for line in self.lines)
+    def draw(self) -> Content:
+        width = max(self.size.width, 1)
+        return Content("\n").join(fit_line(line, width, self.glyphs.ellipsis, self.ascii_only)
+                                  for line in self.lines)

@@ -1,0 +1,222 @@
+"""The screen never dies and never stops the trainer: a pane that raises, a terminal too small
+for any layout, resizes across every layout, Ctrl+C handled as headless handles SIGINT."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from tui_fakes import FakeTrainer, ThreadHandle, Wait, live_run, screen_text, train_stream
+
+from molpt_tui.tui.app import MIN_HEIGHT, MIN_WIDTH, MonitorApp
+from molpt_tui.tui.screens import ConfirmQuitScreen
+from molpt_tui.tui.widgets import MetricPlot, ProgressPane
+
+SIZE = (160, 48)
+
+
+def make_app(fakes: list[Any], fake: FakeTrainer, **kwargs: Any) -> tuple[MonitorApp, ThreadHandle]:
+    kwargs.setdefault("refresh_hz", 10.0)
+    kwargs.setdefault("poll_interval", 0.02)
+    source, handle = live_run(fake)
+    fakes.append(handle)
+    return MonitorApp(source, **kwargs), handle
+
+
+def toasts(app: MonitorApp) -> list[str]:
+    return [n.message for n in app._notifications]
+
+
+def log_text(app: MonitorApp) -> str:
+    return "\n".join(entry.text for entry in app.state.log)
+
+
+def stop_requests(run_dir: Path) -> list[Path]:
+    return [p for p in (run_dir / "control").glob("req-*.json") if "stop" in p.read_text()]
+
+
+async def test_a_pane_that_raises_is_reported_and_training_goes_on(tmp_path: Path, wait: Wait, fakes: list[Any],
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    original = MetricPlot._draw
+
+    def broken(self: MetricPlot) -> Any:
+        if self.spec.id == "plot-kl":
+            raise ZeroDivisionError("a bug in the KL pane")
+        return original(self)
+
+    monkeypatch.setattr(MetricPlot, "_draw", broken)
+    fake = FakeTrainer(tmp_path, step_sleep=0.005)
+    app, handle = make_app(fakes, fake)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait(pilot, lambda: app.ui_errors > 0, what="the pane's failure")
+        steps = fake.steps
+        await wait(pilot, lambda: fake.steps > steps + 20, what="training goes on")
+        await pilot.pause(0.3)  # many redraws of the broken pane: one log entry, one toast
+        assert app.is_running and handle.poll() is None
+        assert not fake.control.stop_requested and not stop_requests(tmp_path)
+        assert sum("display error in the KL plot: ZeroDivisionError" in e.text for e in app.state.log) == 1
+        assert len([t for t in toasts(app) if "ZeroDivisionError" in t]) == 1
+        assert "Training goes on" in next(t for t in toasts(app) if "ZeroDivisionError" in t)
+        app.refresh_now()
+        await pilot.pause()
+        assert "cannot draw (ZeroDivisionError: a bug in the KL pane)" in str(app.query_one("#plot-kl").render())
+        assert "RUNNING" in screen_text(app)  # every other pane still follows the run
+        assert all(p.points_plotted > 0 for p in app.query(MetricPlot) if p.spec.id != "plot-kl")
+        await pilot.press("q", "y")
+        await wait(pilot, lambda: app.return_code is not None, what="a normal exit")
+    assert app.exited_by_user and app.exit_code == 130 and fake.saw_stop
+
+
+async def test_a_handler_that_raises_is_reported_and_the_feed_goes_on(tmp_path: Path, wait: Wait,
+                                                                     fakes: list[Any],
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    from molpt_tui.tui import state as state_module
+
+    original = state_module.MonitorState.apply
+    calls = {"n": 0}
+
+    def flaky(self: Any, events: Any, **kwargs: Any) -> None:
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyError("malformed batch")
+        original(self, events, **kwargs)
+
+    monkeypatch.setattr(state_module.MonitorState, "apply", flaky)
+    fake = FakeTrainer(tmp_path, step_sleep=0.005)
+    app, _ = make_app(fakes, fake)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait(pilot, lambda: app.ui_errors > 0, what="the handler's failure")
+        epoch = app.state.history.last_epoch
+        await wait(pilot, lambda: app.state.history.last_epoch > epoch + 10, what="later batches still applied")
+        assert "display error in reading new events: KeyError" in log_text(app)
+        assert app.is_running and not fake.control.stop_requested
+
+
+async def test_two_epochs_in_a_wide_pane_and_resizes_across_every_layout(tmp_path: Path, wait: Wait,
+                                                                        fakes: list[Any]) -> None:
+    # The reported crash: a full-width tmux split of a 1080p screen (190x25), a run of two
+    # epochs, then resizing to 80x24 and back.
+    script = train_stream(2, total=2)
+    fake = FakeTrainer(tmp_path, script=script)
+    app, _ = make_app(fakes, fake)
+    async with app.run_test(size=(190, 25)) as pilot:
+        await wait(pilot, lambda: app.state.n_events >= len(script), what="two epochs")
+        for size in [(190, 25), (80, 24), (190, 25), (400, 60), (160, 48), (60, 15), (110, 34), (190, 25)]:
+            await pilot.resize_terminal(*size)
+            await pilot.pause(0.15)
+            app.refresh_now()
+            await pilot.pause()
+            text = screen_text(app)
+            assert "Epoch 2/2" in text
+            shown = [p for p in app.query(MetricPlot) if p.display and p.size.width]
+            assert shown and all(p.error == "" for p in shown), [p.error for p in shown]
+            assert all(p.points_plotted > 0 for p in shown if p.spec.id in ("plot-loss", "plot-energy"))
+        wide = app.query_one("#plot-loss", MetricPlot)
+        assert wide.x_range == (1, 2) and wide.info.x_ticks.labels == ["1", "2"]
+        assert app.ui_errors == 0 and app.is_running
+
+
+@pytest.mark.parametrize("size", [(20, 5), (59, 30), (120, 14), (8, 3), (MIN_WIDTH - 1, MIN_HEIGHT - 1)])
+async def test_a_terminal_too_small_says_so_until_resized_and_training_goes_on(
+        size: tuple[int, int], tmp_path: Path, wait: Wait, fakes: list[Any]) -> None:
+    fake = FakeTrainer(tmp_path, step_sleep=0.005)
+    app, handle = make_app(fakes, fake)
+    async with app.run_test(size=size) as pilot:
+        await wait(pilot, lambda: fake.steps >= 3, what="first steps")
+        await pilot.pause(0.1)
+        assert app.too_small
+        text = " ".join(screen_text(app).split())
+        w, h = size
+        if w >= 40:
+            assert f"terminal too small: need {MIN_WIDTH}×{MIN_HEIGHT}, have {w}×{h}" in text
+        else:  # the sentence wraps over the few columns there are
+            assert "termin" in text
+        assert "Epoch" not in text and "Loss" not in text  # no clipped panes behind it
+        steps = fake.steps
+        await wait(pilot, lambda: fake.steps > steps + 10, what="training goes on")
+        await wait(pilot, lambda: app.state.history.last_epoch > steps, what="the monitor keeps reading")
+        await pilot.resize_terminal(80, 24)
+        await pilot.pause(0.2)
+        app.refresh_now()
+        await pilot.pause()
+        assert not app.too_small
+        text = screen_text(app)
+        assert "terminal too small" not in text and "Epoch" in text and "RUNNING" in text
+        await pilot.resize_terminal(*size)
+        await pilot.pause(0.2)
+        assert "termin" in screen_text(app) and app.too_small
+        assert app.ui_errors == 0 and handle.poll() is None
+
+
+async def test_ctrl_c_stops_gracefully_without_asking(tmp_path: Path, wait: Wait, fakes: list[Any]) -> None:
+    fake = FakeTrainer(tmp_path, step_sleep=0.005)
+    app, handle = make_app(fakes, fake)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait(pilot, lambda: fake.steps >= 3, what="first steps")
+        await pilot.press("ctrl+c")
+        await pilot.pause(0.05)
+        assert not isinstance(app.screen, ConfirmQuitScreen)  # asks nothing, as headless
+        await wait(pilot, lambda: app.return_code is not None, what="exit after the trainer saved")
+    assert fake.saw_stop and (tmp_path / "last.pt").exists()
+    assert app.exit_code == 130 and not app.forced_exit and handle.terminate_calls == 0
+    assert app.state.finished is not None and app.state.finished.status == "stopped"
+
+
+async def test_a_second_ctrl_c_quits_at_once_while_the_trainer_still_saves(tmp_path: Path, wait: Wait,
+                                                                          fakes: list[Any]) -> None:
+    fake = FakeTrainer(tmp_path, step_sleep=0.005, hang_on_stop=30.0)
+    app, handle = make_app(fakes, fake, quit_timeout=60.0)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait(pilot, lambda: fake.steps >= 2, what="first steps")
+        await pilot.press("ctrl+c")
+        await wait(pilot, lambda: app.quitting and fake.saw_stop, what="stop reached the trainer")
+        assert app.return_code is None  # waiting for it to save
+        await pilot.press("ctrl+c")
+        await wait(pilot, lambda: app.return_code is not None, what="immediate exit")
+    # Asked to stop now (SIGTERM for a process), which still saves; never killed.
+    assert app.forced_exit and handle.terminate_calls == 1 and handle.kill_calls == 0
+
+
+async def test_ctrl_c_in_watch_leaves_the_trainer_running(tmp_path: Path, wait: Wait, fakes: list[Any]) -> None:
+    import threading
+
+    from molpt_tui.training.run_dir import RunDirectory
+    from molpt_tui.tui.source import WatchedRun
+
+    fake = FakeTrainer(tmp_path, step_sleep=0.005)
+    thread = threading.Thread(target=fake.run, daemon=True)
+    thread.start()
+    fakes.append(fake)
+    assert fake.started.wait(10)
+    app = MonitorApp(WatchedRun(RunDirectory(tmp_path), lock_check_interval=0.05), poll_interval=0.02)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait(pilot, lambda: app.state.history.last_epoch >= 2, what="following")
+        await pilot.press("ctrl+c")
+        await wait(pilot, lambda: app.return_code is not None, what="exit")
+    assert app.exit_code == 0 and not fake.control.stop_requested
+    steps = fake.steps
+    deadline = __import__("time").monotonic() + 10
+    while fake.steps <= steps + 5 and __import__("time").monotonic() < deadline:
+        __import__("time").sleep(0.01)
+    assert fake.steps > steps + 5  # the trainer never noticed
+
+
+async def test_step_events_move_progress_within_an_epoch(tmp_path: Path, wait: Wait, fakes: list[Any]) -> None:
+    script = train_stream(12, total=200)  # ends with epoch 13 at step 4 of 10
+    fake = FakeTrainer(tmp_path, script=script)
+    app, _ = make_app(fakes, fake, clock=lambda: script[-1].t + 1.0)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait(pilot, lambda: app.state.n_events >= len(script), what="stream applied")
+        app.refresh_now()
+        await pilot.pause()
+        pane = app.query_one(ProgressPane)
+        step = app.state.step_progress()
+        assert step is not None and step.epoch == 13
+        info = pane.info
+        assert (info.epoch, info.step, info.steps_per_epoch) == (12, 4, 10)
+        assert info.loss == step.loss and info.fwd_energy == step.fwd_energy and info.lr == step.lr
+        assert info.eta == pytest.approx(step.eta_s - 1.0)  # counted down since the event
+        assert pane.fraction() == pytest.approx(12.4 / 200)
+        text = screen_text(app)
+        assert "Epoch 12/200" in text and "step 4/10" in text
+        assert "[3 regularised, 1 non-finite energies]" in text
