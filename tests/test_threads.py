@@ -101,7 +101,7 @@ def test_ranks_on_one_node_share_its_cpus() -> None:
     env = {"TORCHELASTIC_RUN_ID": "abc", "OMP_NUM_THREADS": "1", "LOCAL_WORLD_SIZE": "4"}
     b = cpu_budget(None, env=env, count=count, local_ranks=4)
     assert b.cpus == 4 and not b.requested
-    assert b.source == "SLURM_CPUS_PER_TASK=16 (16 CPUs for 4 ranks on this node)"
+    assert b.source == "SLURM_CPUS_PER_TASK=16, 16 shared by 4 ranks on this node"
     # a value the user chose under torchrun is still theirs
     assert cpu_budget(None, env=dict(env, OMP_NUM_THREADS="2"), count=count, local_ranks=4).cpus == 2
     # one process under torchrun: its OMP_NUM_THREADS=1 is not torchrun's placeholder

@@ -84,7 +84,7 @@ def cpu_budget(requested: int | None = None, env: Mapping[str, str] | None = Non
     count = count if count is not None else count_cpus(env)
     if local_ranks > 1:
         share = max(1, count.cpus // local_ranks)
-        return CpuBudget(share, f"{count.source} ({count.cpus} CPUs for {local_ranks} ranks on this node)",
+        return CpuBudget(share, f"{count.source}, {count.cpus} shared by {local_ranks} ranks on this node",
                          dedicated=count.dedicated, requested=False)
     return CpuBudget(count.cpus, count.source, dedicated=count.dedicated, requested=False)
 

@@ -15,7 +15,9 @@ from typing import Any
 from ..config import Config, dump_toml, load_config, load_saved_config, validate
 from ..errors import UserError
 from ..fileio import atomic_write_text
+from ..training.artifacts import RunArtifacts
 from ..training.control import TrainingControl
+from ..training.distributed import Distributed, check_world_size, rank_info
 from ..training.events import Sink
 from ..training.exit_codes import exit_code
 from ..training.metrics_log import MetricsLogSink
@@ -79,6 +81,11 @@ def resolve_config(opts: TrainOptions) -> tuple[Config, RunDirectory]:
 
 
 def train(opts: TrainOptions) -> int:
+    ranks = rank_info()
+    if ranks.world_size > 1:  # started by torchrun or srun as one of several ranks
+        from .ddp import train_distributed
+
+        return train_distributed(opts, Distributed(ranks))
     cfg, run_dir = resolve_config(opts)
     use_tui = opts.ui
     if use_tui and not sys.stdout.isatty():
@@ -99,6 +106,8 @@ def train(opts: TrainOptions) -> int:
                         f"stop it first (`molpt-tui control {run_dir.path} stop`) or use --out for a new directory")
     with disk_errors_as_user_errors(run_dir.path):
         checked = check_inputs(cfg, run_dir, resume)
+        if checked.resume_from is not None:
+            check_world_size(checked.resume_from, checked.resume_path or run_dir.last, 1)
         for warning in checked.warnings:
             _say(f"molpt-tui: warning: {warning}")
         if data_missing(cfg):
@@ -164,30 +173,40 @@ def _remove_if_ours(run_dir: RunDirectory) -> None:
 
 
 def make_trainer(checked: Checked, setup: TrainingSetup, sinks: list[Sink],
-                 run_info: dict[str, Any] | None = None) -> Trainer:
-    return Trainer(checked.cfg, setup, sinks, TrainingControl(checked.run_dir), RunFiles(checked.run_dir, checked.cfg),
+                 run_info: dict[str, Any] | None = None, *, control: TrainingControl | None = None,
+                 artifacts: RunArtifacts | None = None, dist: Distributed | None = None) -> Trainer:
+    """`control`, `artifacts`: the run directory's unless given (a rank that does not write)."""
+    return Trainer(checked.cfg, setup, sinks, control or TrainingControl(checked.run_dir),
+                   artifacts or RunFiles(checked.run_dir, checked.cfg),
                    resume_from=checked.resume_from, resume_path=checked.resume_path,
-                   history_events=checked.history_events, run_info=run_info, best_state=checked.best_state)
+                   history_events=checked.history_events, run_info=run_info, best_state=checked.best_state,
+                   dist=dist)
 
 
 def run_trainer(trainer: Trainer, setup: TrainingSetup, sinks: list[Sink]) -> int:
     """The trainer in this process, with job signals, the run's control channel and the system
-    line (a `SystemStats` event every few seconds into the same sinks)."""
-    control = trainer.control
+    line (a `SystemStats` event every few seconds into the same sinks). With several ranks a
+    signal is told to the others at the next step (`Distributed.between_steps`)."""
+    control, dist = trainer.control, trainer.dist
     counter = CountingEngine(setup.choice.engine)
     setup.choice.engine = counter
     sampler = SystemSampler(sinks, counter, setup.device, cpus=int(trainer.run_info.get("cpus", 0)),
                             every_s=SYSTEM_STATS_EVERY_S)
     # the sampler first: Finished stops it before that event reaches the others
-    trainer.sinks.extend([sampler, *sinks])
-    with JobSignals(on_stop=lambda name: control.request_stop(f"received {name}"),
-                    on_checkpoint=control.request_checkpoint, requeue_on_usr1=slurm_job_id() != "") as signals:
+    trainer.sinks.extend([sampler, *sinks] if sinks else [])
+
+    def stop(name: str) -> None:
+        dist.note_signal(name)
+        control.request_stop(f"received {name}")
+
+    with JobSignals(on_stop=stop, on_checkpoint=control.request_checkpoint if dist.is_main else dist.note_checkpoint,
+                    requeue_on_usr1=slurm_job_id() != "") as signals:
         try:
             finished = trainer.run()
         finally:
             sampler.close()
             setup.close()
-    return exit_code(finished.status, signals.received)
+    return exit_code(finished.status, signals.received or dist.stop_signal)
 
 
 def _run_headless(trainer: Trainer, checked: Checked, setup: TrainingSetup) -> int:

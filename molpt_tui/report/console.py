@@ -333,7 +333,9 @@ class ConsoleReporter(Sink):
             f"  Model:       {ev.model}",
             f"  Transport:   {ev.t_cold:.1f}K {self._arrow} {ev.t_hot:.1f}K",
             f"  Epochs:      {epochs}",
-            f"  Batch size:  {ev.batch_size}",
+            f"  Batch size:  {ev.batch_size}" + (f" per rank x {ev.world_size} ranks ({ev.dist_backend}) = "
+                                                 f"{ev.batch_size * ev.world_size} pairs a step"
+                                                 if ev.world_size > 1 else ""),
             f"  LR:          {fmt_lr(ev.lr)}",
             f"  Device:      {ev.device}",
             f"  Parameters:  {ev.n_params:,}",

@@ -35,6 +35,7 @@ from .alerts import resume_command
 from .artifacts import ArtifactLabel, RunArtifacts
 from .checkpoint import make_payload, refused
 from .control import TrainingControl
+from .distributed import Distributed
 from .evaluation import Evaluation, batch_reference, direction_terms, evaluate
 from .events import (
     Alert,
@@ -149,11 +150,13 @@ class Trainer:
 
     def __init__(self, cfg: Config, setup: TrainingSetup, sinks: Sequence[Sink], control: TrainingControl,
                  artifacts: RunArtifacts, resume_from: Mapping[str, Any] | None = None, *,
-                 resume_path: Path | None = None, history_events: Iterable[Event] = (),
+                 resume_path: Path | None = None, history_events: Iterable[Event] = (), dist: Distributed | None = None,
                  run_info: Mapping[str, Any] | None = None, best_state: Mapping[str, Any] | None = None) -> None:
         self.cfg = cfg
         # RunStarted fields the app knows and the trainer does not (threads, SLURM job)
         self.run_info = dict(run_info or {})
+        # the other ranks of a data-parallel run (training.distributed); one process: a no-op
+        self.dist = dist or Distributed()
         self.setup = setup
         self.sinks = list(sinks)
         self.control = control
@@ -200,7 +203,7 @@ class Trainer:
     @property
     def steps_per_epoch(self) -> int:
         tc = self.cfg.training
-        return tc.steps_per_epoch or max(1, self.setup.split.n_train_pairs // tc.batch_size)
+        return tc.steps_per_epoch or max(1, self.setup.split.n_train_pairs // (tc.batch_size * self.dist.world_size))
 
     # --- events ------------------------------------------------------------------------------
     def emit(self, event: Event) -> None:
@@ -230,19 +233,21 @@ class Trainer:
         perm_h = torch.randperm(n_h, generator=st.shuffle)
         sums = _EpochSums()
         for step in range(steps):
-            self._service_requests()
-            self.control.wait_if_paused(service=self._service_requests)
-            self._emit_acknowledgements()
-            if self.control.stop_requested:
+            # requests, pause and stop; with several ranks, agreed by all of them
+            if self.dist.between_steps(self.control, self._service_requests, self._emit_acknowledgements):
                 raise _Stop
             lr = st.schedule.lr_at(epoch - 1 + step / steps)
             for group in st.optimizer.param_groups:
                 group["lr"] = lr
-            lo = (step * tc.batch_size) % max(1, n_pairs - tc.batch_size + 1)
+            # rank r trains on the r-th slice of the step's batch_size * world_size pairs
+            width = tc.batch_size * self.dist.world_size
+            lo = (step * width) % max(1, n_pairs - width + 1) + self.dist.rank * tc.batch_size
             idx_c = perm_c[(torch.arange(tc.batch_size) + lo) % n_c]
             idx_h = perm_h[(torch.arange(tc.batch_size) + lo) % n_h]
             fwd, inv = self._step_losses(split.cold_train[idx_c].to(self.setup.device),
                                          split.hot_train[idx_h].to(self.setup.device))
+            fwd, inv, reference = self.dist.reduce_terms(fwd, inv, batch_reference(self.setup, idx_c, idx_h),
+                                                         tc.batch_size)
             loss = fwd.loss + inv.loss
             loss_value = float(loss.detach())
             sums.count(fwd, inv, 2 * tc.batch_size)
@@ -252,6 +257,7 @@ class Trainer:
             grad_norm = math.nan
             if math.isfinite(loss_value):
                 torch.autograd.backward(loss)  # typed, unlike Tensor.backward
+                self.dist.all_reduce_grads(st.transport.flow.parameters())
                 grad_norm = float(torch.nn.utils.clip_grad_norm_(st.transport.flow.parameters(), tc.grad_clip))
             if not (math.isfinite(loss_value) and math.isfinite(grad_norm)):
                 if not self._handle_nonfinite(epoch, loss_value):
@@ -260,7 +266,7 @@ class Trainer:
                 continue
             st.optimizer.step()
             st.nan_failures = 0
-            kl = paired_kl(fwd, inv, batch_reference(self.setup, idx_c, idx_h))
+            kl = paired_kl(fwd, inv, reference)
             sums.add(loss_value, fwd, inv, grad_norm, kl)
             self._progress(epoch, step + 1, sums, lr)
         return sums.metrics(epoch, st.optimizer.param_groups[0]["lr"])
