@@ -83,10 +83,14 @@ def fmt_prob(x: float) -> str:
 
 
 def fmt_prob_se(x: float, se: float) -> str:
-    """An acceptance with its standard error: "0.732 ± 0.012"."""
+    """An acceptance with its standard error in the same format: "0.732 ± 0.012", "2.5e-09 ± 1.1e-09"."""
     if not math.isfinite(x):
         return MISSING
-    return f"{fmt_prob(x)} \u00b1 {fmt_prob(se)}" if math.isfinite(se) else fmt_prob(x)
+    if not math.isfinite(se):
+        return fmt_prob(x)
+    if x >= 0.01 or x == 0:
+        return f"{x:.3f} \u00b1 {se:.3f}"
+    return f"{x:.2e} \u00b1 {se:.1e}"
 
 
 def fmt_pct_se(x: float, se: float) -> str:

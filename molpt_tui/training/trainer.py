@@ -57,7 +57,7 @@ from .history import History, improvement_pct
 from .losses import DirectionTerms, paired_kl
 from .schedule import is_log_epoch
 from .schema import SchemaError
-from .setup import build_transport
+from .setup import PARAMS_PER_INDEPENDENT_SAMPLE, build_transport, sized_report
 from .state import TrainingState
 from .verdict import divergence
 
@@ -560,8 +560,17 @@ class Trainer:
             warmup_epochs=tc.warmup_epochs, data_samples=cfg.data.n_samples,
             **self.run_info,
         ))
+        n_params = sum(p.numel() for p in st.transport.flow.parameters() if p.requires_grad)
         for report in self.setup.split.reports:
+            if report.split == "training data":  # what the flow learns from; the test set only judges
+                report = sized_report(report, n_params)
             self.emit(report)
+            if report.split == "training data" and report.suggested_n_samples:
+                self.message(
+                    f"{report.path} holds about {report.n_independent:.0f} independent samples of its slowest backbone "
+                    f"torsion ({report.slowest}); a flow of {n_params:,} parameters wants about {report.needed:,} "
+                    f"(one per {PARAMS_PER_INDEPENDENT_SAMPLE:.0f} parameters, a rule of thumb): data.n_samples = "
+                    f"{report.suggested_n_samples} would give them", "warning")
         self._segment_t0 = time.perf_counter()
         status: RunStatus = "completed"
         try:
