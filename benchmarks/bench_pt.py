@@ -16,7 +16,9 @@ Prints JSON: the reference population, each sampler's final estimate with its ba
 error, its total MD time, energy evaluations (MD force evaluations, the energy read after each
 chunk, flow proposals), wall time, and how many times fewer energy evaluations flow PT needs
 for the same error (errors scale as 1/sqrt(cost): ratio = (se_ladder^2 * evals_ladder) /
-(se_flow^2 * evals_flow)). Writes the figure (--png, default WORK/headline.png).
+(se_flow^2 * evals_flow); only when both visited the state at least MIN_ENTRIES times, since the
+error bar of a state entered twice means nothing), and the ratio of round trips per total MD
+time. Writes the figure (--png, default WORK/headline.png).
 """
 from __future__ import annotations
 
@@ -39,6 +41,7 @@ from molpt_tui.report.validation_plots import PopulationSeries, write_population
 from molpt_tui.training.pt import LadderSampler, MDSpec, batch_means, planned_rounds, running_estimate
 
 STATE = "phi>0"
+MIN_ENTRIES = 10
 
 
 def _run(args: list[str]) -> None:
@@ -140,22 +143,33 @@ def main() -> None:
                              title=f"{cfg.system_name}: {STATE} at {cfg.temperatures.cold:g} K, flow PT "
                                    f"{cfg.temperatures.cold:g}↔{cfg.temperatures.hot:g} K vs the naive ladder")
 
-    def final(series: PopulationSeries, name: str) -> dict[str, Any]:
+    def entries(indicator: np.ndarray) -> int:
+        """Visits to the state: independent chances to estimate it, what the error bar rests on."""
+        v = indicator.astype(np.int8)
+        return int(v[0] + np.sum(np.diff(v) == 1)) if len(v) else 0
+
+    def final(series: PopulationSeries, name: str, indicator: np.ndarray) -> dict[str, Any]:
         s = summary["samplers"][name]
-        return {"population": float(series.mean[-1]), "se": float(series.se[-1]),
+        return {"population": float(series.mean[-1]), "se": float(series.se[-1]), "entries": entries(indicator),
                 "error_vs_reference": float(series.mean[-1] - p_ref), "total_ns": float(series.total_ns[-1]),
                 "energy_evals": int(series.energy_evals[-1]), "acceptance": s["acc"], "round_trips": s["round_trips"],
                 "ns_per_day_per_replica": s["ns_per_day"], "map_share": s.get("map_share", math.nan)}
 
-    f_res, l_res = final(flow_s, "flow"), final(ladder_s, "ladder")
+    f_res, l_res = final(flow_s, "flow", flow_pos), final(ladder_s, "ladder", ladder_pos)
+    # A batch-means error of a state visited a handful of times is itself unknown (it can be 0):
+    # no ratio is claimed then.
     ratio = math.nan
-    if f_res["se"] > 0 and l_res["se"] > 0:
+    if min(f_res["entries"], l_res["entries"]) >= MIN_ENTRIES and f_res["se"] > 0 and l_res["se"] > 0:
         ratio = (l_res["se"] ** 2 * l_res["energy_evals"]) / (f_res["se"] ** 2 * f_res["energy_evals"])
+    trips_ratio = ((f_res["round_trips"] / f_res["total_ns"]) / (l_res["round_trips"] / l_res["total_ns"])
+                   if l_res["round_trips"] else math.nan)
     out = {"preset": a.preset, "state": STATE, "reference": {"population": p_ref, "se": se_ref,
                                                              "ns_per_replica": a.ref_ns, "replicas": n_ladder},
            "training": {"epochs": a.epochs, "overrides": a.overrides, "data_samples": cfg.data.n_samples,
                         "train_acc_flow": summary["started"]["train_acc_flow"]},
-           "flow": f_res, "ladder": l_res, "evals_ratio_same_error": ratio, "timings_s": timings, "png": str(png),
+           "flow": f_res, "ladder": l_res, "evals_ratio_same_error": ratio,
+           "round_trips_per_total_ns_ratio": trips_ratio, "reference_entries": entries(ref_pos), "timings_s": timings,
+           "png": str(png),
            "cpus": os.cpu_count()}
     text = json.dumps(out, indent=2)
     print(text)
