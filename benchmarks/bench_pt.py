@@ -63,7 +63,7 @@ def _series(label: str, phi_pos: np.ndarray, n_replicas: int, swap_every: int, t
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--preset", default="ala2_300_1000_vacuum")
-    p.add_argument("--work", type=Path, default=Path("benchmarks/results/bench_pt_work"))
+    p.add_argument("--work", type=Path, default=Path("checkpoints/bench_pt"))  # git ignores checkpoints/
     p.add_argument("--data-samples", type=int, default=None, help="samples per temperature (default: the preset's)")
     p.add_argument("--epochs", type=int, default=50)
     p.add_argument("--set", dest="overrides", action="append", default=[], help="preset overrides for training")
