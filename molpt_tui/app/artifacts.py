@@ -37,4 +37,4 @@ class RunFiles:
         title = f"{self.cfg.system_name}: {t.cold:.1f}K → {t.hot:.1f}K"
         if status not in ("completed", "running", ""):
             title += f" ({status})"
-        return save_loss_curves(history, self.run_dir.png(t.cold, t.hot), title=title)
+        return save_loss_curves(history, self.run_dir.png(t.cold, t.hot), title=title, status=status)

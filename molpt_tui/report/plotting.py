@@ -96,6 +96,8 @@ def symlog_ticks(values: Sequence[np.ndarray], linthresh: float, max_ticks: int 
         if extreme <= linthresh:
             continue
         lo, hi = math.floor(math.log10(linthresh)), math.floor(math.log10(extreme))
+        if hi - lo >= 3:
+            lo += 1  # +-linthresh sits half a decade from 0: over many decades its label collides
         step = max(1, math.ceil((hi - lo + 1) / max_ticks))
         # counted down from the largest decade reached, so the extreme end is always labelled
         ticks += [sign * 10.0 ** k for k in range(hi, lo - 1, -step)]

@@ -21,6 +21,7 @@ checkpoints and PNGs. It names no file and draws nothing.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -491,9 +492,12 @@ class Trainer:
         self.final_model = str(path)
         return path
 
-    def _write_png(self, status: str) -> Path | None:
+    def _write_png(self, status: str, ending: Finished | None = None) -> Path | None:
+        """`ending`: the run's Finished event as it will be, so the figure of a finished run says
+        how it ended, what the final model is and what it cost (it is drawn before the event)."""
+        history = dataclasses.replace(self.history, finished=ending) if ending is not None else self.history
         try:
-            path = self.artifacts.write_png(self.history, status)
+            path = self.artifacts.write_png(history, status)
         except Exception as exc:  # a plotting failure must never cost the run
             self.message(f"could not write the loss-curve PNG: {exc}", "warning")
             return None
@@ -515,9 +519,15 @@ class Trainer:
                 self.state.transport.load_state_dict(self.best_snapshot["model"])
                 self._test("final", int(self.best_snapshot["epoch"]))
         finally:
-            self._write_png(status)
+            self._write_png(status, self._finished(status))
 
     def _emit_finished(self, status: RunStatus) -> Finished:
+        event = self._finished(status)
+        self.emit(event)
+        return event
+
+    def _finished(self, status: RunStatus) -> Finished:
+        """The Finished event of the run as it stands (its files so far)."""
         if self.failed_reason:
             message = self.failed_reason
         elif status == "diverged":
@@ -542,7 +552,6 @@ class Trainer:
                          best_metric=self.best_metric if has_best else "", start_score=st.first_kl,
                          final_model=self.final_model, verdict=self.diverged_reason if status == "diverged" else "",
                          energy_evals=st.energy_evals, elapsed_s=st.elapsed_s, resume_command=command)
-        self.emit(event)
         return event
 
     # --- the run -------------------------------------------------------------------------------
