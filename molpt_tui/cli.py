@@ -62,6 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--force", action="store_true",
                    help="start a new run in a non-empty run directory, removing the earlier run's files")
     t.add_argument("--no-mouse", action="store_true", help="TUI: do not capture the mouse (tmux/SSH friendly)")
+    t.add_argument("--ascii", action="store_true", help="TUI: ASCII only, no braille or box drawing (automatic on "
+                   "TERM=linux, vt100, and non-UTF-8 terminals)")
     _add_threads_arg(t)
 
     s = sub.add_parser("simulate", help="generate replica-exchange MD data for a preset",
@@ -101,13 +103,17 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--out", metavar="FILE.png",
                     help="where to write the PNG (default: in the run directory; runs_comparison.png for several)")
 
-    w = sub.add_parser("watch", help="attach the TUI to a run started elsewhere (and steer it)",
-                       description="Follow RUN_DIR/metrics.jsonl of a running, pending or finished run. The keys "
-                                   "pause, checkpoint, PNG and stop act on the run's live trainer through the "
-                                   "run directory, also from another machine sharing the file system.")
-    w.add_argument("run_dir")
+    w = sub.add_parser("watch", help="attach the TUI to a run started elsewhere (and steer it), or compare runs",
+                       description="Follow RUN_DIR/metrics.jsonl of a running, pending or finished run (a directory "
+                                   "that does not exist yet is waited for). The keys pause, checkpoint, PNG and stop "
+                                   "act on the run's live trainer through the run directory, also from another "
+                                   "machine sharing the file system. With several RUN_DIRs: the same metrics of "
+                                   "each run overlaid, and a table of their latest values (read-only).")
+    w.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
     w.add_argument("--read-only", action="store_true", help="follow only: disable the keys that steer the run")
     w.add_argument("--no-mouse", action="store_true", help="do not capture the mouse")
+    w.add_argument("--ascii", action="store_true", help="ASCII only, no braille or box drawing (automatic on "
+                   "TERM=linux, vt100, and non-UTF-8 terminals)")
 
     k = sub.add_parser("control", help="pause, resume, checkpoint, write the PNG of, or stop a running trainer",
                        description="Send one request to the live trainer of RUN_DIR through its control channel "
@@ -148,7 +154,7 @@ def _train(args: argparse.Namespace) -> int:
         preset=args.preset, overrides=tuple(args.overrides), epochs=args.epochs, lr=args.lr,
         batch_size=args.batch_size, device=args.device, out=Path(args.out) if args.out else None,
         resume=Path(args.resume) if args.resume else None, resume_from=args.resume_from, force=args.force,
-        ui=not args.no_ui, no_mouse=args.no_mouse, threads=args.threads))
+        ui=not args.no_ui, no_mouse=args.no_mouse, threads=args.threads, ascii=args.ascii))
 
 
 def _simulate(args: argparse.Namespace) -> int:
@@ -189,7 +195,8 @@ def _watch(args: argparse.Namespace) -> int:
 
     from .app.watch import watch
 
-    return watch(Path(args.run_dir), read_only=args.read_only, no_mouse=args.no_mouse)
+    return watch([Path(p) for p in args.run_dirs], read_only=args.read_only, no_mouse=args.no_mouse,
+                 ascii_only=args.ascii)
 
 
 def _control(args: argparse.Namespace) -> int:

@@ -51,6 +51,7 @@ class TrainOptions:
     force: bool = False
     ui: bool = True
     no_mouse: bool = False
+    ascii: bool = False          # --ascii: a TUI without braille or box drawing
     threads: int | None = None   # --threads: the CPUs this run may use (None: those it is given)
 
 
@@ -132,7 +133,7 @@ def train(opts: TrainOptions) -> int:
             if use_tui:
                 from .live import run_live
 
-                return run_live(checked, resume, no_mouse=opts.no_mouse, threads=opts.threads)
+                return run_live(checked, resume, no_mouse=opts.no_mouse, threads=opts.threads, ascii_only=opts.ascii)
             return _run_headless(trainer, checked, setup)
         finally:
             run_dir.release_lock()

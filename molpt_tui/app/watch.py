@@ -1,28 +1,50 @@
-"""`molpt-tui watch RUN_DIR`: the live monitor attached to a run started elsewhere.
+"""`molpt-tui watch RUN_DIR [RUN_DIR …]`: the live monitor attached to runs started elsewhere.
 
-The directory may not exist yet (a SLURM job still pending): the monitor waits for it. Keys
-steer the run through its control channel when a live trainer holds the lock, unless
-`--read-only`.
+A directory may not exist yet (a SLURM job still pending): the monitor waits for it. With one
+run, keys steer it through its control channel when a live trainer holds the lock, unless
+`--read-only`. With several, the monitor compares them side by side and steers none.
 """
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 from ..errors import UserError
 from ..training.run_dir import RunDirectory
 
+MAX_COMPARED = 8
 
-def watch(run_dir: Path, *, read_only: bool = False, no_mouse: bool = False) -> int:
-    if run_dir.exists() and not run_dir.is_dir():
-        raise UserError(f"{run_dir}: not a directory (give the run directory of a `molpt-tui train` run)")
-    rd = RunDirectory(run_dir)
-    if rd.path.is_dir():
-        rd.check_entries()
+
+def watch(run_dirs: Sequence[Path] | Path, *, read_only: bool = False, no_mouse: bool = False,
+          ascii_only: bool = False) -> int:
+    paths = [run_dirs] if isinstance(run_dirs, Path) else list(run_dirs)
+    if not paths:
+        raise UserError("watch needs a run directory")
+    if len(paths) > MAX_COMPARED:
+        raise UserError(f"watch compares at most {MAX_COMPARED} runs at once ({len(paths)} given)")
+    seen: set[Path] = set()
+    dirs = []
+    for path in paths:
+        if path.exists() and not path.is_dir():
+            raise UserError(f"{path}: not a directory (give the run directory of a `molpt-tui train` run)")
+        key = path.resolve()
+        if key in seen:
+            raise UserError(f"{path}: given twice")
+        seen.add(key)
+        rd = RunDirectory(path)
+        if rd.path.is_dir():
+            rd.check_entries()
+        dirs.append(rd)
     if not sys.stdout.isatty():
         raise UserError("watch needs a terminal (stdout is not a TTY); use `molpt-tui plot RUN_DIR` for a PNG "
                         "or `molpt-tui control RUN_DIR ...` to steer from a script")
-    from ..tui.app import run_monitor
     from ..tui.source import WatchedRun
 
-    return run_monitor(WatchedRun(rd, read_only=read_only), no_mouse=no_mouse)
+    if len(dirs) == 1:
+        from ..tui.app import run_monitor
+
+        return run_monitor(WatchedRun(dirs[0], read_only=read_only), no_mouse=no_mouse, ascii_only=ascii_only)
+    from ..tui.compare import run_compare
+
+    return run_compare([WatchedRun(rd, read_only=True) for rd in dirs], no_mouse=no_mouse, ascii_only=ascii_only)

@@ -14,8 +14,8 @@ the application layer leaves the trainer running instead of recording a user sto
 """
 from __future__ import annotations
 
+import sys
 import time
-import traceback
 from collections.abc import Callable, Iterable
 from dataclasses import replace
 from functools import partial
@@ -32,8 +32,8 @@ from molpt_tui.training.checklist import Check, checklist
 from molpt_tui.training.events import ControlAction, Event, Finished
 from molpt_tui.training.exit_codes import STATUS_EXIT_CODES
 
-from .glyphs import ASCII, UNICODE, to_ascii
-from .guard import describe
+from .base import MIN_HEIGHT, MIN_WIDTH, ZOOMS, MonitorBase
+from .glyphs import to_ascii, wants_ascii
 from .messages import EventBatch, FeedSynced, TailerFailed, WatchFileStatus, WatchReset
 from .screens import ConfirmQuitScreen, ConfirmScreen, ConfirmStopScreen, HelpScreen
 from .source import FeedStatus, RunSource, StatusLine
@@ -61,12 +61,8 @@ from .widgets import (
 # the table ~105 columns.
 WIDE_MIN_WIDTH = 140
 WIDE_MIN_HEIGHT = 34
-# The smallest compact layout: header (2), progress (2), pane bar (1), a pane of ~9 rows and the
-# key bar (1). Below it the screen says so instead of drawing clipped panes.
-MIN_WIDTH = 60
-MIN_HEIGHT = 15
+__all__ = ["EXIT_UI_CRASHED", "MIN_HEIGHT", "MIN_WIDTH", "VIEWS", "MonitorApp", "run_monitor", "save_screenshot"]
 
-ZOOMS: tuple[int | None, ...] = (None, 100, 1000)
 STEERING = ("toggle_pause", "checkpoint", "write_png", "stop")
 VIEWS = tuple((spec.id, spec.short) for spec in PLOT_SPECS) + (
     ("table", "Metrics"), ("health", "Checks"), ("log", "Log"))
@@ -76,14 +72,10 @@ HOLDERS = {"plots": {spec.id for spec in PLOT_SPECS}, "bottom": {"table", "healt
 MAX_TOASTS_PER_TICK = 3
 # Lines of the trainer's own log shown when it died without a Finished event.
 TRAINER_LOG_TAIL = 12
-# Lines of a pane's traceback copied into the log pane.
-ERROR_TRACEBACK_LINES = 8
 # A second Ctrl+C within this many seconds quits at once (the trainer still saves).
 INTERRUPT_WINDOW_S = 3.0
 # The checklist reads the whole history: recomputed when it changed, at most this often.
 CHECKLIST_EVERY_S = 2.0
-# Table scroll step (columns) for [ and ].
-TABLE_SCROLL_STEP = 24
 COMMANDS: tuple[tuple[str, str], ...] = (
     ("toggle_pause", "Pause / resume training"),
     ("checkpoint", "Save checkpoint now"),
@@ -105,12 +97,13 @@ VERBS = {"pause": "pause", "resume": "resume", "checkpoint": "save a checkpoint"
 ACTION_OF: dict[str, ControlAction] = {"checkpoint": "checkpoint", "write_png": "png", "stop": "stop"}
 
 
-class MonitorApp(App[int]):
+class MonitorApp(MonitorBase):
     CSS_PATH = "app.tcss"
     TITLE = "molpt-tui"
-    # Textual declares these as instance attributes, so they cannot be ClassVars here.
-    HORIZONTAL_BREAKPOINTS = [(0, "-tiny-w"), (MIN_WIDTH, "-narrow"), (WIDE_MIN_WIDTH, "-wide")]  # noqa: RUF012
-    VERTICAL_BREAKPOINTS = [(0, "-tiny-h"), (MIN_HEIGHT, "-short"), (WIDE_MIN_HEIGHT, "-tall")]  # noqa: RUF012
+    VIEWS = VIEWS
+    HOLDERS = HOLDERS
+    WIDE_MIN_WIDTH = WIDE_MIN_WIDTH
+    WIDE_MIN_HEIGHT = WIDE_MIN_HEIGHT
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("p", "toggle_pause", "Pause",
@@ -145,31 +138,22 @@ class MonitorApp(App[int]):
         snapshots show fixed elapsed/ETA values. `sync_timeout` bounds how long a trainer's exit
         waits for the reader to catch up before the monitor decides without its last lines.
         `ascii_only`: draw without braille, box drawing or other non-ASCII characters."""
-        super().__init__()
+        super().__init__(ascii_only=ascii_only, monotonic=monotonic)
         self.source = source
         self.title = title or source.title
         self.sub_title = source.badge
         self.clock = clock
-        self.monotonic = monotonic
         self.refresh_hz = refresh_hz
         self.quit_timeout = quit_timeout
         self.poll_interval = poll_interval
         self.sync_timeout = sync_timeout
-        self.ascii_only = ascii_only
-        self.glyphs = ASCII if ascii_only else UNICODE
         self.state = MonitorState()
         self.feed = FeedStatus(stale_after=stale_after)
-        self.log_y = False
-        self.smooth = False
-        self.zoom_index = 0
-        self.view_id = VIEWS[0][0]
         self.follower: MetricsFollower | None = None
         self.trainer_done = False  # the own trainer exited and its last events are in
         self.quitting = False
         self.forced_exit = False
         self.exited_by_user = False  # False after run(): an exception ended the app
-        self.ui_errors = 0  # exceptions caught in panes and handlers
-        self._reported: set[tuple[str, str]] = set()
         self._interrupted_at: float | None = None
         self._sync_token: int | None = None
         self._backlog_alerts = 0
@@ -227,59 +211,8 @@ class MonitorApp(App[int]):
         if self.follower is not None:
             self.follower.close()
 
-    def on_resize(self) -> None:
-        # Breakpoint classes change with the size; the "Pane" key only exists when compact.
-        self.call_after_refresh(self.refresh_bindings)
-        self.call_after_refresh(self.query_one(KeyBar).refresh)
-
-    def _screen_classes(self) -> set[str]:
-        screen = self.screen_stack[0] if self.screen_stack else None
-        return set(screen.classes) if screen is not None else set()
-
-    @property
-    def compact(self) -> bool:
-        classes = self._screen_classes()
-        return bool(classes) and not {"-wide", "-tall"} <= classes
-
-    @property
-    def too_small(self) -> bool:
-        return bool({"-tiny-w", "-tiny-h"} & self._screen_classes())
-
-    def _set_view(self, view_id: str) -> None:
-        self.view_id = view_id
-        for view, _ in VIEWS:
-            self.query_one(f"#{view}").set_class(view == view_id, "-current")
-        for holder, members in HOLDERS.items():
-            self.query_one(f"#{holder}").set_class(view_id in members, "-holds-current")
-        self.query_one(ViewBar).select(view_id)
-        self.call_after_refresh(self.refresh_bindings)
-
-    def on_view_bar_selected(self, message: ViewBar.Selected) -> None:
-        self._set_view(message.view)
-
-    # --- errors ------------------------------------------------------------------------------
-    def report_error(self, where: str, error: BaseException) -> None:
-        """A pane or handler raised: log it (once per distinct error), toast it, carry on."""
-        try:
-            self.ui_errors += 1
-            key = (where, describe(error))
-            if key in self._reported:
-                return
-            self._reported.add(key)
-            self.state.add_log(f"display error in {where}: {describe(error)} (the trainer is not affected)", "error")
-            lines = "".join(traceback.format_exception(error)).rstrip().splitlines()
-            for line in lines[-ERROR_TRACEBACK_LINES:]:
-                self.state.add_log(line, "error")
-            self.notify(f"{where} failed: {describe(error)}\nTraining goes on; details in the Log pane.",
-                        title="Display error", severity="error", timeout=12)
-        except Exception:  # noqa: S110 - the reporter must never be what takes the app down
-            pass
-
-    def _guarded(self, where: str, step: Callable[[], object]) -> None:
-        try:
-            step()
-        except Exception as error:
-            self.report_error(where, error)
+    def log_error(self, text: str) -> None:
+        self.state.add_log(text, "error")
 
     # --- incoming data -----------------------------------------------------------------------
     def on_event_batch(self, message: EventBatch) -> None:
@@ -368,11 +301,6 @@ class MonitorApp(App[int]):
         return [f"{path.name}: {line}" for line in lines] if lines else []
 
     # --- redraw ------------------------------------------------------------------------------
-    @property
-    def _ui_alive(self) -> bool:
-        # Messages from the follower thread can still arrive while the app is shutting down.
-        return self.is_running and bool(self.screen_stack)
-
     def refresh_now(self) -> None:
         """Bring every pane up to date with the state (the timer's job; tests call it too). Each
         pane is updated on its own: one that fails is reported and the others still update."""
@@ -547,15 +475,6 @@ class MonitorApp(App[int]):
             return self._table_scrollable()
         return True
 
-    def _table_scrollable(self) -> bool:
-        try:
-            table = self.query_one(MetricsTable)
-        except Exception:
-            return False
-        if self.compact and self.view_id != "table":
-            return False
-        return table.overflows
-
     def on_key(self, event: events.Key) -> None:
         # Textual does not run the action of a greyed-out key; a key that silently does nothing
         # reads as a broken monitor, so say why it is refused.
@@ -619,32 +538,6 @@ class MonitorApp(App[int]):
             self.notify("Stop sent: the trainer finishes its step and writes a checkpoint and the PNG",
                         timeout=6)
 
-    def action_toggle_log(self) -> None:
-        self.log_y = not self.log_y
-        self.refresh_now()
-
-    def action_toggle_smooth(self) -> None:
-        self.smooth = not self.smooth
-        self.refresh_now()
-
-    def action_cycle_zoom(self) -> None:
-        self.zoom_index = (self.zoom_index + 1) % len(ZOOMS)
-        self.refresh_now()
-
-    def action_next_view(self) -> None:
-        ids = [view for view, _ in VIEWS]
-        self._set_view(ids[(ids.index(self.view_id) + 1) % len(ids)])
-
-    def action_scroll_table(self) -> None:
-        table = self.query_one(MetricsTable)
-        end = table.max_scroll_x
-        target = 0 if table.scroll_x >= end else min(table.scroll_x + TABLE_SCROLL_STEP, end)
-        table.scroll_to(x=target, animate=False)
-
-    def action_scroll_table_back(self) -> None:
-        table = self.query_one(MetricsTable)
-        table.scroll_to(x=max(table.scroll_x - TABLE_SCROLL_STEP, 0), animate=False)
-
     def action_help(self) -> None:
         if isinstance(self.screen, HelpScreen):
             return
@@ -655,16 +548,6 @@ class MonitorApp(App[int]):
                  "show one pane at a time: v or a click on the pane bar switches panes. Below "
                  f"{MIN_WIDTH}×{MIN_HEIGHT} the screen asks for a larger terminal."]
         self.push_screen(HelpScreen(self.help_rows(), notes))
-
-    def help_rows(self) -> list[tuple[str, str]]:
-        """(keys, what they do) per action; several keys for one action share a row."""
-        rows: dict[str, tuple[list[str], str]] = {}
-        for binding in self.BINDINGS:
-            if not isinstance(binding, Binding):
-                continue
-            keys, _ = rows.setdefault(binding.action, ([], binding.tooltip or binding.description))
-            keys.append(self.get_key_display(binding))
-        return [(" / ".join(keys), text) for keys, text in rows.values()]
 
     def get_system_commands(self, screen: Screen[Any]) -> Iterable[SystemCommand]:
         # Only the app's own commands, each once: Textual's built-ins (its key panel, its quit,
@@ -772,8 +655,9 @@ def run_monitor(source: RunSource, *, no_mouse: bool = False, title: str | None 
                 ascii_only: bool = False) -> int:
     """Show `source` until the user quits; returns the process exit code (the source's: a live
     run's trainer exit code, 0 for watch), or EXIT_UI_CRASHED if the monitor itself crashed. A live trainer
-    still running afterwards (forced quit, crash) is the caller's to end."""
-    app = MonitorApp(source, title=title, ascii_only=ascii_only)
+    still running afterwards (forced quit, crash) is the caller's to end. ASCII mode is also chosen
+    when the terminal cannot draw braille or box drawing (TERM=linux, vt100, a non-UTF-8 locale)."""
+    app = MonitorApp(source, title=title, ascii_only=ascii_only or wants_ascii(encoding=sys.stdout.encoding))
     app.run(mouse=not no_mouse)
     if not app.exited_by_user:
         return EXIT_UI_CRASHED  # an exception took it down: never report that as the run's outcome

@@ -146,11 +146,14 @@ def header_text(title: str, legend: list[tuple[str, str]], width: int, *, ascii_
     return text
 
 
-class MetricPlot(PlotextPlot):
-    def __init__(self, spec: PlotSpec, **kwargs: Any) -> None:
-        super().__init__(id=spec.id, **kwargs)
-        self.spec = spec
-        self.view: PlotView | None = None
+class ChartPane(PlotextPlot):
+    """A plot pane: subclasses say what to draw (`curves`, `title`, `log_y`); drawing, the
+    title-and-legend row and the error guard are here."""
+
+    WHERE = "a plot"
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
         self.monochrome = False
         self.ascii_only = False
         self.info = ChartInfo()
@@ -169,6 +172,74 @@ class MetricPlot(PlotextPlot):
     @property
     def points_plotted(self) -> int:
         return self.info.points
+
+    @property
+    def log_y(self) -> bool:
+        return False
+
+    def curves(self, width: int) -> list[Curve]:
+        raise NotImplementedError
+
+    def title(self, info: ChartInfo, has_data: bool) -> str:
+        raise NotImplementedError
+
+    def render(self) -> RenderResult:
+        try:
+            text = self._draw()
+        except Exception as error:
+            self.error = describe(error)
+            report(self, self.WHERE, error)
+            return Text(f"{self.WHERE}: cannot draw ({self.error})", style="bold red")
+        self.error = ""
+        return text
+
+    def _draw(self) -> Text:
+        width, height = self.size
+        curves = self.curves(width)
+        plot: Any = self.plt  # plotext's figure object is untyped
+        info = draw_chart(plot, curves, width, max(height - 1, 1), log_y=self.log_y,
+                          ascii_only=self.ascii_only, monochrome=self.monochrome)
+        self.info = info
+        has_data = info.points > 0
+        self.title_line = self.title(info, has_data)
+        header = header_text(self.title_line, info.legend if has_data else [], width,
+                             ascii_only=self.ascii_only, monochrome=self.monochrome)
+        if height <= 1:
+            return header
+        plot.plotsize(width, height - 1)
+        plot._set_size(width, height - 1)  # as PlotextPlot.render does (textual-plotext issue #5)
+        plot.theme(self._get_plotext_theme_name(self.app.theme))
+        # plotext would serialise its cell matrix to an ANSI string that Rich then parses back;
+        # reading the matrix directly skips both and is ~a third of a redraw.
+        plot._set_sizes()
+        plot._build_matrix()
+        body = matrix_text(plot.monitor.matrix, self.ascii_only)
+        return Text("\n", no_wrap=True, end="").join([header, body])
+
+
+def axis_title(title: str, unit: str, info: ChartInfo, *, has_data: bool, log_y: bool, smooth: bool) -> str:
+    """"Total loss L [kT] (symlog) EMA": quantity, unit, y mode when not linear, smoothing."""
+    if unit:
+        title += f" [{unit}]"
+    if log_y:
+        title += f" ({info.mode if has_data else 'log'})"
+    if smooth:
+        title += " EMA"
+    if not has_data:
+        title += " (no data yet)"
+    return title
+
+
+class MetricPlot(ChartPane):
+    def __init__(self, spec: PlotSpec, **kwargs: Any) -> None:
+        super().__init__(id=spec.id, **kwargs)
+        self.spec = spec
+        self.WHERE = f"the {spec.short} plot"
+        self.view: PlotView | None = None
+
+    @property
+    def log_y(self) -> bool:
+        return bool(self.view and self.view.log_y)
 
     def set_view(self, view: PlotView) -> None:
         self.view = view
@@ -198,49 +269,7 @@ class MetricPlot(PlotextPlot):
         return out
 
     def title(self, info: ChartInfo, has_data: bool) -> str:
-        spec = self.spec
+        spec, view = self.spec, self.view
         title = spec.ascii_title if (self.ascii_only and spec.ascii_title) else spec.title
-        if spec.unit:
-            title += f" [{spec.unit}]"
-        view = self.view
-        if view is not None and view.log_y:
-            title += f" ({info.mode if has_data else 'log'})"
-        if view is not None and view.smooth and any(s.smooth and not s.evaluation for s in spec.series):
-            title += " EMA"
-        if not has_data:
-            title += " (no data yet)"
-        return title
-
-    def render(self) -> RenderResult:
-        try:
-            text = self._draw()
-        except Exception as error:
-            self.error = describe(error)
-            report(self, f"the {self.spec.short} plot", error)
-            return Text(f"{self.spec.title}: cannot draw ({self.error})", style="bold red")
-        self.error = ""
-        return text
-
-    def _draw(self) -> Text:
-        width, height = self.size
-        view = self.view
-        curves = self.curves(width)
-        plot: Any = self.plt  # plotext's figure object is untyped
-        info = draw_chart(plot, curves, width, max(height - 1, 1), log_y=bool(view and view.log_y),
-                          ascii_only=self.ascii_only, monochrome=self.monochrome)
-        self.info = info
-        has_data = info.points > 0
-        self.title_line = self.title(info, has_data)
-        header = header_text(self.title_line, info.legend if has_data else [], width,
-                             ascii_only=self.ascii_only, monochrome=self.monochrome)
-        if height <= 1:
-            return header
-        plot.plotsize(width, height - 1)
-        plot._set_size(width, height - 1)  # as PlotextPlot.render does (textual-plotext issue #5)
-        plot.theme(self._get_plotext_theme_name(self.app.theme))
-        # plotext would serialise its cell matrix to an ANSI string that Rich then parses back;
-        # reading the matrix directly skips both and is ~a third of a redraw.
-        plot._set_sizes()
-        plot._build_matrix()
-        body = matrix_text(plot.monitor.matrix, self.ascii_only)
-        return Text("\n", no_wrap=True, end="").join([header, body])
+        smooth = bool(view and view.smooth and any(s.smooth and not s.evaluation for s in spec.series))
+        return axis_title(title, spec.unit, info, has_data=has_data, log_y=self.log_y, smooth=smooth)
