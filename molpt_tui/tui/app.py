@@ -33,7 +33,7 @@ from molpt_tui.training.events import ControlAction, Event, Finished
 from molpt_tui.training.exit_codes import STATUS_EXIT_CODES
 
 from .base import MIN_HEIGHT, MIN_WIDTH, ZOOMS, MonitorBase
-from .glyphs import to_ascii, wants_ascii
+from .glyphs import to_ascii, use_ascii_scrollbars, wants_ascii
 from .messages import EventBatch, FeedSynced, TailerFailed, WatchFileStatus, WatchReset
 from .screens import ConfirmQuitScreen, ConfirmScreen, ConfirmStopScreen, HelpScreen
 from .source import FeedStatus, RunSource, StatusLine
@@ -174,7 +174,7 @@ class MonitorApp(MonitorBase):
                 for spec in PLOT_SPECS:
                     yield MetricPlot(spec, classes="pane")
             with Horizontal(id="bottom", classes="holder"):
-                yield MetricsTable(id="table", classes="pane")
+                yield MetricsTable(id="table", classes="pane", convert=to_ascii if self.ascii_only else str)
                 with Vertical(id="side", classes="holder"):
                     with Vertical(id="health", classes="pane"):
                         yield ChecklistPane(id="checks")
@@ -196,7 +196,9 @@ class MonitorApp(MonitorBase):
         self.query_one(RunHeader).ascii_only = self.ascii_only
         if self.ascii_only:
             self.query_one(TooSmall).times = "x"
-            self.query_one(MetricsTable).convert = to_ascii
+            for pane in (self.query_one(ChecklistPane), self.query_one(AlertsPane), self.query_one(LogPane)):
+                pane.use_ascii()
+            use_ascii_scrollbars()
         self._set_view(self.view_id)
         self.feed = replace(self.feed, attached_at=self.clock())
         self.follower = MetricsFollower(self.source.run_dir.metrics, self.post_message,
@@ -210,6 +212,7 @@ class MonitorApp(MonitorBase):
         # to end (it knows whether the monitor crashed), a watched one is never stopped.
         if self.follower is not None:
             self.follower.close()
+        self.restore_scrollbars()
 
     def log_error(self, text: str) -> None:
         self.state.add_log(text, "error")

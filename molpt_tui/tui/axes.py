@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 SYMLOG_LINTHRESH = 1.0
 # Mantissas of "round" steps, smallest first.
 NICE_STEPS = (1.0, 2.0, 2.5, 5.0)
-INTEGER_STEPS = (1, 2, 5)
+INTEGER_STEPS = (1, 2, 2.5, 5)
 # A range narrower than this fraction of its magnitude cannot be told apart in floating point
 # labels of reasonable length: it is drawn as a constant with one tick.
 RELATIVE_RESOLUTION = 1e-12
@@ -146,7 +146,9 @@ def _integer_ticks(lo: float, hi: float, max_ticks: int) -> list[float]:
     magnitude = 10 ** max(len(str(span // max_ticks)) - 1, 0)
     for scale in (magnitude, magnitude * 10, magnitude * 100):
         for m in INTEGER_STEPS:
-            step = m * scale
+            if m * scale != int(m * scale):
+                continue  # 2.5 x 1: not an integer step
+            step = int(m * scale)
             k0, k1 = -(-first // step), last // step
             if k1 - k0 + 1 <= max_ticks:
                 ticks = _strictly_inside([float(k * step) for k in range(k0, k1 + 1)], lo, hi)

@@ -16,7 +16,7 @@ from textual.app import App
 from textual.binding import Binding
 from textual.widgets import DataTable
 
-from .glyphs import ASCII, UNICODE, Glyphs
+from .glyphs import ASCII, UNICODE, Glyphs, use_ascii_scrollbars
 from .guard import describe
 from .widgets import KeyBar, ViewBar
 
@@ -55,6 +55,10 @@ class MonitorBase(App[int]):
         self.view_id = self.VIEWS[0][0] if self.VIEWS else ""
         self.ui_errors = 0  # exceptions caught in panes and handlers
         self._reported: set[tuple[str, str]] = set()
+
+    def restore_scrollbars(self) -> None:
+        if self.ascii_only:
+            use_ascii_scrollbars(False)
 
     # --- layout ------------------------------------------------------------------------------
     def on_resize(self) -> None:

@@ -30,7 +30,7 @@ from molpt_tui.training.events import LogBlock
 from .base import ZOOMS, MonitorBase
 from .chart import ChartInfo, Curve
 from .formatting import column_format, fmt_column, fmt_prob_column, prob_format
-from .glyphs import to_ascii, wants_ascii
+from .glyphs import to_ascii, use_ascii_scrollbars, wants_ascii
 from .messages import EventBatch, TailerFailed, WatchFileStatus, WatchReset
 from .screens import HelpScreen
 from .series import smooth_key
@@ -187,9 +187,9 @@ def _rich_colour(plotext_colour: str) -> str:
 class CompareTable(DataTable[Text]):
     """The latest values of each run, one row per run, one number format per column."""
 
-    def __init__(self, **kwargs: Any) -> None:
+    def __init__(self, *, convert: Callable[[str], str] = str, **kwargs: Any) -> None:
         super().__init__(cursor_type="row", zebra_stripes=True, **kwargs)
-        self.convert: Callable[[str], str] = str
+        self.convert = convert
 
     def on_mount(self) -> None:
         self.add_columns(*(self.convert(c) for c in TABLE_COLUMNS))
@@ -288,7 +288,7 @@ class CompareApp(MonitorBase):
                 for spec in COMPARE_SPECS:
                     yield ComparePlot(spec, self.runs, classes="pane")
             with Horizontal(id="bottom", classes="holder"):
-                yield CompareTable(id="table", classes="pane")
+                yield CompareTable(id="table", classes="pane", convert=to_ascii if self.ascii_only else str)
         yield KeyBar(KEY_PRIORITY, id="keys")
 
     def on_mount(self) -> None:
@@ -301,7 +301,7 @@ class CompareApp(MonitorBase):
         self.query_one(ViewBar).glyphs = self.glyphs
         if self.ascii_only:
             self.query_one(TooSmall).times = "x"
-            self.query_one(CompareTable).convert = to_ascii
+            use_ascii_scrollbars()
         self._set_view(self.view_id)
         now = self.clock()
         for i, run in enumerate(self.runs):
@@ -321,6 +321,7 @@ class CompareApp(MonitorBase):
     def on_unmount(self) -> None:
         for follower in self.followers:
             follower.close()
+        self.restore_scrollbars()
 
     def log_error(self, text: str) -> None:
         self.errors.append(text)

@@ -27,12 +27,19 @@ def _first_piece(token: str, room: int) -> int:
 def wrap_spans(text: str, width: int, indent: int = 0) -> list[tuple[int, int]]:
     """(start, end) offsets of the lines `text` wraps to at `width` columns. Continuation lines
     are meant to be drawn after `indent` spaces; spaces at a break are dropped; every line fits."""
+    return [(a, b) for a, b, _ in wrap_lines(text, width, indent)]
+
+
+def wrap_lines(text: str, width: int, indent: int = 0) -> list[tuple[int, int, bool]]:
+    """As `wrap_spans`, with whether each line continues a wrapped one (and so is drawn after
+    `indent` spaces) rather than starting a line of `text` itself."""
     width = max(int(width), 1)
     indent = min(max(int(indent), 0), width - 1) if width > 1 else 0
-    spans: list[tuple[int, int]] = []
+    out: list[tuple[int, int, bool]] = []
     for line_start, line in _lines(text):
-        spans.extend(_wrap_line(line, line_start, width, indent))
-    return spans
+        for i, (a, b) in enumerate(_wrap_line(line, line_start, width, indent)):
+            out.append((a, b, i > 0))
+    return out
 
 
 def _lines(text: str) -> list[tuple[int, str]]:
@@ -79,8 +86,8 @@ def _wrap_line(line: str, base: int, width: int, indent: int) -> list[tuple[int,
 def wrap_text(text: str, width: int, indent: int = 0) -> list[str]:
     """The lines of `text` at `width`, continuation lines prefixed by `indent` spaces."""
     lines = []
-    for i, (a, b) in enumerate(wrap_spans(text, width, indent)):
-        lines.append(text[a:b] if i == 0 or not indent else " " * min(indent, max(width - 1, 0)) + text[a:b])
+    for a, b, continued in wrap_lines(text, width, indent):
+        lines.append(" " * min(indent, max(width - 1, 0)) + text[a:b] if continued and indent else text[a:b])
     return lines
 
 

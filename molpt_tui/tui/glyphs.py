@@ -11,6 +11,10 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import ClassVar
+
+from textual.content import Content
+from textual.scrollbar import ScrollBar, ScrollBarRender
 
 # Terminals known to lack braille or box drawing (the Linux console has box drawing only in
 # some fonts, braille in none).
@@ -41,6 +45,8 @@ def to_ascii(text: str) -> str:
     """`text` with every non-ASCII character replaced by an ASCII stand-in ('?' if none)."""
     if text.isascii():
         return text
+    # A middle dot between words separates items; inside a name (β·U) it multiplies.
+    text = text.replace(" · ", " - ")
     for src, dst in _SYMBOLS.items():
         if len(src) > 1 and src in text:
             text = text.replace(src, dst)
@@ -81,3 +87,31 @@ def wants_ascii(environ: Mapping[str, str] | None = None, encoding: str | None =
     if encoding is not None and "utf" not in encoding.lower().replace("-", ""):
         return True
     return False
+
+
+def ascii_content(content: Content) -> Content:
+    """`content` with its text made ASCII, each styled run keeping its style."""
+    plain = content.plain
+    if plain.isascii():
+        return content
+    cuts = sorted({0, len(plain), *(b for span in content.spans for b in (span.start, span.end))})
+    pieces = content.divide(cuts[1:-1]) if len(cuts) > 2 else [content]
+    out = []
+    for piece in pieces:
+        style = piece.spans[0].style if piece.spans else ""
+        out.append(Content.styled(to_ascii(piece.plain), style) if style else Content(to_ascii(piece.plain)))
+    return Content("").join(out)
+
+
+class AsciiScrollBarRender(ScrollBarRender):
+    """Scrollbars drawn with spaces only (the thumb shows by its colour): Textual's partial
+    block glyphs do not exist on a VT100 or the Linux console."""
+
+    VERTICAL_BARS: ClassVar[list[str]] = [" "] * 8
+    HORIZONTAL_BARS: ClassVar[list[str]] = [" "] * 8
+
+
+def use_ascii_scrollbars(on: bool = True) -> None:
+    """Make every scrollbar of this process ASCII, or Textual's own again (Textual reads its
+    renderer from the class, so the app sets it while it runs and restores it when it ends)."""
+    ScrollBar.renderer = AsciiScrollBarRender if on else ScrollBarRender

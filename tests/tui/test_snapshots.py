@@ -1,35 +1,48 @@
-"""Whole-screen snapshots from fixed event streams (update with `pytest --snapshot-update`).
+"""Whole-screen snapshots from fixed event streams (update with `pytest --snapshot-update`, and
+read the new SVGs' text before committing them).
 
-Determinism: every event has a fixed timestamp, the app's clock is injected, and toasts are
-cleared before the picture is taken (their timers are wall-clock). The live screens come from a
-fake trainer that writes a fixed stream into metrics.jsonl and then idles, as a trainer caught
-mid-epoch does.
+Determinism: every event has a fixed timestamp, the app's clocks are injected (the monotonic one
+jumps so the throttled checklist is always current), and toasts are cleared before the picture
+is taken (their timers are wall-clock). The live screens come from a fake trainer that writes a
+fixed stream into metrics.jsonl and then idles, as a trainer caught mid-epoch does.
 """
 from __future__ import annotations
 
+import itertools
+import shutil
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from textual.app import App
 from textual.pilot import Pilot
-from tui_fakes import FIXTURE_DIR, T0, FakeTrainer, live_run, train_stream, wait_until, watch_stream
+from tui_fakes import FIXTURE_DIR, T0, FakeTrainer, jsonl, live_run, train_stream, wait_until, watch_stream
 
 from molpt_tui.training.run_dir import RunDirectory
 from molpt_tui.tui.app import MonitorApp
+from molpt_tui.tui.compare import CompareApp
 from molpt_tui.tui.source import WatchedRun
 
 STREAM = train_stream()
 SnapCompare = Callable[..., bool]
 
 
-def train_app(tmp_path: Path, fakes: list[Any]) -> MonitorApp:
+def ticking() -> Callable[[], float]:
+    """A monotonic clock that moves 10 s per reading: every throttled redraw is due."""
+    counter = itertools.count(0.0, 10.0)
+    return lambda: next(counter)
+
+
+def train_app(tmp_path: Path, fakes: list[Any], *, ascii_only: bool = False) -> MonitorApp:
     source, handle = live_run(FakeTrainer(tmp_path, script=STREAM))
     fakes.append(handle)
-    return MonitorApp(source, clock=lambda: T0 + 260.0, poll_interval=0.01)
+    return MonitorApp(source, clock=lambda: T0 + 260.0, poll_interval=0.01, ascii_only=ascii_only,
+                      monotonic=ticking())
 
 
-def watch_app() -> MonitorApp:
-    return MonitorApp(WatchedRun(RunDirectory(FIXTURE_DIR)), clock=lambda: T0 + 1e6, poll_interval=0.01)
+def watch_app(*, ascii_only: bool = False) -> MonitorApp:
+    return MonitorApp(WatchedRun(RunDirectory(FIXTURE_DIR)), clock=lambda: T0 + 1e6, poll_interval=0.01,
+                      ascii_only=ascii_only, monotonic=ticking())
 
 
 def settle(n_events: int) -> Callable[[Pilot[Any]], Awaitable[None]]:
@@ -37,6 +50,19 @@ def settle(n_events: int) -> Callable[[Pilot[Any]], Awaitable[None]]:
         app = pilot.app
         assert isinstance(app, MonitorApp)
         await wait_until(pilot, lambda: app.state.n_events >= n_events, what="all events applied")
+        app.refresh_now()
+        await pilot.pause()
+        app.clear_notifications()
+        await pilot.pause()
+
+    return run_before
+
+
+def settle_compare(epochs: list[int]) -> Callable[[Pilot[Any]], Awaitable[None]]:
+    async def run_before(pilot: Pilot[Any]) -> None:
+        app = pilot.app
+        assert isinstance(app, CompareApp)
+        await wait_until(pilot, lambda: [r.state.history.last_epoch for r in app.runs] == epochs, what="all runs")
         app.refresh_now()
         await pilot.pause()
         app.clear_notifications()
@@ -53,9 +79,25 @@ def test_train_main_screen_160x48(snap_compare: SnapCompare, tmp_path: Path, fak
     assert snap_compare(train_app(tmp_path, fakes), terminal_size=(160, 48), run_before=settle(len(STREAM)))
 
 
-def test_train_log_scale_160x48(snap_compare: SnapCompare, tmp_path: Path, fakes: list[Any]) -> None:
+def test_train_log_scale_and_smoothing_160x48(snap_compare: SnapCompare, tmp_path: Path, fakes: list[Any]) -> None:
     assert snap_compare(train_app(tmp_path, fakes), terminal_size=(160, 48), run_before=settle(len(STREAM)),
-                        press=["l"])
+                        press=["l", "e"])
+
+
+def test_train_checks_pane_80x24(snap_compare: SnapCompare, tmp_path: Path, fakes: list[Any]) -> None:
+    # The good signs and alerts behind the pane bar of the compact layout.
+    presses = ["v"] * 9
+    assert snap_compare(train_app(tmp_path, fakes), terminal_size=(80, 24), run_before=settle(len(STREAM)),
+                        press=presses)
+
+
+def test_train_ascii_80x24(snap_compare: SnapCompare, tmp_path: Path, fakes: list[Any]) -> None:
+    assert snap_compare(train_app(tmp_path, fakes, ascii_only=True), terminal_size=(80, 24),
+                        run_before=settle(len(STREAM)))
+
+
+def test_watch_ascii_160x48(snap_compare: SnapCompare) -> None:
+    assert snap_compare(watch_app(ascii_only=True), terminal_size=(160, 48), run_before=settle(len(watch_stream())))
 
 
 def test_watch_fixture_160x48(snap_compare: SnapCompare) -> None:
@@ -64,3 +106,17 @@ def test_watch_fixture_160x48(snap_compare: SnapCompare) -> None:
 
 def test_watch_fixture_80x24(snap_compare: SnapCompare) -> None:
     assert snap_compare(watch_app(), terminal_size=(80, 24), run_before=settle(len(watch_stream())))
+
+
+def test_terminal_too_small_40x10(snap_compare: SnapCompare) -> None:
+    assert snap_compare(watch_app(), terminal_size=(40, 10), run_before=settle(len(watch_stream())))
+
+
+def test_compare_two_runs_160x48(snap_compare: SnapCompare, tmp_path: Path) -> None:
+    shutil.copytree(FIXTURE_DIR, tmp_path / "lr-1e-3")
+    (tmp_path / "lr-3e-4").mkdir()
+    (tmp_path / "lr-3e-4" / "metrics.jsonl").write_text(jsonl(train_stream(80)), encoding="utf-8")
+    app: App[Any] = CompareApp([WatchedRun(RunDirectory(tmp_path / name), read_only=True)
+                                for name in ("lr-1e-3", "lr-3e-4")],
+                               clock=lambda: T0 + 1e6, poll_interval=0.01, monotonic=ticking())
+    assert snap_compare(app, terminal_size=(160, 48), run_before=settle_compare([200, 80]))

@@ -68,7 +68,8 @@ def curves(epoch: int) -> Curves:
     inv_energy = 55.0 + 1.0e5 * math.exp(-e / 5.0) + spike + 0.6 * math.cos(e / 4.0)
     inv_logdet = 18.0 - 25.0 * (1.0 - math.exp(-e / 30.0))
     loss = (fwd_energy - fwd_logdet) + (inv_energy - inv_logdet)
-    lr = 1e-3 * (0.5 + 0.5 * math.cos(math.pi * min(e, 200.0) / 200.0)) + 1e-5
+    warmup = min(1.0, e / 5.0)  # RunStarted says warmup_epochs=5
+    lr = warmup * 1e-3 * (0.5 + 0.5 * math.cos(math.pi * min(e, 200.0) / 200.0)) + 1e-5
     return Curves(loss=loss, fwd_energy=fwd_energy, fwd_logdet=fwd_logdet, inv_energy=inv_energy,
                   inv_logdet=inv_logdet, lr=lr)
 

@@ -13,7 +13,8 @@ from textual.containers import VerticalScroll
 from textual.content import Content
 from textual.geometry import Size
 
-from ..fit import wrap_spans
+from ..fit import wrap_lines
+from ..glyphs import ascii_content
 from .guarded import GuardedWidget
 
 # Continuation lines of an entry start this far in, so entries stay apart without blank lines.
@@ -26,11 +27,12 @@ class WrappedEntries(GuardedWidget):
     def __init__(self, placeholder: str = "", **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.placeholder = placeholder
+        self.ascii_only = False
         self.entries: list[Content] = []
         self._cache: tuple[int, int, list[Content]] | None = None
 
     def set_entries(self, entries: list[Content]) -> None:
-        self.entries = entries
+        self.entries = [ascii_content(e) for e in entries] if self.ascii_only else entries
         self._cache = None
         self.refresh(layout=True)
 
@@ -41,9 +43,9 @@ class WrappedEntries(GuardedWidget):
         entries = self.entries or [Content.styled(self.placeholder, "dim")]
         out: list[Content] = []
         for entry in entries:
-            for i, (a, b) in enumerate(wrap_spans(entry.plain, width, INDENT)):
+            for a, b, continued in wrap_lines(entry.plain, width, INDENT):
                 piece = entry[a:b]
-                out.append(piece if i == 0 else Content(" " * min(INDENT, max(width - 1, 0))) + piece)
+                out.append(Content(" " * min(INDENT, max(width - 1, 0))) + piece if continued else piece)
         self._cache = (width, id(self.entries), out)
         return out
 
@@ -85,3 +87,6 @@ class EntryPane(VerticalScroll):
     def set_entries(self, entries: list[Content]) -> None:
         self._count = len(entries)
         self.query_one(WrappedEntries).set_entries(entries)
+
+    def use_ascii(self) -> None:
+        self.query_one(WrappedEntries).ascii_only = True

@@ -51,11 +51,12 @@ def block_row(block: LogBlock, formats: Formats | None = None) -> tuple[str, ...
 
 
 class MetricsTable(DataTable[Text]):
-    def __init__(self, **kwargs: Any) -> None:
+    def __init__(self, *, convert: Callable[[str], str] = str, **kwargs: Any) -> None:
+        """`convert`: applied to every header and cell (to_ascii on terminals without Unicode)."""
         super().__init__(cursor_type="row", zebra_stripes=True, **kwargs)
         self._shown: list[LogBlock] = []
         self._formats: Formats | None = None
-        self.convert: Callable[[str], str] = str
+        self.convert = convert
 
     def on_mount(self) -> None:
         self.add_columns(*(self.convert(c) for c in COLUMNS))

@@ -22,9 +22,7 @@ def fit_line(parts: list[Part], width: int, ellipsis: str, ascii_only: bool) -> 
     out: list[Part] = []
     used = 0
     for text, style in parts:
-        text = to_ascii(text) if ascii_only else text
-        if text == SEP:
-            text = sep
+        text = sep if text == SEP else (to_ascii(text) if ascii_only else text)
         if used + len(text) <= width:
             out.append((text, style))
             used += len(text)

@@ -13,7 +13,7 @@ from textual import events
 from textual.content import Content
 from textual.message import Message
 
-from ..glyphs import UNICODE, Glyphs
+from ..glyphs import ASCII, UNICODE, Glyphs, to_ascii
 from .guarded import GuardedWidget
 
 GAP = "  "
@@ -69,7 +69,8 @@ class ViewBar(GuardedWidget):
             self.refresh()
 
     def label(self, view: str) -> str:
-        return self.labels.get(view, view)
+        text = self.labels.get(view, view)
+        return to_ascii(text) if self.glyphs is ASCII else text
 
     def draw(self) -> Content:
         ids = [view for view, _ in self.views]
