@@ -97,6 +97,10 @@ class ModelConfig:
     harmonic_init: bool = field(default=True, metadata=setting(doc="start from the harmonic temperature map"))
     narrow_torsion_std: float = field(default=0.5, metadata=setting(
         ge=0.0, le=3.2, doc="rad; wider torsions are left alone at init"))
+    two_state_min_mass: float = field(default=0.0, metadata=setting(
+        ge=0.0, le=1.0, doc="a torsion whose hot ensemble puts more than this probability in states the cold one "
+                            "hardly visits (a peptide omega that turns cis) gets a population-matching circle map "
+                            "at init; 0 = off"))
 
 
 @dataclass

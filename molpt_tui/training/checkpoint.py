@@ -13,6 +13,7 @@ weights were chosen).
 """
 from __future__ import annotations
 
+import dataclasses
 import platform
 import warnings
 from collections.abc import Mapping
@@ -191,8 +192,10 @@ def check_compatible(ckpt: Mapping[str, Any], path: Path, ms: MolecularSystem, c
     if list(system["atom_names"]) != list(ms.atom_names):
         raise UserError(f"{path}: checkpoint is for another system ({system.get('pdb')}, "
                         f"{system.get('n_atoms')} atoms) than {ms.pdb_path.name} ({ms.n_atoms} atoms)")
-    saved = ckpt["config"]["model"]
     wanted = cfg.to_dict()["model"]
+    # a key added to [model] later is its default in a checkpoint written before it existed
+    defaults = dataclasses.asdict(type(cfg.model)())
+    saved = {**{k: v for k, v in defaults.items() if k not in ckpt["config"]["model"]}, **ckpt["config"]["model"]}
     if saved != wanted:
         diff = ", ".join(f"model.{k} {saved.get(k)!r} in the checkpoint, {wanted.get(k)!r} now"
                          for k in sorted(set(saved) | set(wanted)) if saved.get(k) != wanted.get(k))

@@ -24,6 +24,7 @@ from .events import DataReport
 
 if TYPE_CHECKING:
     from ..config import Config
+    from ..flows.base import Transform
     from ..flows.cartesian import AlignedCartesian
     from ..flows.internal import ICRepresentation
     from ..flows.transport import Transport
@@ -181,12 +182,22 @@ def build_transport(cfg: Config, ms: MolecularSystem, cold: torch.Tensor, hot: t
     m = cfg.model
     rep = _representation(cfg, ms).double()
     rep.fit(torch.cat([cold, hot]))
-    harmonic = None
+    harmonic: Transform | None = None
+    with torch.no_grad():
+        z_cold, _ = rep(cold)
     if m.harmonic_init:
-        with torch.no_grad():
-            z_cold, _ = rep(cold)
         harmonic = HarmonicTemperatureMap(rep.layout, z_cold.float(), cfg.temperatures.cold, cfg.temperatures.hot,
                                           narrow_torsion_std=m.narrow_torsion_std)
+    if m.two_state_min_mass > 0:
+        from ..flows.base import Composite
+        from ..flows.torsion_marginals import MarginalTorsionMap
+
+        with torch.no_grad():
+            z_hot, _ = rep(hot)
+            source = harmonic(z_cold.float())[0].double() if harmonic is not None else z_cold
+        marginals = MarginalTorsionMap(rep.layout, source, z_hot, m.two_state_min_mass)
+        if marginals.n_dims:
+            harmonic = marginals if harmonic is None else Composite(harmonic=harmonic, marginals=marginals)
     flow = FlowModel(rep.layout, conditioner=m.conditioner, transform=m.transform, n_layers=m.n_layers,
                      hidden=m.hidden, n_heads=m.n_heads, n_blocks=m.n_blocks, n_bins=m.n_bins,
                      tail_bound=m.tail_bound, max_log_scale=m.max_log_scale)
