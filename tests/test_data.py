@@ -334,3 +334,8 @@ def test_train_makes_a_missing_test_run_beside_the_data_with_another_seed(tmp_pa
     assert not np.array_equal(data.positions[:, :10], test.positions)
     said.clear()
     assert generate_data(cfg, said.append, missing=True) == 0 and said == []   # nothing missing: nothing made
+    # `simulate` of another data file sharing this test run keeps the test run (no --force)
+    other = load_config("quickstart", TINY + [f"data.path={tmp_path / 'e.npz'}", f"data.test_path={test_path}"])
+    before = test_path.stat().st_mtime_ns
+    assert generate_data(other, said.append) == 0
+    assert (tmp_path / "e.npz").is_file() and test_path.stat().st_mtime_ns == before

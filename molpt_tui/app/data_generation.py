@@ -29,7 +29,8 @@ def generate_data(cfg: Config, announce: Callable[[str], None], out_path: Path |
         jobs.append(("data", cfg, out_path))
     if cfg.test_n_samples > 0:
         test_cfg = cfg.for_test_run(path)
-        if not missing or not test_cfg.data_path.exists():
+        # an existing test run is kept unless --force: it may be shared by several data files
+        if (force and not missing) or not test_cfg.data_path.exists():
             jobs.append(("test", test_cfg, None))
     # every destination is checked before any announcement or MD
     for _, job_cfg, job_out in jobs:
