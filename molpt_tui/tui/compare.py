@@ -28,7 +28,7 @@ from textual.widgets import DataTable
 from molpt_tui.training.events import LogBlock
 
 from .base import ZOOMS, MonitorBase
-from .chart import ChartInfo, Curve
+from .chart import ChartInfo, Curve, rich_colour
 from .formatting import column_format, fmt_column, fmt_prob_column, prob_format
 from .glyphs import to_ascii, use_ascii_scrollbars, wants_ascii
 from .messages import EventBatch, TailerFailed, WatchFileStatus, WatchReset
@@ -42,7 +42,7 @@ from .widgets.guarded import GuardedWidget
 from .widgets.plots import ChartPane, axis_title
 from .widgets.run_header import fit_line
 
-# Colours by run, in the order the runs were given (plotext names).
+# Colours by run, in the order the runs were given.
 RUN_COLOURS = ("cyan", "orange", "green", "magenta", "yellow", "blue", "red", "white")
 MAX_RUNS = len(RUN_COLOURS)
 
@@ -180,8 +180,8 @@ class CompareHeader(GuardedWidget):
         return Content("\n").join(lines)
 
 
-def _rich_colour(plotext_colour: str) -> str:
-    return {"orange": "dark_orange"}.get(plotext_colour, plotext_colour)
+def _rich_colour(name: str) -> str:
+    return rich_colour(name)
 
 
 class CompareTable(DataTable[Text]):

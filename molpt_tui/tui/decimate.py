@@ -1,7 +1,7 @@
 """Cheap series preparation for terminal plots: decimation and log-style y transforms (the
 ticks for those axes are `axes.py`'s).
 
-plotext's build cost is linear in the number of points it is handed, so every series is reduced
+Drawing costs time linear in the number of points a pane is handed, so every series is reduced
 to min/max pairs per bin (about two points per terminal column) before plotting. Min/max keeps
 spikes visible, which is the point of the plot: a single exploding epoch must not be averaged
 away. Everything here is numpy on contiguous float arrays so a million points costs a few ms.
@@ -19,7 +19,7 @@ def minmax_decimate(x: np.ndarray, y: np.ndarray, bins: int) -> tuple[np.ndarray
     """Reduce (x, y) to about 2*bins points: the min and the max of each bin, in x order, plus
     the first and last points so the curve spans the whole range.
 
-    Non-finite y values are dropped first (plotext cannot draw them and one inf would flatten
+    Non-finite y values are dropped first (they cannot be drawn and one inf would flatten
     the axis). Input x must be sorted; bins are equal counts of points, which for epochs
     (contiguous integers) are also equal x widths.
     """

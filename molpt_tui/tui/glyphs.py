@@ -2,7 +2,7 @@
 
 The Linux console (TERM=linux) has no braille, a VT100 neither box drawing nor Greek; there the
 monitor runs in ASCII mode (`--ascii`, or chosen from TERM / the output encoding). Every glyph the
-monitor draws itself comes from `Glyphs`; plotext's canvas and other text go through
+monitor draws itself comes from `Glyphs` (and the plots use ASCII markers); other text goes through
 `to_ascii`, which maps box drawing to - | +, braille dots to '.', and the few symbols and Greek
 letters of the metric names to spelled-out forms.
 """

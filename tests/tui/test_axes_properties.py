@@ -14,10 +14,9 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
-from textual_plotext.plot import Plot
 
 from molpt_tui.tui.axes import MAX_TICKS, Ticks, linear_ticks, log_ticks, nice_ticks, symlog, tick_labels
-from molpt_tui.tui.chart import Curve, draw_chart
+from molpt_tui.tui.chart import Curve, render_chart
 from molpt_tui.tui.decimate import minmax_decimate, symlog_transform
 from molpt_tui.tui.fit import cut_words, fit_items, wrap_spans
 from molpt_tui.tui.glyphs import to_ascii
@@ -147,23 +146,27 @@ def curves(draw: st.DrawFn) -> list[Curve]:
     return out
 
 
-@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(data=curves(), width=widths, height=st.integers(min_value=2, max_value=60), log_y=st.booleans(),
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=curves(), width=widths, height=st.integers(min_value=1, max_value=60), log_y=st.booleans(),
        ascii_only=st.booleans(), monochrome=st.booleans())
-def test_a_figure_builds_for_any_data_and_pane_size(data: list[Curve], width: int, height: int, log_y: bool,
-                                                    ascii_only: bool, monochrome: bool) -> None:
-    plot = Plot()
-    info = draw_chart(plot, data, width, height, log_y=log_y, ascii_only=ascii_only, monochrome=monochrome)
-    plot.plotsize(width, height)
-    text = plot.build()
-    assert isinstance(text, str)
+def test_a_figure_renders_for_any_data_and_pane_size(data: list[Curve], width: int, height: int, log_y: bool,
+                                                     ascii_only: bool, monochrome: bool) -> None:
+    text, info = render_chart(data, width, height, log_y=log_y, ascii_only=ascii_only, monochrome=monochrome)
+    lines = text.plain.split("\n")
+    assert len(lines) <= height and all(len(line) <= width for line in lines), (width, height, lines)
     assert info.points >= 0 and info.mode in ("linear", "log", "symlog")
     if info.x_range is not None:
         assert info.x_range[0] <= info.x_range[1]
-    check_ticks(info.y_ticks, -math.inf if not info.y_ticks.positions else info.y_ticks.positions[0],
-                math.inf if not info.y_ticks.positions else info.y_ticks.positions[-1], MAX_TICKS)
+    for ticks in (info.y_ticks, info.x_ticks):
+        if ticks.positions:
+            check_ticks(ticks, ticks.positions[0], ticks.positions[-1], MAX_TICKS)
     if ascii_only:
-        assert to_ascii(text).isascii()
+        assert text.plain.isascii()
+    if info.points and len(lines) == height:
+        # Every y tick label printed is one of the ticks, on the axis column.
+        for line in lines[1:-3]:
+            label = line[: max(len(s) for s in info.y_ticks.labels)].strip() if info.y_ticks.labels else ""
+            assert not label or label in info.y_ticks.labels
 
 
 @SETTINGS

@@ -103,7 +103,8 @@ async def test_keys_in_a_watch_reach_the_trainer_through_the_channel(tmp_path: P
         await pilot.press("y")
         await wait(pilot, lambda: app.state.finished is not None, what="trainer finished")
         assert fake.saw_stop and app.state.finished is not None and app.state.finished.status == "stopped"
-        assert any("stopping after epoch" in t for t in toasts(app))
+        # The acknowledgement's toast is raised on the next redraw after the events were read.
+        await wait(pilot, lambda: any("stopping after epoch" in t for t in toasts(app)), what="stop ack toast")
         await wait(pilot, lambda: not app.source.can_steer(), what="lock released")
         app.refresh_now()
         assert "FINISHED (stopped)" in screen_text(app)

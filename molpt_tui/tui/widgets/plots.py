@@ -2,7 +2,8 @@
 
 Data is prepared in `render()`, not when events arrive: a pane that is hidden (the 80×24
 layout shows one plot at a time) is never rendered and costs nothing, and decimation uses the
-pane's real width. A redraw is decimation (numpy) plus plotext on ~2 points per column.
+pane's real width. A redraw is decimation and rasterisation (`chart.py`, numpy) of ~2 points
+per column.
 
 The first row of a pane is its title, quantity and unit, y-axis mode and legend, drawn by the
 pane itself so that a legend never covers a curve. Evaluation panes (held-out KL, acceptance,
@@ -10,7 +11,7 @@ ESS) plot one point per log block with ± one standard error where the trainer r
 With smoothing on, epoch curves are drawn as their debiased moving average over the raw curve
 in grey, so the noise stays visible.
 
-Log y-axis: plotext's own log scale cannot show zero or negative values, and energies in kT,
+Log y-axis: a plain log scale cannot show zero or negative values, and energies in kT,
 log-determinants and even the loss can be negative. When every plotted value of a pane is
 positive the axis is a true log10; otherwise it is symlog, sign(y)·log10(1 + |y|), linear
 within ±1 and logarithmic beyond. The title says which, and tick labels are in data units.
@@ -18,17 +19,14 @@ within ±1 and logarithmic beyond. The title says which, and tick labels are in 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any
 
-from plotext import _utility as plotext_utility
-from rich.ansi import AnsiDecoder
 from rich.style import Style
 from rich.text import Text
 from textual.app import RenderResult
-from textual_plotext import PlotextPlot
+from textual.widget import Widget
 
-from ..chart import ChartInfo, Curve, draw_chart
+from ..chart import ChartInfo, Curve, render_chart, rich_colour
 from ..glyphs import to_ascii
 from ..guard import describe, report
 from ..series import EvalSeries, SeriesStore, smooth_key
@@ -86,37 +84,8 @@ PLOT_SPECS = (
     PlotSpec("plot-lr", "Learning rate", "", "LR", (SeriesSpec("lr", "LR", TRAIN, smooth=False),)),
 )
 
-# Rich colours for the legend, matching what plotext paints for each of its colour names.
 LEGEND_MARK = "━━"
 ASCII_LEGEND_MARK = "--"
-
-
-@lru_cache(maxsize=256)
-def _cell_style(fullground: str, style: str, background: str) -> Style:
-    ansi = plotext_utility.colors_to_ansi(fullground, style, background)
-    decoded = AnsiDecoder().decode_line(ansi + "x")
-    if not decoded.spans:
-        return Style.null()
-    found = decoded.spans[0].style
-    return found if isinstance(found, Style) else Style.parse(found)
-
-
-def matrix_text(matrix: Any, ascii_only: bool = False) -> Text:
-    """Rich Text from plotext's cell matrices (marker, colours, style), top row first."""
-    text = Text(no_wrap=True, end="")
-    append = text.append
-    for r in range(matrix.rows - 1, -1, -1):
-        markers = matrix.marker[r]
-        keys = list(zip(matrix.fullground[r], matrix.style[r], matrix.background[r]))
-        start = 0
-        for c in range(1, len(keys) + 1):
-            if c == len(keys) or keys[c] != keys[start]:
-                chunk = "".join(markers[start:c])
-                append(to_ascii(chunk) if ascii_only else chunk, _cell_style(*keys[start]))
-                start = c
-        if r:
-            append("\n")
-    return text
 
 
 def header_text(title: str, legend: list[tuple[str, str]], width: int, *, ascii_only: bool,
@@ -140,13 +109,13 @@ def header_text(title: str, legend: list[tuple[str, str]], width: int, *, ascii_
             if used + 2 <= width:
                 text.append(" …" if not ascii_only else " .", style="dim")
             break
-        text.append(f"  {mark}", style=Style(bold=True) if monochrome else _cell_style(colour, "default", "default"))
+        text.append(f"  {mark}", style=Style(bold=True) if monochrome else Style(color=rich_colour(colour)))
         text.append(f" {label}")
         used += len(entry)
     return text
 
 
-class ChartPane(PlotextPlot):
+class ChartPane(Widget):
     """A plot pane: subclasses say what to draw (`curves`, `title`, `log_y`); drawing, the
     title-and-legend row and the error guard are here."""
 
@@ -196,9 +165,8 @@ class ChartPane(PlotextPlot):
     def _draw(self) -> Text:
         width, height = self.size
         curves = self.curves(width)
-        plot: Any = self.plt  # plotext's figure object is untyped
-        info = draw_chart(plot, curves, width, max(height - 1, 1), log_y=self.log_y,
-                          ascii_only=self.ascii_only, monochrome=self.monochrome)
+        body, info = render_chart(curves, width, max(height - 1, 1), log_y=self.log_y, ascii_only=self.ascii_only,
+                                  monochrome=self.monochrome)
         self.info = info
         has_data = info.points > 0
         self.title_line = self.title(info, has_data)
@@ -206,14 +174,6 @@ class ChartPane(PlotextPlot):
                              ascii_only=self.ascii_only, monochrome=self.monochrome)
         if height <= 1:
             return header
-        plot.plotsize(width, height - 1)
-        plot._set_size(width, height - 1)  # as PlotextPlot.render does (textual-plotext issue #5)
-        plot.theme(self._get_plotext_theme_name(self.app.theme))
-        # plotext would serialise its cell matrix to an ANSI string that Rich then parses back;
-        # reading the matrix directly skips both and is ~a third of a redraw.
-        plot._set_sizes()
-        plot._build_matrix()
-        body = matrix_text(plot.monitor.matrix, self.ascii_only)
         return Text("\n", no_wrap=True, end="").join([header, body])
 
 
