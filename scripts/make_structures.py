@@ -31,7 +31,8 @@ def place(a, b, c, bond, angle, torsion):
     n = np.cross(b - a, bc)
     n /= np.linalg.norm(n)
     m = np.cross(n, bc)
-    d2 = np.array([-bond * np.cos(angle), bond * np.sin(angle) * np.cos(torsion), bond * np.sin(angle) * np.sin(torsion)])
+    d2 = np.array([-bond * np.cos(angle), bond * np.sin(angle) * np.cos(torsion),
+                   bond * np.sin(angle) * np.sin(torsion)])
     return c + d2[0] * bc + d2[1] * m + d2[2] * n
 
 

@@ -1,8 +1,6 @@
 from __future__ import annotations
 
-
 import pytest
-
 from molpt_testdata import STRUCTURES, TINY_DATA, TINY_TRAIN
 
 # Whole files of integration tests: real subprocesses, signals, the TUI, wheel builds. Tests

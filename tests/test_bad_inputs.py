@@ -139,7 +139,8 @@ _preset_case("unknown_forcefield.toml", "system.forcefield", "no_such_forcefield
 @case
 def corrupt_pdb(c, tmp):
     out = tmp / "run"
-    return Case(["train", "--preset", BAD / "corrupt_pdb.toml", "--no-ui", "--out", out, *sets([f"data.path={c.data}"])],
+    return Case(["train", "--preset", BAD / "corrupt_pdb.toml", "--no-ui", "--out", out,
+                 *sets([f"data.path={c.data}"])],
                 ("garbage.pdb", "not a readable PDB file"), absent=[out])
 
 
@@ -318,7 +319,8 @@ def corrupt_data_file(c, tmp):
 def data_without_the_hot_temperature(c, tmp):
     out = tmp / "run"
     return Case(["train", "--no-ui", "--out", out,
-                 *sets(TINY_TRAIN + [f"data.path={c.data}", "temperatures.hot=500", "temperatures.ladder=[300.0, 500.0]"])],
+                 *sets(TINY_TRAIN + [f"data.path={c.data}", "temperatures.hot=500",
+                                     "temperatures.ladder=[300.0, 500.0]"])],
                 ("ala2.npz", "no samples at 500 K"), absent=[out])
 
 
@@ -666,7 +668,8 @@ def test_full_disk_through_the_cli(corpus, tmp_path, small_tmpfs):
     cwd = tmp_path / "cwd"
     cwd.mkdir()
     before = snapshot([corpus.data.parent, cwd])
-    proc = cli(["train", "--no-ui", "--epochs", "2", "--out", disk / "run", *sets(TINY_TRAIN + [f"data.path={corpus.data}"])],
+    proc = cli(["train", "--no-ui", "--epochs", "2", "--out", disk / "run",
+                *sets(TINY_TRAIN + [f"data.path={corpus.data}"])],
                cwd)
     report = proc.stdout[-1500:] + proc.stderr[-3000:]
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, report

@@ -55,7 +55,7 @@ def last_epoch(run_dir: Path) -> int:
     return max((e["epoch"] for e in events(run_dir) if e.get("kind") == "epoch"), default=-1)
 
 
-def wait_for(predicate, timeout: float, what: str, proc: "Trainer | None" = None, poll: float = 0.05):
+def wait_for(predicate, timeout: float, what: str, proc: Trainer | None = None, poll: float = 0.05):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()
@@ -82,12 +82,12 @@ class Trainer:
         self.children: dict[int, psutil.Process] = {}
 
     @classmethod
-    def new(cls, run_dir: Path, data: Path, *extra: str) -> "Trainer":
+    def new(cls, run_dir: Path, data: Path, *extra: str) -> Trainer:
         return cls(run_dir, ["--preset", "quickstart", "--out", str(run_dir),
                              *sets(TINY_DATA + TINY_TRAIN + [f"data.path={data}", *extra])])
 
     @classmethod
-    def resume(cls, run_dir: Path, *extra: str) -> "Trainer":
+    def resume(cls, run_dir: Path, *extra: str) -> Trainer:
         return cls(run_dir, ["--resume", str(run_dir), *extra])
 
     def output(self) -> str:
@@ -250,7 +250,7 @@ def test_kill_9_at_random_moments_never_leaves_a_broken_last_pt(data, tmp_path):
         if i % 2 == 0:
             t.wait_for_epoch(last_epoch(run) + 1)
 
-            def writing():
+            def writing(t=t):
                 t.note_children()
                 return [p for p in _temp_files(run) if p.name.startswith(".last.pt.")]
             try:

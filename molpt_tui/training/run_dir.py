@@ -150,7 +150,8 @@ class RunDirectory:
             if p.exists() and not p.is_file():
                 raise UserError(f"{p}: exists but is not a regular file; move it away or use another run directory")
         if self.control_dir.exists() and not self.control_dir.is_dir():
-            raise UserError(f"{self.control_dir}: exists but is not a directory; move it away or use another run directory")
+            raise UserError(f"{self.control_dir}: exists but is not a directory; move it away or use another "
+                            "run directory")
 
     def check_new(self, force: bool) -> None:
         """May a new run start here? (`--force` replaces an earlier run's files.)"""
