@@ -5,8 +5,9 @@
 Starts `molpt-tui train --no-ui` on the quickstart preset as a separate process (the trainer
 the live monitor follows is always another process writing the run directory), shows it in the
 monitor (headless driver, fixed terminal sizes) until it ends, and saves SVG screenshots of the
-final screen at 160x48 and 80x24, then of `watch` attached to the finished run. The trainer
-generates the data file first if it is missing.
+final screen at 160x48 and 80x24, then of `watch` attached to the finished run (also in its
+ASCII fallback), and of `watch RUN_A RUN_B` comparing the two runs. The trainer generates the
+data file first if it is missing.
 """
 from __future__ import annotations
 
@@ -19,8 +20,10 @@ from pathlib import Path
 
 from molpt_tui.training.run_dir import RunDirectory
 from molpt_tui.tui.app import MonitorApp, save_screenshot
+from molpt_tui.tui.compare import CompareApp
 from molpt_tui.tui.source import LiveRun, WatchedRun
 
+SHOTS = ("train_160x48.svg", "train_80x24.svg", "watch_120x36.svg", "watch_ascii_120x36.svg", "compare_160x48.svg")
 # Data generation plus training; only a bound for a broken run, not an expected duration.
 TRAIN_TIMEOUT_S = 3600.0
 
@@ -59,6 +62,8 @@ async def _train_and_shoot(run_dir: Path, epochs: int, size: tuple[int, int], pa
                     raise SystemExit(f"the trainer did not finish within {TRAIN_TIMEOUT_S:g} s")
                 await pilot.pause(0.5)
                 waited += 0.5
+            while not app.checks_current:  # the checklist is computed in a thread of its own
+                await pilot.pause(0.2)
             await pilot.pause(1.0)  # one more redraw tick after the last events
             app.clear_notifications()
             await pilot.pause()
@@ -69,10 +74,21 @@ async def _train_and_shoot(run_dir: Path, epochs: int, size: tuple[int, int], pa
         raise SystemExit(f"the trainer exited with code {handle.poll()}; see {run_dir.parent / run_dir.name}.log")
 
 
-async def _watch_and_shoot(run_dir: Path, size: tuple[int, int], path: Path) -> None:
-    app = MonitorApp(WatchedRun(RunDirectory(run_dir)))
+async def _watch_and_shoot(run_dir: Path, size: tuple[int, int], path: Path, *, ascii_only: bool = False) -> None:
+    app = MonitorApp(WatchedRun(RunDirectory(run_dir)), ascii_only=ascii_only)
     async with app.run_test(size=size) as pilot:
-        while app.state.finished is None:
+        while app.state.finished is None or not app.checks_current:
+            await pilot.pause(0.2)
+        await pilot.pause(1.0)
+        app.clear_notifications()
+        await pilot.pause()
+        save_screenshot(app, path)
+
+
+async def _compare_and_shoot(run_dirs: list[Path], size: tuple[int, int], path: Path) -> None:
+    app = CompareApp([WatchedRun(RunDirectory(d), read_only=True) for d in run_dirs])
+    async with app.run_test(size=size) as pilot:
+        while any(r.state.finished is None for r in app.runs):
             await pilot.pause(0.2)
         await pilot.pause(1.0)
         app.clear_notifications()
@@ -91,7 +107,9 @@ def main(argv: list[str] | None = None) -> None:
         asyncio.run(_train_and_shoot(big, args.epochs, (160, 48), args.out / "train_160x48.svg"))
         asyncio.run(_train_and_shoot(small, 12, (80, 24), args.out / "train_80x24.svg"))
         asyncio.run(_watch_and_shoot(big, (120, 36), args.out / "watch_120x36.svg"))
-    for name in ("train_160x48.svg", "train_80x24.svg", "watch_120x36.svg"):
+        asyncio.run(_watch_and_shoot(big, (120, 36), args.out / "watch_ascii_120x36.svg", ascii_only=True))
+        asyncio.run(_compare_and_shoot([big, small], (160, 48), args.out / "compare_160x48.svg"))
+    for name in SHOTS:
         print(f"wrote {args.out / name}")
 
 

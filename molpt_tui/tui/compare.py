@@ -258,7 +258,8 @@ class CompareApp(MonitorBase):
         ("toggle_smooth", "Toggle smoothing (moving average)"),
         ("cycle_zoom", "Cycle plot zoom"),
         ("next_view", "Next pane"),
-        ("scroll_table", "Scroll the table sideways"),
+        ("scroll_table", "Scroll the table right"),
+        ("scroll_table_back", "Scroll the table left"),
         ("help", "Help: keys"),
         ("quit", "Quit"),
     )
@@ -397,7 +398,7 @@ class CompareApp(MonitorBase):
         for action, title in self.COMMANDS_LIST:
             if action == "next_view" and not self.compact:
                 continue
-            if action == "scroll_table" and not self._table_scrollable():
+            if action in ("scroll_table", "scroll_table_back") and not self._table_scrollable():
                 continue
             method: Callable[[], Any] = getattr(self, f"action_{action}")
             yield SystemCommand(title, tooltips.get(action, ""), method)

@@ -5,6 +5,7 @@ from dataclasses import dataclass, field
 
 from textual.message import Message
 
+from molpt_tui.training.checklist import Check
 from molpt_tui.training.events import Event
 
 
@@ -48,3 +49,13 @@ class FeedSynced(Message):
     """Everything the file held when sync `token` was requested has been posted before this."""
 
     token: int
+
+
+@dataclass
+class ChecksReady(Message):
+    """The checklist thread's result for the history identified by `key` (or its exception),
+    and how long it took."""
+
+    key: tuple[int, int, int, int]
+    checks: list[Check] | BaseException
+    seconds: float

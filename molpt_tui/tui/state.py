@@ -10,6 +10,7 @@ run must show the same truth.
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import math
 import statistics
 from collections import deque
@@ -320,6 +321,14 @@ def data_report_text(report: DataReport) -> str:
     if report.suggested_n_samples:
         text += f"; about {report.suggested_n_samples} samples (data.n_samples) would give the {report.needed} wanted"
     return text
+
+
+def snapshot_history(history: History) -> History:
+    """A copy of `history` that later events do not change (its lists copied, its events shared:
+    they are never modified), for reading in another thread."""
+    return dataclasses.replace(history, epochs=list(history.epochs),
+                               series={key: list(values) for key, values in history.series.items()},
+                               blocks=list(history.blocks), alerts=list(history.alerts))
 
 
 def ack_text(event: RequestAcknowledged) -> str:

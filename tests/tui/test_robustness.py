@@ -220,3 +220,79 @@ async def test_step_events_move_progress_within_an_epoch(tmp_path: Path, wait: W
         text = screen_text(app)
         assert "Epoch 12/200" in text and "step 4/10" in text
         assert "[3 regularised, 1 non-finite energies]" in text
+
+
+async def test_a_slow_checklist_never_holds_up_the_screen(tmp_path: Path, wait: Wait, fakes: list[Any],
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+
+    from molpt_tui.tui import app as app_module
+
+    release = threading.Event()
+    calls: list[int] = []
+
+    def slow_checklist(history: Any) -> list[Any]:
+        calls.append(len(history.epochs))
+        release.wait(20.0)  # as the real one on a long history: seconds
+        return []
+
+    monkeypatch.setattr(app_module, "checklist", slow_checklist)
+    fake = FakeTrainer(tmp_path, step_sleep=0.005)
+    app, _ = make_app(fakes, fake)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait(pilot, lambda: calls, what="the checklist started")
+        epoch = app.state.history.last_epoch
+        await wait(pilot, lambda: app.state.history.last_epoch > epoch + 20, what="the screen follows the run")
+        assert not app.checks_current and len(calls) == 1  # one at a time
+        release.set()
+        await wait(pilot, lambda: len(calls) >= 2, what="recomputed for the newer history")
+        assert app.is_running and app.ui_errors == 0
+
+
+def test_every_wait_says_what_it_is_waiting_for(tmp_path: Path) -> None:
+    from tui_fakes import T0
+
+    from molpt_tui.training.events import Message
+    from molpt_tui.training.run_dir import RunDirectory
+    from molpt_tui.tui.source import FeedStatus, LiveRun, WatchedRun
+    from molpt_tui.tui.state import MonitorState
+
+    class Starting:
+        description = "trainer PID 4242"
+
+        def poll(self) -> int | None:
+            return None
+
+        def terminate(self) -> None:
+            return None
+
+        def kill(self) -> None:
+            return None
+
+    state = MonitorState()
+    live = LiveRun(RunDirectory(tmp_path), Starting())
+    feed = FeedStatus(exists=True, attached_at=T0)
+    assert live.status(state, feed, T0 + 1).note == "waiting for trainer PID 4242"  # a moment: no clock yet
+    state.apply([Message(text="building the system: ala2 (amber99sbildn, vacuum)", t=T0 + 1)])
+    line = live.status(state, feed, T0 + 12)
+    assert line.label == "STARTING"
+    assert line.note == "waiting for trainer PID 4242: building the system: ala2 (amber99sbildn, vacuum) (00:12)"
+    state.apply([Message(text="compiling the torch energy kernels", t=T0 + 20)])
+    assert "compiling the torch energy kernels (01:40)" in live.status(state, feed, T0 + 100).note
+    watched = WatchedRun(RunDirectory(tmp_path / "pending"))
+    note = watched.status(MonitorState(), FeedStatus(exists=False, attached_at=T0), T0 + 45).note
+    assert note == "no run directory yet: checking every second (00:45)"
+
+
+def test_every_key_is_a_binding_and_every_action_a_command_once() -> None:
+    from textual.binding import Binding
+
+    from molpt_tui.tui.app import COMMANDS
+    from molpt_tui.tui.compare import CompareApp
+
+    for actions, bindings in ((COMMANDS, MonitorApp.BINDINGS), (CompareApp.COMMANDS_LIST, CompareApp.BINDINGS)):
+        bound = {b.action for b in bindings if isinstance(b, Binding)}
+        listed = [action for action, _ in actions]
+        assert len(listed) == len(set(listed)) and set(listed) == bound
+        keys = [b.key for b in bindings if isinstance(b, Binding)]
+        assert len(keys) == len(set(keys))

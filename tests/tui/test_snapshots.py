@@ -2,9 +2,10 @@
 read the new SVGs' text before committing them).
 
 Determinism: every event has a fixed timestamp, the app's clocks are injected (the monotonic one
-jumps so the throttled checklist is always current), and toasts are cleared before the picture
-is taken (their timers are wall-clock). The live screens come from a fake trainer that writes a
-fixed stream into metrics.jsonl and then idles, as a trainer caught mid-epoch does.
+jumps so the throttled checklist is always due), the picture waits for the checklist thread, and
+toasts are cleared before it is taken (their timers are wall-clock). The live screens come from a
+fake trainer that writes a fixed stream into metrics.jsonl and then idles, as a trainer caught
+mid-epoch does.
 """
 from __future__ import annotations
 
@@ -50,6 +51,9 @@ def settle(n_events: int) -> Callable[[Pilot[Any]], Awaitable[None]]:
         app = pilot.app
         assert isinstance(app, MonitorApp)
         await wait_until(pilot, lambda: app.state.n_events >= n_events, what="all events applied")
+        app.refresh_now()
+        # The checklist is computed in a thread: wait until it reflects every event.
+        await wait_until(pilot, lambda: app.checks_current, what="the checklist")
         app.refresh_now()
         await pilot.pause()
         app.clear_notifications()

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from textual.binding import Binding
 from tui_fakes import FIXTURE_DIR, T0, FakeTrainer, Wait, jsonl, live_run, screen_text, train_stream, watch_stream
 
 from molpt_tui.app.live import print_summary
@@ -59,7 +60,7 @@ async def test_two_runs_are_overlaid_with_a_legend_by_run_name(tmp_path: Path, w
         await pilot.press("p", "s", "c", "g")
         await pilot.pause(0.1)
         assert not (other / "control").exists() and not (FIXTURE_DIR / "control").exists()
-        assert {b.key for b in app.BINDINGS if hasattr(b, "key")}.isdisjoint({"p", "s", "c", "g"})
+        assert {b.key for b in app.BINDINGS if isinstance(b, Binding)}.isdisjoint({"p", "s", "c", "g"})
         await pilot.press("e")
         await pilot.pause(0.1)
         assert all("EMA" in p.title_line for p in app.query(ComparePlot) if not p.spec.evaluation)
