@@ -39,7 +39,7 @@ def sets(items) -> list[str]:
     return [arg for item in items for arg in ("--set", str(item))]
 
 
-def cli(args, cwd: Path, timeout: float = 180) -> subprocess.CompletedProcess:
+def cli(args, cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "molpt_tui", *map(str, args)], cwd=cwd, capture_output=True,
                           text=True, timeout=timeout, stdin=subprocess.DEVNULL, env=dict(os.environ, NO_COLOR="1"))
 
@@ -88,7 +88,7 @@ def corpus(tmp_path_factory) -> Corpus:
          "--out", str(root / name), *sets(TINY_DATA + TINY_TRAIN + extra)],
         cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for name, extra in runs.items()}
     for name, proc in procs.items():
-        _, err = proc.communicate(timeout=300)
+        _, err = proc.communicate(timeout=900)  # three at once on a shared 2-core machine
         assert proc.returncode == 0, f"{name}: {err[-3000:]}"
         assert (root / name / "last.pt").is_file()
     return Corpus(root, data, aa_data, root / "run", root / "other_model", root / "other_system")
