@@ -30,6 +30,7 @@ from ..training.checklist import checklist
 from ..training.history import History
 from ..training.metrics_log import read_events
 from ..training.run_dir import RunDirectory, png_name
+from .decimation import minmax_decimate
 
 DEFAULT_PNG = "loss_curves.png"
 COMPARISON_PNG = "runs_comparison.png"
@@ -47,21 +48,8 @@ def _finite(x: Sequence[float], y: Sequence[float]) -> tuple[np.ndarray, np.ndar
 
 
 def decimate(x: np.ndarray, y: np.ndarray, max_points: int = MAX_POINTS) -> tuple[np.ndarray, np.ndarray]:
-    """Min and max per bin, in order: spikes (the thing one looks for) survive thinning."""
-    n = len(x)
-    if n <= max_points:
-        return x, y
-    n_bins = max(1, max_points // 2)
-    edges = np.linspace(0, n, n_bins + 1).astype(int)
-    keep: list[int] = []
-    for lo, hi in zip(edges[:-1], edges[1:]):
-        if hi <= lo:
-            continue
-        seg = y[lo:hi]
-        a, b = lo + int(np.argmin(seg)), lo + int(np.argmax(seg))
-        keep.extend(sorted({a, b}))
-    idx = np.asarray(keep)
-    return x[idx], y[idx]
+    """At most about `max_points` points, min and max per bin, in order."""
+    return minmax_decimate(x, y, max(1, max_points // 2))
 
 
 def _set_yscale(ax: Axes, values: Sequence[np.ndarray]) -> None:

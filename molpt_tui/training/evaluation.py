@@ -1,7 +1,7 @@
 """The step's two loss directions and the held-out evaluation of the map.
 
 Both use exactly the map and log-dets that a flow swap would use, and the formulas of
-`losses` (DESIGN.md), so what the log shows is what `pt` would get.
+`losses`, so what the log shows is what `pt` would get.
 """
 from __future__ import annotations
 

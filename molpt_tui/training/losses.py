@@ -1,4 +1,4 @@
-"""Loss pieces, acceptance and ESS: the formulas of DESIGN.md, in one place.
+"""Loss pieces, acceptance and ESS: the formulas of README's "What the numbers mean", in one place.
 
 All energies here are reduced energies beta*U (kT) unless a parameter says kJ/mol; log-dets are
 natural logs.
@@ -63,7 +63,7 @@ def paired_kl(fwd: DirectionTerms, inv: DirectionTerms, reference: float) -> flo
 def flow_swap_log_acceptance(beta_c: float, beta_h: float, u_x: torch.Tensor, u_y: torch.Tensor,
                              u_tx: torch.Tensor, u_tiy: torch.Tensor, ld_f: torch.Tensor,
                              ld_i: torch.Tensor) -> torch.Tensor:
-    """Delta of DESIGN.md for pairs (x cold, y hot) exchanged through T; energies in kJ/mol.
+    """Delta of the flow swap (README, "What the numbers mean") for pairs (x cold, y hot) exchanged through T; energies in kJ/mol.
 
     With T the identity (log-dets 0, T x = x) it is exactly the naive swap's Delta_0.
     """

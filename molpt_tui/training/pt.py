@@ -3,7 +3,7 @@ the naive temperature ladder it is compared with.
 
 Every `swap_every` MD steps the flow sampler proposes (x, y) -> (T^-1 y, T x) for the cold
 configuration x and the hot one y and accepts with min(1, exp Delta), Delta the formula of
-DESIGN.md (`losses.flow_swap_log_acceptance`, the one training evaluates), with the map's own
+the project's design (`losses.flow_swap_log_acceptance`, the one training evaluates), with the map's own
 log-determinants and energies from the MD's force field. After an accepted swap both replicas
 get fresh Maxwell-Boltzmann velocities at their temperatures: the hot replica's velocities
 belong to a configuration that is no longer there, and carrying them into the cold replica
