@@ -63,7 +63,8 @@ def paired_kl(fwd: DirectionTerms, inv: DirectionTerms, reference: float) -> flo
 def flow_swap_log_acceptance(beta_c: float, beta_h: float, u_x: torch.Tensor, u_y: torch.Tensor,
                              u_tx: torch.Tensor, u_tiy: torch.Tensor, ld_f: torch.Tensor,
                              ld_i: torch.Tensor) -> torch.Tensor:
-    """Delta of the flow swap (README, "What the numbers mean") for pairs (x cold, y hot) exchanged through T; energies in kJ/mol.
+    """Delta of the flow swap (README, "What the numbers mean") for pairs (x cold, y hot)
+    exchanged through T; energies in kJ/mol.
 
     With T the identity (log-dets 0, T x = x) it is exactly the naive swap's Delta_0.
     """
