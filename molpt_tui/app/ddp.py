@@ -105,10 +105,7 @@ def _train_ranks(opts: TrainOptions, dist: Distributed, cfg: Any, run_dir: RunDi
     def check() -> Any:
         if resume is None:
             run_dir.check_new(opts.force)
-        owner = run_dir.live_trainer()
-        if owner is not None:
-            raise UserError(f"{run_dir.path}: another trainer ({owner.describe()}) is writing this run directory; "
-                            f"stop it first (`molpt-tui control {run_dir.path} stop`) or use --out")
+        run_dir.check_no_live_trainer()
         with disk_errors_as_user_errors(run_dir.path):
             checked = check_inputs(cfg, run_dir, resume)
             checked.device = device

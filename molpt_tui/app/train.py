@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 from ..config import Config, dump_toml, load_config, load_saved_config, validate
-from ..errors import UserError
 from ..fileio import atomic_write_text
 from ..training.artifacts import RunArtifacts
 from ..training.control import TrainingControl
@@ -101,10 +100,7 @@ def train(opts: TrainOptions) -> int:
     resume: ResumePoint | None = opts.resume_from if opts.resume is not None else None
     if resume is None:
         run_dir.check_new(opts.force)
-    owner = run_dir.live_trainer()
-    if owner is not None:
-        raise UserError(f"{run_dir.path}: another trainer ({owner.describe()}) is writing this run directory; "
-                        f"stop it first (`molpt-tui control {run_dir.path} stop`) or use --out for a new directory")
+    run_dir.check_no_live_trainer()
     with disk_errors_as_user_errors(run_dir.path):
         checked = check_inputs(cfg, run_dir, resume)
         if checked.resume_from is not None:

@@ -302,6 +302,13 @@ class RunDirectory:
     def lock_held(self) -> bool:
         return self._lock_held
 
+    def check_no_live_trainer(self) -> None:
+        """Refuse to start a trainer here while another one writes the directory."""
+        owner = self.live_trainer()
+        if owner is not None:
+            raise UserError(f"{self.path}: another trainer ({owner.describe()}) is writing this run directory; "
+                            f"stop it first (`molpt-tui control {self.path} stop`) or use --out for a new directory")
+
     def live_trainer(self) -> LockOwner | None:
         """The trainer holding this run's lock, if one is alive."""
         owner = self.lock_owner()
