@@ -174,7 +174,10 @@ def test_start_is_sane_on_quickstart(tiny_data, tmp_path):
 
 
 def test_resume_is_exact(tiny_config, tmp_path):
-    cfg = tiny_config("training.epochs=6", "training.checkpoint_every=1")
+    # One OpenMM platform for every segment: "auto" picks the fastest measured one, and on a
+    # loaded machine two segments can measure differently (float32 CPU vs float64 Reference).
+    settings = ("training.epochs=6", "training.checkpoint_every=1", "energy.platform=Reference")
+    cfg = tiny_config(*settings)
     full_dir, cut_dir = tmp_path / "full", tmp_path / "cut"
     full_dir.mkdir()
     cut_dir.mkdir()
@@ -186,11 +189,10 @@ def test_resume_is_exact(tiny_config, tmp_path):
         if isinstance(event, EpochMetrics) and event.epoch == 3:
             control.request_stop("test")
 
-    finished, _first = _train(tiny_config("training.epochs=6", "training.checkpoint_every=1"), cut_dir, control,
-                              on_event=stop_after_3)
+    finished, _first = _train(tiny_config(*settings), cut_dir, control, on_event=stop_after_3)
     assert finished.status == "stopped" and finished.epoch == 3
     assert load_checkpoint(cut_dir / "last.pt")["epoch"] == 3
-    finished, second = _train(tiny_config("training.epochs=6", "training.checkpoint_every=1"), cut_dir, resume=True)
+    finished, second = _train(tiny_config(*settings), cut_dir, resume=True)
     assert finished.status == "completed"
     starts = second.of(RunStarted)
     assert starts[0].resumed and starts[0].start_epoch == 3
