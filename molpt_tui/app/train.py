@@ -14,6 +14,7 @@ from typing import Any
 
 from ..config import Config, dump_toml, load_config, load_saved_config, validate
 from ..fileio import atomic_write_text
+from ..physics.data import load_data
 from ..training.artifacts import RunArtifacts
 from ..training.control import TrainingControl
 from ..training.distributed import Distributed, check_world_size, rank_info
@@ -108,6 +109,8 @@ def train(opts: TrainOptions) -> int:
         for warning in checked.warnings:
             _say(f"molpt-tui: warning: {warning}")
         if data_missing(cfg):
+            if cfg.data_path.is_file():
+                load_data(cfg.data_path, checked.ms)  # a bad data file is refused before MD for its test run
             code = generate_data(cfg, announce=_say, missing=True, n_procs=budget.cpus if budget.requested else None)
             if code:
                 return code
