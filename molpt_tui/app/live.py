@@ -37,6 +37,8 @@ def run_live(checked: Checked, resume: ResumePoint | None, *, no_mouse: bool, th
         return code
     if trainer.poll() is None:
         trainer.terminate()
+        print(f"molpt-tui: waiting for the {trainer.description} to finish its step and save "
+              f"(up to {GRACE_S:.0f} s)...", file=sys.stderr, flush=True)
         if trainer.wait(GRACE_S) is None:
             trainer.kill()
             trainer.wait(5.0)

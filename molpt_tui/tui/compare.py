@@ -39,6 +39,7 @@ from .state import MonitorState
 from .watcher import MetricsFollower
 from .widgets import KeyBar, TooSmall, ViewBar
 from .widgets.guarded import GuardedWidget
+from .widgets.metrics_table import WIDEST_ACC, WIDEST_KT, WIDEST_NAIVE
 from .widgets.plots import ChartPane, axis_title
 from .widgets.run_header import fit_line
 
@@ -191,16 +192,18 @@ class CompareTable(DataTable[Text]):
         super().__init__(cursor_type="row", zebra_stripes=True, **kwargs)
         self.convert = convert
 
-    def on_mount(self) -> None:
-        self.add_columns(*(self.convert(c) for c in TABLE_COLUMNS))
-
     def show(self, runs: list[Compared], statuses: list[str]) -> None:
         last = [r.state.history.blocks[-1] if r.state.history.blocks else None for r in runs]
         metrics = [r.state.last_metrics for r in runs]
         kt = column_format([m.loss for m in metrics if m is not None]
                            + [b.kl_val for b in last if b is not None])
         acc = prob_format([v for b in last if b is not None for v in (b.acc_flow, b.acc_naive)])
-        self.clear()
+        # Fixed widths (see MetricsTable): the widest value each column's format can print.
+        samples = [max((r.name for r in runs), key=len, default="Run"), "READ ERROR", "9999999", WIDEST_KT[kt],
+                   WIDEST_KT[kt], WIDEST_ACC[acc], WIDEST_NAIVE[acc], "100.0%", "100.0%", WIDEST_KT[kt], "99999"]
+        self.clear(columns=True)
+        for label, sample in zip(TABLE_COLUMNS, samples):
+            self.add_column(self.convert(label), width=max(len(self.convert(label)), len(self.convert(sample))))
         for run, status, block, m in zip(runs, statuses, last, metrics):
             fin = run.state.finished
             row = [run.name, status.split(" (")[0].split(",")[0], str(run.state.history.last_epoch),

@@ -134,7 +134,8 @@ def fmt_improvement(value: float) -> str:
         return "diverged"
     if value >= PCT_LIMIT:
         return f">{PCT_LIMIT:.0f}%"
-    return f"{value:.1f}%"
+    text = f"{value:.1f}%"
+    return "0.0%" if text == "-0.0%" else text
 
 
 def prob_format(values: list[float]) -> str:

@@ -267,7 +267,7 @@ class MonitorState:
         test = self.history.test("final")
         if test is not None:
             lines.append(test_text(test))
-        if fin.message:
+        if fin.message and fin.message != title:  # "Training completed" says nothing new
             lines.append(fin.message)
         if fin.final_model:
             lines.append(f"Final model: {fin.final_model}")

@@ -238,7 +238,10 @@ async def test_a_slow_checklist_never_holds_up_the_screen(tmp_path: Path, wait: 
 
     monkeypatch.setattr(app_module, "checklist", slow_checklist)
     fake = FakeTrainer(tmp_path, step_sleep=0.005)
-    app, _ = make_app(fakes, fake)
+    # A monotonic clock that jumps 60 s a reading: the throttle (five times the last duration)
+    # never decides when the next run may start, whatever the load on the machine.
+    ticks = iter(range(0, 10**9, 60))
+    app, _ = make_app(fakes, fake, monotonic=lambda: float(next(ticks)))
     async with app.run_test(size=SIZE) as pilot:
         await wait(pilot, lambda: calls, what="the checklist started")
         epoch = app.state.history.last_epoch
@@ -296,3 +299,66 @@ def test_every_key_is_a_binding_and_every_action_a_command_once() -> None:
         assert len(listed) == len(set(listed)) and set(listed) == bound
         keys = [b.key for b in bindings if isinstance(b, Binding)]
         assert len(keys) == len(set(keys))
+
+
+async def test_the_smallest_layout_cuts_nothing_mid_word_and_the_table_scrolls(tmp_path: Path, wait: Wait,
+                                                                               fakes: list[Any]) -> None:
+    from textual.binding import Binding
+
+    from molpt_tui.tui.widgets import KeyBar, MetricsTable, RunHeader, ViewBar
+
+    script = train_stream(120, total=200)
+    fake = FakeTrainer(tmp_path, script=script)
+    app, _ = make_app(fakes, fake)
+    async with app.run_test(size=(MIN_WIDTH, MIN_HEIGHT)) as pilot:
+        await wait(pilot, lambda: app.state.n_events >= len(script), what="stream applied")
+        app.refresh_now()
+        await pilot.pause(0.1)
+        lines = screen_text(app).splitlines()
+        assert not app.too_small and app.compact
+        keys = app.query_one(KeyBar)
+        assert lines[-1].strip() == keys.text  # the footer shows whole entries only
+        whole = {f"{b.key_display or b.key} {b.description}" for b in app.BINDINGS if isinstance(b, Binding)}
+        assert all(entry in whole | {"^p Commands", "? Help"} for entry in keys.text.split("  "))
+        header = app.query_one(RunHeader)
+        for full, shown in zip(header.text.splitlines(), lines[:2]):
+            shown = shown.strip()
+            if shown.endswith("…"):
+                head = shown.removesuffix("…").rstrip()
+                assert full.strip().startswith(head) and full.strip()[len(head)] in " ·"  # a word boundary
+            else:
+                assert shown == full.strip()
+        bar = app.query_one(ViewBar)
+        assert all(label in bar.labels.values() or label in "‹›" for label in lines[4].split())
+        # The metrics table is wider than the pane: a key in the footer scrolls it.
+        while app.view_id != "table":
+            await pilot.press("v")
+        await pilot.pause(0.2)
+        table = app.query_one(MetricsTable)
+        assert app.check_action("scroll_table", ()) is True and "] Scroll" in app.query_one(KeyBar).text
+        before = table.scroll_x
+        await pilot.press("right_square_bracket")
+        await pilot.pause(0.1)
+        assert table.scroll_x > before
+        await pilot.press("left_square_bracket")
+        await pilot.pause(0.1)
+        assert table.scroll_x == before
+
+
+def test_numbers_in_a_table_column_share_one_format() -> None:
+    from dataclasses import replace
+
+    from tui_fakes import log_block
+
+    from molpt_tui.tui.widgets.metrics_table import block_row, table_formats
+
+    blocks = [log_block(e, 0.0) for e in (1, 50, 100, 200)]
+    rows = [block_row(b, table_formats(blocks)) for b in blocks]
+    assert {len(r[1].split(".")[1]) for r in rows} == {2}  # 86403.24 ... 112.07: same decimals
+    assert all(len(r[7].split("e")[0]) == 4 and "e-" in r[7] for r in rows)  # LR: 2.10e-4, 1.00e-5
+    exploded = [replace(blocks[0], loss=2.5e5), *blocks[1:]]
+    rows = [block_row(b, table_formats(exploded)) for b in exploded]
+    # One value at or above 1e5 kT puts the whole column in scientific notation, same mantissa.
+    assert [r[1] for r in rows] == ["2.500e5", "1.271e2", "1.135e2", "1.121e2"]
+    assert block_row(replace(blocks[0], improvement_pct=-4.364e17))[8] == "diverged"
+    assert block_row(replace(blocks[0], improvement_pct=float("nan")))[8] == "–"

@@ -129,12 +129,18 @@ def test_a_failing_read_is_reported_and_its_recovery_too(tmp_path: Path) -> None
         assert "Traceback" in failure.traceback
         token = follower.request_sync()  # kept across failed polls, answered once reading works
         path.rmdir()
+        # A poll may fall between these two lines and find no file at all (a successful read,
+        # which answers the sync): wait for the file's own status, not for the first answer.
         path.write_text(jsonl(train_stream(1)))
+
+        def recovered() -> bool:
+            messages = post.snapshot()
+            last_failure = max(i for i, m in enumerate(messages) if isinstance(m, TailerFailed))
+            return any(isinstance(m, WatchFileStatus) and m.exists for m in messages[last_failure:])
+
+        post.wait_for(recovered, "the file's status after recovery")
         post.wait_for(lambda: FeedSynced(token) in post.snapshot(), "sync after recovery")
-        messages = post.snapshot()
-        last_failure = max(i for i, m in enumerate(messages) if isinstance(m, TailerFailed))
-        assert any(isinstance(m, WatchFileStatus) and m.exists for m in messages[last_failure:])
-        assert post.events()
+        post.wait_for(lambda: bool(post.events()), "events after recovery")
     finally:
         follower.close()
 

@@ -2,8 +2,10 @@
 
 Every column has one number format, chosen from all of its values (a column that ever holds a
 value ≥ 1e5 is in scientific notation throughout), and numbers are right-aligned, so a column
-reads at a glance and never widens past its format. When a new row changes a column's format the
-table is rebuilt. Wider than its pane, the table scrolls sideways with [ and ].
+reads at a glance. Column widths are those of the widest value each format can print, fixed
+until a format changes (the table is then rebuilt): the table never jitters, and rows drawn
+before Textual re-measured its columns can never show stale, cut cells. Wider than its pane, the
+table scrolls sideways with [ and ].
 """
 from __future__ import annotations
 
@@ -28,6 +30,20 @@ def table_formats(blocks: list[LogBlock]) -> Formats:
     energy = tuple(column_format([float(getattr(b, k)) for b in blocks]) for k in ENERGY_KEYS)
     acc = prob_format([v for b in blocks for v in (b.acc_flow, b.acc_naive)])
     return (*energy, acc)
+
+
+# The widest text each column's format can print, for its fixed width.
+WIDEST_KT = {"fixed": "-99999.99", "sci": "-1.234e308"}
+WIDEST_ACC = {"fixed": "0.136±0.032", "sci": "1.23e-10±4.56e-10"}
+WIDEST_NAIVE = {"fixed": "0.136", "sci": "1.23e-10"}
+
+
+def column_widths(formats: Formats, convert: Callable[[str], str] = str) -> list[int]:
+    """Cell widths of COLUMNS for these formats (headers included)."""
+    *energy, acc = formats
+    samples = ["9999999", *(WIDEST_KT[f] for f in energy), "1.00e-10", "diverged", WIDEST_ACC[acc],
+               WIDEST_NAIVE[acc], "100.0%", "100.0%"]
+    return [max(len(convert(label)), len(convert(sample))) for label, sample in zip(COLUMNS, samples)]
 
 
 def _pct(value: float) -> str:
@@ -59,7 +75,13 @@ class MetricsTable(DataTable[Text]):
         self.convert = convert
 
     def on_mount(self) -> None:
-        self.add_columns(*(self.convert(c) for c in COLUMNS))
+        if not self.columns:
+            self._set_columns(table_formats([]))
+
+    def _set_columns(self, formats: Formats) -> None:
+        self.clear(columns=True)
+        for label, width in zip(COLUMNS, column_widths(formats, self.convert)):
+            self.add_column(self.convert(label), width=width)
 
     @property
     def overflows(self) -> bool:
@@ -68,11 +90,16 @@ class MetricsTable(DataTable[Text]):
     def show(self, blocks: list[LogBlock]) -> None:
         shown = self._shown
         formats = table_formats(blocks)
-        appended = (len(blocks) >= len(shown) and all(a is b for a, b in zip(shown, blocks))
-                    and formats == self._formats)
-        if not appended:
-            # A resume replaced blocks from the rollback point on, or a column changed format:
-            # rebuild rather than patch.
+        if formats != self._formats or not self.columns:
+            # A column changed format (and so width): new columns, every row again. Rows can
+            # also arrive before this widget's own mount handler ran (the app's first redraw).
+            x = self.scroll_x
+            self._set_columns(formats)
+            shown = []
+            if x:  # where the user had scrolled to, once the new rows are measured
+                self.call_after_refresh(self.scroll_to, x=x, animate=False)
+        elif not (len(blocks) >= len(shown) and all(a is b for a, b in zip(shown, blocks))):
+            # A resume replaced blocks from the rollback point on: rebuild rather than patch.
             self.clear()
             shown = []
         follow = not shown or self.cursor_row >= len(shown) - 1

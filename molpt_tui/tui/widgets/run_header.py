@@ -28,11 +28,19 @@ def fit_line(parts: list[Part], width: int, ellipsis: str, ascii_only: bool) -> 
             used += len(text)
             continue
         room = width - used
-        if room > len(ellipsis) + 3 and text != sep:
-            out.append((cut_words(text, room, ellipsis), style))
+        cut = cut_words(text, room, ellipsis, hard=False) if text != sep and room > len(ellipsis) + 3 else ""
+        if cut:
+            out.append((cut, style))
+            return Content.assemble(*out)
         break
-    while out and out[-1][0] == sep:
+    else:
+        return Content.assemble(*out)
+    # Something was left out: end on a whole item, then " …" (apart, so it does not read as part
+    # of a number).
+    more = " " + ellipsis
+    while out and (out[-1][0] in (sep, " ", "") or sum(len(t) for t, _ in out) + len(more) > width):
         out.pop()
+    out.append((more, "dim"))
     return Content.assemble(*out)
 
 
@@ -61,7 +69,7 @@ class RunHeader(GuardedWidget):
                                   (fmt_params(run.n_params), ""), (SEP, "dim"), (f"batch {run.batch_size}", ""),
                                   (SEP, "dim"), (f"lr {fmt_num(run.lr, 3)}", "")]
             if run.torch_threads:
-                second += [(SEP, "dim"), (f"{run.torch_threads} threads", "")]
+                second += [(SEP, "dim"), (f"{run.torch_threads} thread{'s' if run.torch_threads != 1 else ''}", "")]
             if run.slurm_job_id:
                 second += [(SEP, "dim"), (f"SLURM job {run.slurm_job_id}", "")]
             second += [(SEP, "dim"), (run.run_dir or run_dir or "", "dim")]
