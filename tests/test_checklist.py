@@ -105,3 +105,12 @@ def test_long_histories_are_looked_up_at_the_log_blocks():
     items = {c.key: c for c in checklist(h)}
     assert all(c.state == "pass" for c in items.values())
     assert items["acceptance"].since_epoch == 0
+
+
+def test_a_one_epoch_warmup_is_no_warmup():
+    h = History()
+    h.add(run(warmup=1))
+    for e in range(3):
+        h.add(epoch(e, lr=5e-4))          # LRSchedule: warmup_epochs = 1 gives the full LR at once
+    item = {c.key: c for c in checklist(h)}["lr_warmup"]
+    assert item.state == "fail" and "flat" in item.detail

@@ -126,8 +126,11 @@ def _lr_warmup(v: _View, th: AlertThresholds) -> tuple[CheckState, str]:
         at = int(ep[fell[0] + 1])
         before, after = float(lr[fell[0]]), float(lr[fell[0] + 1])
         return "fail", f"LR fell during the warmup at epoch {at} ({before:.2e} -> {after:.2e}; a NaN rollback?)"
+    span = f"{lr[0]:.2e} -> {lr[-1]:.2e} over epochs {int(ep[0])}-{int(ep[-1])}"
+    if not lr[-1] > lr[0] * (1 + 1e-9):
+        return "fail", f"{span}: flat, the full LR from the first step (training.warmup_epochs = {v.warmup})"
     done = "" if ep[-1] >= v.warmup else f" (warmup to epoch {v.warmup})"
-    return "pass", f"{lr[0]:.2e} -> {lr[-1]:.2e} over epochs {int(ep[0])}-{int(ep[-1])}{done}"
+    return "pass", span + done
 
 
 def _improvement(v: _View, th: AlertThresholds) -> tuple[CheckState, str]:
