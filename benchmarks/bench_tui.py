@@ -60,7 +60,8 @@ def load(app: MonitorApp, n: int) -> None:
     step = max(n // 200, 1)
     history.blocks = [LogBlock(epoch=e, loss=1.0, fwd_energy=1.0, fwd_logdet=0.0, inv_energy=1.0, inv_logdet=0.0,
                                lr=1e-3, improvement_pct=50.0, acc_flow=0.3 + 0.1 * e / n, acc_naive=0.136,
-                               ess_fwd=20.0, ess_inv=15.0, kl=float(data["kl"][e - 1]), kl_val=float(data["kl"][e - 1]) + 1,
+                               ess_fwd=20.0, ess_inv=15.0, kl=float(data["kl"][e - 1]),
+                               kl_val=float(data["kl"][e - 1]) + 1,
                                acc_flow_se=0.01, acc_naive_se=0.005, ess_fwd_se=1.0, ess_inv_se=1.0, kl_val_se=0.5)
                       for e in range(1, n + 1, step)]
     app.state.evals.rebuild(history.blocks)
