@@ -13,6 +13,12 @@ def one_line(text: str) -> str:
     return "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in text)
 
 
+def setting_phrase(key: str, value: str) -> str:
+    """How a message quotes a setting: as the user typed it, `--device cuda` for a typed flag,
+    `training.device = "cuda"` for a key in a file or in --set."""
+    return f"{key} {value}" if key.startswith("--") else f'{key} = "{value}"'
+
+
 class UserError(Exception):
     """Bad input: a preset, a file, a flag. The message is the whole story, no traceback."""
 

@@ -11,7 +11,8 @@ import multiprocessing as mp
 import os
 import signal
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
@@ -22,18 +23,53 @@ from typing import Any
 JOB_SIGNALS = ("SIGINT", "SIGTERM", "SIGHUP", "SIGUSR1")
 
 
+def _job_signals() -> set[signal.Signals]:
+    return {getattr(signal, name) for name in JOB_SIGNALS if hasattr(signal, name)}
+
+
 def ignore_job_signals() -> None:
     """For a worker: Ctrl-C, scancel/systemd (SIGTERM), a dropped SSH session (SIGHUP) and SIGUSR1
     reach the whole process group, but the parent decides when workers stop, and a dead parent
-    is noticed as EOF on the pipe."""
-    for name in JOB_SIGNALS:
-        sig = getattr(signal, name, None)
-        if sig is not None:
-            signal.signal(sig, signal.SIG_IGN)
+    is noticed as EOF on the pipe.
+
+    The worker started with these signals blocked (`start_worker`); once they are ignored, a
+    pending one is discarded and the mask can be cleared for anything the worker starts."""
+    sigs = _job_signals()
+    for sig in sigs:
+        signal.signal(sig, signal.SIG_IGN)
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, sigs)
+
+
+@contextmanager
+def job_signals_blocked() -> Iterator[None]:
+    """Block the job signals in this thread while a worker starts: the mask survives fork and
+    exec, so a Ctrl-C to the process group while the worker's interpreter is still importing
+    waits until the worker ignores it, instead of killing it with a traceback on the shared
+    stderr. A signal meant for us meanwhile is delivered as soon as the mask is restored."""
+    if not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, _job_signals())
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+def _ensure_resource_tracker() -> None:
+    """Start multiprocessing's resource tracker now, outside `job_signals_blocked`: launching it
+    unblocks SIGINT and SIGTERM when done, which would undo our mask for the worker that follows."""
+    try:
+        from multiprocessing import resource_tracker
+    except ImportError:  # not on POSIX
+        return
+    resource_tracker.ensure_running()
 
 
 def start_worker(target: Callable[..., None], *args: Any) -> tuple[BaseProcess, Connection]:
     """Start ``target(conn, *args)`` in a fresh interpreter; returns the process and our end of its pipe.
+    ``target`` must call `ignore_job_signals` first: it starts with the job signals blocked.
 
     spawn, not fork: forking a process that holds torch or OpenMM threads can deadlock. daemon,
     so that a parent killed outright does not leave the worker to multiprocessing's exit wait.
@@ -41,7 +77,9 @@ def start_worker(target: Callable[..., None], *args: Any) -> tuple[BaseProcess, 
     ctx = mp.get_context("spawn")
     parent, child = ctx.Pipe()
     proc = ctx.Process(target=target, args=(child, *args), daemon=True)
-    proc.start()
+    _ensure_resource_tracker()
+    with job_signals_blocked():
+        proc.start()
     child.close()  # the worker's end: only the worker may hold it, or EOF never arrives
     return proc, parent
 

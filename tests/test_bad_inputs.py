@@ -404,10 +404,18 @@ def plot_without_metrics(c, tmp):
 
 
 @case
-def watch_without_metrics(c, tmp):
+def watch_a_file(c, tmp):
+    # a directory without metrics.jsonl is not bad input: watch waits for the run to start there
+    path = tmp / "notes.txt"
+    path.write_text("not a run\n")
+    return Case(["watch", path], (str(path), "not a directory"), watch=[tmp])
+
+
+@case
+def watch_without_a_terminal(c, tmp):
     empty = tmp / "empty"
     empty.mkdir()
-    return Case(["watch", empty], (str(empty), "metrics.jsonl"), watch=[empty])
+    return Case(["watch", empty], ("not a TTY", "molpt-tui plot"), watch=[empty])
 
 
 @case

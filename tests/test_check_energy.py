@@ -97,7 +97,7 @@ def test_samples_below_one_is_a_user_error() -> None:
 
 def test_a_device_this_machine_lacks_is_a_user_error(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    with pytest.raises(UserError, match=r'^--device = "cuda": CUDA is not available here'):
+    with pytest.raises(UserError, match=r"^--device cuda: CUDA is not available here"):
         run_check(STRUCTURES / "ala_ala.pdb", ["amber99sbildn.xml"], "torch", samples=2, device="cuda")
 
 

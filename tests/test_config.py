@@ -112,6 +112,15 @@ def test_a_later_override_wins_and_bad_values_are_blamed_on_their_source(tmp_pat
     _one_line_error(info.value, "--device tpu: training.device: 'tpu' is not a device (allowed: auto, cpu, cuda or")
 
 
+def test_a_setting_is_named_as_the_user_gave_it():
+    """Checks made after loading (is CUDA here?) quote a typed flag as typed, anything else by key."""
+    cfg = load_config("quickstart", ["training.lr=1e-3"])
+    apply_overrides(cfg, ["training.device='cuda'"], source="--device")
+    assert cfg.named("training.device") == "--device"
+    assert cfg.named("training.lr") == "training.lr"  # --set names the key, not the flag
+    assert cfg.named("training.epochs") == "training.epochs"  # from the preset file
+
+
 @pytest.mark.parametrize("body, match", [
     ("[training]\nlearning_rate = 1e-3\n", r"training.learning_rate: unknown key \(did you mean 'lr'\?\)"),
     ("[trainig]\nlr = 1e-3\n", r"trainig: unknown key \(did you mean 'training'\?\)"),

@@ -12,7 +12,9 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from molpt_testdata import TINY_DATA
 
+from molpt_tui.config import load_config
 from molpt_tui.errors import UserError
 from molpt_tui.report.plotting import save_loss_curves
 from molpt_tui.training.checkpoint import load_checkpoint, save_checkpoint
@@ -490,7 +492,8 @@ def test_divergence_ends_the_run_diverged_exit_3_and_best_continues_it(tiny_data
     assert (data.parent / "tiny.test.npz").is_file()
     tests = [e for e in events if e.kind == "test"]
     assert [(t.label, t.epoch) for t in tests] == [("untrained", 0), ("final", finished.best_epoch)]
-    assert all(0 <= t.acc_flow <= 1 and t.acc_flow_se > 0 and t.n_pairs == 150 for t in tests)
+    n_test = load_config("quickstart", TINY_DATA).test_n_samples  # the preset's test_fraction of the tiny run
+    assert all(0 <= t.acc_flow <= 1 and t.acc_flow_se > 0 and t.n_pairs == n_test for t in tests)
     # progress within epochs: every step here, with running means and the ETA inputs
     steps = [e for e in events if e.kind == "step"]
     assert [(s.epoch, s.step) for s in steps[:3]] == [(1, 1), (1, 2), (1, 3)]

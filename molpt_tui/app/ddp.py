@@ -88,7 +88,7 @@ def train_distributed(opts: TrainOptions, dist: Distributed) -> int:
     slurm = slurm_job()
     if slurm is not None:
         hold_signal("SIGUSR1")
-    device = resolve_device(cfg.training.device)
+    device = resolve_device(cfg.training.device, cfg.named("training.device"))
     if device.type == "cuda":
         device = torch.device("cuda", dist.local_rank)  # one GPU per rank of this node
     dist.start(device)

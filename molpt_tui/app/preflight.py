@@ -45,7 +45,7 @@ class Checked:
 
 def check_inputs(cfg: Config, run_dir: RunDirectory, resume: ResumePoint | None) -> Checked:
     """The checks that need no data: device, platforms, system, representation, checkpoint."""
-    device = resolve_device(cfg.training.device)
+    device = resolve_device(cfg.training.device, cfg.named("training.device"))
     check_platform(cfg.energy.platform, "energy.platform")
     check_platform(cfg.data.platform, "data.platform")
     ms = system_from_config(cfg)

@@ -170,6 +170,11 @@ class Config:
     base_dir: str = _internal(".")
     origins: dict[str, str] = field(default_factory=dict, metadata={"internal": True})  # key -> file or flag
 
+    def named(self, key: str) -> str:
+        """`key` as messages should call it: the typed flag that set it (`--device`), else the key."""
+        origin = self.origins.get(key, "")
+        return origin if origin.startswith("--") and origin != "--set" else key
+
     # --- derived paths -------------------------------------------------------
     def resolve(self, path: str) -> Path:
         p = Path(os.path.expanduser(path))

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-from ..errors import UserError
+from ..errors import UserError, setting_phrase
 from ..processes import usable_cpus
 from .engine_protocol import EnergyEngine
 from .openmm_platforms import PlatformUnavailableError, available_platforms, check_platform
@@ -55,23 +55,24 @@ class EngineChoice:
 
 
 def check_device(device: str | torch.device, key: str) -> None:
-    """Raise a one-line UserError naming ``key`` when the torch engine cannot run on ``device`` here."""
+    """Raise a one-line UserError naming ``key`` (a config key or the flag that set it) when the
+    torch engine cannot run on ``device`` here."""
     import torch
 
+    said = setting_phrase(key, str(device))
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError, ValueError):
-        raise UserError(f'{key} = "{device}": not a device (use cpu, cuda or cuda:N)') from None
+        raise UserError(f"{said}: not a device (use cpu, cuda or cuda:N)") from None
     if dev.type == "cpu":
         return
     if dev.type != "cuda":
-        raise UserError(f'{key} = "{device}": the torch energy engine runs on cpu or cuda')
+        raise UserError(f"{said}: the torch energy engine runs on cpu or cuda")
     if not torch.cuda.is_available():
-        raise UserError(f'{key} = "{device}": CUDA is not available here (use cpu, or a machine with a CUDA GPU)')
+        raise UserError(f"{said}: CUDA is not available here (use cpu, or a machine with a CUDA GPU)")
     count = torch.cuda.device_count()
     if dev.index is not None and dev.index >= count:
-        raise UserError(f'{key} = "{device}": this machine has {count} CUDA device(s), '
-                        f"cuda:0 to cuda:{count - 1}")
+        raise UserError(f"{said}: this machine has {count} CUDA device(s), cuda:0 to cuda:{count - 1}")
 
 
 # --------------------------------------------------------------------------------------------

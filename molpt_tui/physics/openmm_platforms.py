@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..errors import UserError
+from ..errors import UserError, setting_phrase
 from .engine_protocol import Precision
 
 # The platforms molpt-tui knows how to configure, in the order they are listed to the user.
@@ -36,9 +36,9 @@ def check_platform(name: str, key: str, *, allow_auto: bool = True) -> None:
         return
     choices = ", ".join(available) + (' or "auto"' if allow_auto else "")
     if name not in PLATFORMS:
-        raise UserError(f'{key} = "{name}": not an OpenMM platform (use {choices})')
+        raise UserError(f"{setting_phrase(key, name)}: not an OpenMM platform (use {choices})")
     why = _plugin_failure(name)
-    raise UserError(f'{key} = "{name}": this machine\'s OpenMM has no {name} platform'
+    raise UserError(f"{setting_phrase(key, name)}: this machine's OpenMM has no {name} platform"
                     f"{f' ({why})' if why else ''}; available here: {', '.join(available)} (set {key} to {choices})")
 
 

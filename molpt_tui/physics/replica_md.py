@@ -15,8 +15,7 @@ from __future__ import annotations
 import math
 import signal
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
@@ -25,7 +24,7 @@ from typing import Any, Literal
 import numpy as np
 
 from ..errors import UserError
-from ..processes import JOB_SIGNALS, ignore_job_signals, serve_requests, start_worker, stop_workers
+from ..processes import ignore_job_signals, serve_requests, start_worker, stop_workers
 from .units import beta
 
 Phase = Literal["minimising", "equilibrating", "sampling", "writing"]
@@ -216,23 +215,6 @@ def _first_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
 
 
-@contextmanager
-def _job_signals_blocked() -> Iterator[None]:
-    """Workers start with the job signals blocked (the mask survives fork and exec): a Ctrl-C
-    to the process group while a worker's interpreter is still starting would otherwise kill
-    it, with a traceback on the shared stderr, before it can ignore them. A signal meant for
-    the parent meanwhile is delivered as soon as the mask is restored."""
-    if not hasattr(signal, "pthread_sigmask"):
-        yield
-        return
-    sigs = {getattr(signal, name) for name in JOB_SIGNALS if hasattr(signal, name)}
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, sigs)
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)
-
-
 class WorkerDied(UserError):
     """An MD worker process ended without being asked to (killed, crashed)."""
 
@@ -248,9 +230,8 @@ class _ReplicaPool:
         try:
             for group in groups:
                 temps = {k: s.ladder[k] for k in group}
-                with _job_signals_blocked():
-                    proc, parent = start_worker(_md_worker, s.system_xml, temps, s.timestep_fs, s.friction_per_ps,
-                                                s.platform, s.seed)
+                proc, parent = start_worker(_md_worker, s.system_xml, temps, s.timestep_fs, s.friction_per_ps,
+                                            s.platform, s.seed)
                 self.procs.append(proc)
                 self.conns.append(parent)
                 for k in group:

@@ -36,12 +36,12 @@ if TYPE_CHECKING:
 _ENERGY_CHUNK = 1024
 
 
-def resolve_device(requested: str) -> torch.device:
-    """`training.device` as a torch device; one UserError line naming the key when it cannot be
-    used here (meta, mps, CUDA without a GPU, cuda:N beyond the GPUs present)."""
+def resolve_device(requested: str, key: str = "training.device") -> torch.device:
+    """`training.device` as a torch device; one UserError line naming ``key`` (or the flag that
+    set it) when it cannot be used here (meta, mps, CUDA without a GPU, cuda:N beyond the GPUs)."""
     if requested == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    check_device(requested, "training.device")
+    check_device(requested, key)
     return torch.device(requested)
 
 
