@@ -6,7 +6,7 @@ from molpt_testdata import STRUCTURES, TINY_DATA, TINY_TRAIN
 # Whole files of integration tests: real subprocesses, signals, the TUI, wheel builds. Tests
 # elsewhere that start a subprocess carry `@pytest.mark.integration` themselves.
 INTEGRATION_FILES = {"test_bad_inputs.py", "test_signals.py", "test_packaging.py", "test_live_path.py",
-                     "test_train_app.py", "test_watch_app.py", "test_snapshots.py",
+                     "test_train_app.py", "test_watch_app.py", "test_snapshots.py", "test_robustness.py",
                      # real MD, training runs, compiled kernels or several processes: minutes, not seconds
                      "test_trainer.py", "test_torch_energy.py", "test_data.py", "test_data_inputs.py", "test_pt.py",
                      "test_distributed.py", "test_threads.py", "test_checkpoint_schema.py"}

@@ -59,6 +59,7 @@ def test_check_energy_within_tolerance(engine: EngineName, ff: list[str], option
         assert result.precision == "double" and result.energy_tolerance == 1e-6
 
 
+@pytest.mark.integration
 def test_check_energy_cli_within_tolerance_exits_0() -> None:
     proc = _cli("--pdb", str(STRUCTURES / "ala_ala.pdb"), "--forcefield", "amber99sbildn.xml", "implicit/obc1.xml",
                 "--engine", "torch", "--precision", "single", "--compile", "off", "--samples", "4", "--json")
@@ -101,6 +102,7 @@ def test_a_device_this_machine_lacks_is_a_user_error(monkeypatch: pytest.MonkeyP
         run_check(STRUCTURES / "ala_ala.pdb", ["amber99sbildn.xml"], "torch", samples=2, device="cuda")
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("noise", ["-1", "nan"])
 def test_bad_noise_exits_2_with_one_line(noise: str) -> None:
     proc = _cli("--pdb", str(STRUCTURES / "ala_ala.pdb"), "--engine", "openmm", f"--noise={noise}")

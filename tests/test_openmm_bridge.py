@@ -291,6 +291,7 @@ def test_exit_without_close_does_not_hang_on_workers() -> None:
     assert proc.returncode == 3 and proc.stdout.strip() == "ready"
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL])
 def test_no_orphan_workers_after_ctrl_c_or_kill(tmp_path: Path, sig: signal.Signals) -> None:
     from molpt_testdata import STRUCTURES

@@ -8,7 +8,8 @@ import textwrap
 
 import pytest
 
-pytestmark = pytest.mark.skipif(not hasattr(signal, "pthread_sigmask"), reason="POSIX signal masks")
+pytestmark = [pytest.mark.integration,  # subprocesses
+              pytest.mark.skipif(not hasattr(signal, "pthread_sigmask"), reason="POSIX signal masks")]
 
 # Run in a fresh interpreter: multiprocessing's resource tracker must not be running yet, because
 # launching it unblocks SIGINT and SIGTERM in the parent (the race that let a Ctrl-C kill a worker
