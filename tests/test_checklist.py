@@ -114,3 +114,24 @@ def test_a_one_epoch_warmup_is_no_warmup():
         h.add(epoch(e, lr=5e-4))          # LRSchedule: warmup_epochs = 1 gives the full LR at once
     item = {c.key: c for c in checklist(h)}["lr_warmup"]
     assert item.state == "fail" and "flat" in item.detail
+
+
+def test_the_run_is_judged_by_its_own_alert_limits_as_its_log_recorded_them():
+    from molpt_tui.config.alerts import AlertThresholds
+    from molpt_tui.training.events import from_dict
+
+    h = healthy()
+    assert states(h)["initial_loss"] == "pass"  # 10 kT under the default limit of 1e15 kT
+    keys, values = AlertThresholds(initial_loss_max=5.0).numeric()
+    started = run(warmup=5)
+    started.alert_keys, started.alert_values = keys, values
+    strict = History()
+    strict.add(from_dict(started.to_dict()))  # through the log's JSON form, as watch reads it
+    for e in range(len(h.epochs)):
+        strict.add(epoch(e, loss=10.0 - 0.2 * e, fwd=5.0 - 0.05 * e, inv=-5.0 - 0.05 * e,
+                         lr=1e-3 * min(1.0, (e + 1) / 5)))
+    item = {c.key: c for c in checklist(strict)}["initial_loss"]
+    assert item.state == "fail" and "limit 5e+00 kT" in item.detail
+    # a log with unknown keys or values this version would refuse keeps the defaults for them
+    assert AlertThresholds.from_numeric(["initial_loss_max", "no_such_key", "rising_window"],
+                                        [-1.0, 3.0, 2.5]) == AlertThresholds()

@@ -7,8 +7,9 @@ Units: kT for losses and energies, nats for log-dets, epochs are 1-based counts.
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -152,3 +153,32 @@ class AlertThresholds:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def numeric(self) -> tuple[list[str], list[float]]:
+        """The numeric (and boolean) thresholds as names and floats, the form a run's log records."""
+        keys = [f.name for f in dataclasses.fields(self) if not isinstance(getattr(self, f.name), list)]
+        return keys, [float(getattr(self, k)) for k in keys]
+
+    @classmethod
+    def from_numeric(cls, keys: Sequence[str], values: Sequence[float]) -> AlertThresholds:
+        """Rebuild from `numeric`'s form as read back from a log: keys this version does not know,
+        and values it would refuse (a log is not trusted input), keep their defaults."""
+        out = cls()
+        known = {f.name for f in dataclasses.fields(cls)}
+        for key, value in zip(keys, values):
+            current = getattr(out, key) if key in known else None
+            if current is None or isinstance(current, list) or not math.isfinite(value):
+                continue
+            if isinstance(current, bool):
+                candidate: Any = bool(value)
+            elif isinstance(current, int):
+                if value != int(value):
+                    continue
+                candidate = int(value)
+            else:
+                candidate = float(value)
+            try:
+                out = dataclasses.replace(out, **{key: candidate})
+            except ValueError:  # outside the declared range
+                continue
+        return out

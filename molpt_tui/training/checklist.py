@@ -187,8 +187,9 @@ def _view(history: History, upto: int) -> _View:
 
 
 def checklist(history: History, thresholds: AlertThresholds | None = None) -> list[Check]:
-    """Every good sign for `history` as it stands, in `CHECK_IDS` order."""
-    th = thresholds or AlertThresholds()
+    """Every good sign for `history` as it stands, in `CHECK_IDS` order, judged by `thresholds`
+    (default: the run's own, as its RunStarted recorded them)."""
+    th = thresholds or history.thresholds
     if history.epochs:
         if len(history.epochs) <= _ALL_EPOCHS_UP_TO:
             probes = list(history.epochs)

@@ -81,6 +81,10 @@ class RunStarted(Event):
     dist_backend: str = ""         # "gloo" or "nccl"; "" for one process
     warmup_epochs: int = 0     # training.warmup_epochs
     data_samples: int = 0      # samples per temperature in the training data file (data.n_samples)
+    # The run's [alerts] thresholds (config.AlertThresholds fields, by name): the checklist and
+    # any reader of the log judge the run by its own limits, not the defaults.
+    alert_keys: list[str] = field(default_factory=list)
+    alert_values: list[float] = field(default_factory=list)
 
 
 @dataclass
@@ -354,9 +358,31 @@ class DataReport(Event):
     suggested_n_samples: int = 0       # data.n_samples that would give them (0: enough already)
 
 
+@dataclass
+class DataProgress(Event):
+    """Replica-exchange MD that `train` runs before training because its data file (or the
+    independent test run) is missing: sent at each phase change and every few seconds, so that
+    `watch` shows the data-generation phase. MD time is per replica (all advance in lockstep)."""
+
+    kind: ClassVar[str] = "data_progress"
+    split: Literal["data", "test"]   # the training data file, or the independent test run
+    path: str                  # the file being made
+    phase: str                 # "minimising", "equilibrating", "sampling", "writing", "written"
+    simulated_ns: float        # per replica so far
+    planned_ns: float          # equilibration + sampling, per replica
+    samples: int               # saved per temperature so far
+    planned_samples: int
+    ns_per_day: float          # per replica since MD began; NaN before the first chunk
+    elapsed_s: float
+    eta_s: float = math.nan    # until the file is written; NaN until there is a rate
+    temperatures: list[float] = field(default_factory=list)     # K, the ladder
+    swap_acceptance: list[float] = field(default_factory=list)  # neighbour pairs (i, i+1); NaN before an attempt
+
+
 EVENT_TYPES: dict[str, type[Event]] = {
     cls.kind: cls for cls in (RunStarted, EpochMetrics, LogBlock, Alert, Message, CheckpointSaved, Finished,
-                              RequestAcknowledged, PTStarted, PTProgress, StepProgress, TestEvaluation, DataReport)
+                              RequestAcknowledged, PTStarted, PTProgress, StepProgress, TestEvaluation, DataReport,
+                              DataProgress)
 }
 
 # Sampled beside the trainer's own events (training.system_stats).

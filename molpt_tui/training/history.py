@@ -10,6 +10,7 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from ..config.alerts import AlertThresholds
 from .events import Alert, DataReport, EpochMetrics, Event, Finished, LogBlock, RunStarted, StepProgress, TestEvaluation
 
 EPOCH_FIELDS = ("loss", "fwd_energy", "fwd_logdet", "inv_energy", "inv_logdet", "lr", "grad_norm",
@@ -79,6 +80,14 @@ class History:
             history.add(event)
         return history
 
+
+    @property
+    def thresholds(self) -> AlertThresholds:
+        """The run's own [alerts] limits as its RunStarted recorded them (defaults before that,
+        or for a log written before they were recorded)."""
+        if self.run is None:
+            return AlertThresholds()
+        return AlertThresholds.from_numeric(self.run.alert_keys, self.run.alert_values)
 
     def test(self, label: str) -> TestEvaluation | None:
         """The latest test-set evaluation with `label` ("untrained", "final")."""

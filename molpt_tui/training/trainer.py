@@ -567,6 +567,7 @@ class Trainer:
             engine=self.setup.engine.description, engine_reason=self.setup.engine_reason,
             steps_per_epoch=self.steps_per_epoch, start_epoch=start_epoch, resumed=self.resumed,
             warmup_epochs=tc.warmup_epochs, data_samples=cfg.data.n_samples,
+            alert_keys=cfg.alerts.numeric()[0], alert_values=cfg.alerts.numeric()[1],
             **self.run_info,
         ))
         n_params = sum(p.numel() for p in st.transport.flow.parameters() if p.requires_grad)
