@@ -17,13 +17,14 @@ def _earlier_run(path):
     """Every kind of file a run leaves, plus the user's own files that must survive --force."""
     path.mkdir(parents=True, exist_ok=True)
     ours = ["config.toml", "metrics.jsonl", "train.log", "last.pt", "best.pt", "molecular_pt_300_450.pt",
-            "loss_curves_300_450.png", "molecular_pt_300_448.6.pt", ".last.pt.abc123.tmp",
+            "loss_curves_300_450.png", "validation_300_450.png", "molecular_pt_300_448.6.pt", ".last.pt.abc123.tmp",
             ".molecular_pt_300_450.pt.x.tmp", ".config.toml.y.tmp"]
     for name in ours:
         (path / name).write_text(name)
     (path / "control").mkdir()
     (path / "control" / "req-0001-abc.json").write_text("{}")
-    users = ["notes.txt", "my_model.pt", "loss_curves.svg", "analysis"]
+    users = ["notes.txt", "my_model.pt", "loss_curves.svg", "validation.png", "validation_notes.png",
+             "molecular_pt_best_guess.pt", "analysis"]
     for name in users[:-1]:
         (path / name).write_text(name)
     (path / users[-1]).mkdir()
@@ -42,6 +43,7 @@ def test_names_come_from_one_place(tmp_path):
     rd = RunDirectory(tmp_path)
     assert rd.final_model(300, 448.6).name == "molecular_pt_300_448.6.pt"
     assert rd.png(300.0, 450.0).name == "loss_curves_300_450.png"
+    assert rd.validation_png(300.0, 450.0).name == "validation_300_450.png"
     assert {rd.config.name, rd.metrics.name, rd.last.name, rd.best.name} == {
         "config.toml", "metrics.jsonl", "last.pt", "best.pt"}
 

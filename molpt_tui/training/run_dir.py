@@ -9,6 +9,7 @@ system) finds the same names.
 from __future__ import annotations
 
 import os
+import re
 import socket
 import time
 from collections.abc import Iterator
@@ -31,6 +32,12 @@ HEARTBEAT_S = 20.0
 STALE_AFTER_S = 180.0
 
 
+# The names below with their temperatures as `:g` writes them, and nothing else: a user's own
+# `validation_notes.png` beside a run must survive --force.
+_T = r"[0-9]+(?:\.[0-9]+)?(?:e[+-][0-9]+)?"
+_TEMPERATURE_NAMED = re.compile(rf"(?:molecular_pt_{_T}_{_T}\.pt|(?:loss_curves|validation)_{_T}_{_T}\.png)")
+
+
 def final_model_name(t_cold: float, t_hot: float) -> str:
     return f"molecular_pt_{t_cold:g}_{t_hot:g}.pt"
 
@@ -39,13 +46,16 @@ def png_name(t_cold: float, t_hot: float) -> str:
     return f"loss_curves_{t_cold:g}_{t_hot:g}.png"
 
 
+def validation_png_name(t_cold: float, t_hot: float) -> str:
+    return f"validation_{t_cold:g}_{t_hot:g}.png"
+
+
 def _is_run_output(name: str) -> bool:
     """Whether a file name is one that some run writes (for --force and stale temporaries)."""
     fixed = {CONFIG_FILE, METRICS_FILE, TRAINER_LOG, LAST_CHECKPOINT, BEST_CHECKPOINT}
     if name in fixed:
         return True
-    return (name.startswith("molecular_pt_") and name.endswith(".pt")) or (
-        name.startswith("loss_curves_") and name.endswith(".png"))
+    return _TEMPERATURE_NAMED.fullmatch(name) is not None
 
 
 def _is_temporary(name: str) -> bool:
@@ -133,6 +143,10 @@ class RunDirectory:
 
     def png(self, t_cold: float, t_hot: float) -> Path:
         return self.path / png_name(t_cold, t_hot)
+
+    def validation_png(self, t_cold: float, t_hot: float) -> Path:
+        """What the map does to samples it never trained on: Ramachandran maps and energy histograms."""
+        return self.path / validation_png_name(t_cold, t_hot)
 
     def outputs(self) -> Iterator[Path]:
         """Every entry here that some run wrote (nothing of the user's)."""
