@@ -1,13 +1,18 @@
 """`molpt-tui train`: config, preflight, data, run directory, then headless or the live TUI.
 
-Order matters: every check runs before the run directory is touched, data generation (minutes)
-runs before it too, and only then is the directory created, locked, cleared (`--force`) and
-given its config. Headless, the trainer runs in this process; under the TUI it runs in a child
-process that writes metrics.jsonl, which the monitor follows like `watch` does.
+Order matters: every check that needs no data runs before the run directory is touched. When
+the data must first be made (minutes of MD), the directory is then created and locked and the
+MD reports into its metrics.jsonl (`DataPhase`), so `watch` shows it from another terminal;
+until the data-dependent checks have passed too, that is undone on any failure or stop. Only
+then is the directory cleared (`--force`) and given its config. Headless, the trainer runs in
+this process; under the TUI it runs in a child process that writes metrics.jsonl, which the
+monitor follows like `watch` does.
 """
 from __future__ import annotations
 
 import sys
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,14 +24,14 @@ from ..training.artifacts import RunArtifacts
 from ..training.control import TrainingControl
 from ..training.distributed import Distributed, check_world_size, rank_info
 from ..training.events import Sink
-from ..training.exit_codes import exit_code
+from ..training.exit_codes import exit_code, signal_exit_code
 from ..training.metrics_log import MetricsLogSink
-from ..training.run_dir import RunDirectory
+from ..training.run_dir import HEARTBEAT_S, RunDirectory
 from ..training.setup import TrainingSetup, build_setup
 from ..training.system_stats import CountingEngine, SystemSampler
 from ..training.trainer import Trainer
 from .artifacts import RunFiles
-from .data_generation import generate_data
+from .data_generation import DataJob, generate_data, plan_data
 from .disk import disk_errors_as_user_errors
 from .preflight import Checked, ResumePoint, check_data, check_inputs, data_missing
 from .resources import apply_threads, cpu_budget, plan_for, plan_threads, worker_cpus
@@ -53,6 +58,7 @@ class TrainOptions:
     no_mouse: bool = False
     ascii: bool = False          # --ascii: a TUI without braille or box drawing
     threads: int | None = None   # --threads: the CPUs this run may use (None: those it is given)
+    tensorboard: bool = False    # --tensorboard: the scalars live in RUN/tensorboard/ (app.export.tensorboard_sinks)
 
 
 # Typed flags that set a config key; an error about the value names the flag.
@@ -108,25 +114,49 @@ def train(opts: TrainOptions) -> int:
             check_world_size(checked.resume_from, checked.resume_path or run_dir.last, 1)
         for warning in checked.warnings:
             _say(f"molpt-tui: warning: {warning}")
+        phase: DataPhase | None = None
         if data_missing(cfg):
             if cfg.data_path.is_file():
                 load_data(cfg.data_path, checked.ms)  # a bad data file is refused before MD for its test run
-            code = generate_data(cfg, announce=_say, missing=True, n_procs=budget.cpus if budget.requested else None)
+            n_procs = budget.cpus if budget.requested else None
+            jobs = plan_data(cfg, missing=True, n_procs=n_procs)
+            if resume is None:
+                phase = DataPhase(run_dir, force=opts.force)
+                code = phase.run(cfg, jobs, n_procs)
+            else:
+                # A resumed run's directory holds a run: its files, and nothing of a data phase.
+                code = generate_data(cfg, announce=_say, missing=True, n_procs=n_procs, jobs=jobs)
             if code:
                 return code
-        split = check_data(checked)
-        setup = build_setup(cfg, checked.ms, split, checked.device, log=_say,
-                            worker_cpus=worker_cpus(budget, monitor=use_tui))
         try:
-            plan = apply_threads(plan_for(budget, setup.choice, monitor=use_tui))
-            # Built now because its constructor is the last check (a checkpoint of the wrong
-            # shape is refused here) and writes nothing; sinks that write come later.
-            trainer = make_trainer(checked, setup, [], run_info={**plan.fields(), **(slurm.fields() if slurm else {})})
-            if use_tui:
-                setup.close()  # the child trainer builds its own; this one proved it can be built
-            prepare_run_dir(checked, fresh=resume is None, force=opts.force)
+            split = check_data(checked)
+            setup = build_setup(cfg, checked.ms, split, checked.device, log=_say,
+                                worker_cpus=worker_cpus(budget, monitor=use_tui))
+            try:
+                plan = apply_threads(plan_for(budget, setup.choice, monitor=use_tui))
+                # Built now because its constructor is the last check (a checkpoint of the wrong
+                # shape is refused here) and writes nothing; sinks that write come later.
+                run_info = {**plan.fields(), **(slurm.fields() if slurm else {})}
+                trainer = make_trainer(checked, setup, [], run_info=run_info)
+                if use_tui:
+                    setup.close()  # the child trainer builds its own; this one proved it can be built
+                if phase is not None:
+                    stopped = phase.stop_signal()
+                    if stopped is not None:
+                        setup.close()
+                        phase.undo()
+                        _say(f"molpt-tui: {stopped} received before training started: stopped; the data files "
+                             f"are kept, {run_dir.path} is as it was")
+                        return signal_exit_code(stopped)
+                    phase.commit(lambda: configure_run_dir(checked))
+                else:
+                    prepare_run_dir(checked, fresh=resume is None, force=opts.force)
+            except BaseException:
+                setup.close()
+                raise
         except BaseException:
-            setup.close()
+            if phase is not None:
+                phase.undo()
             raise
         try:
             if use_tui:
@@ -136,6 +166,107 @@ def train(opts: TrainOptions) -> int:
             return _run_headless(trainer, checked, setup)
         finally:
             run_dir.release_lock()
+
+
+class DataPhase:
+    """The run directory while `train` makes its missing data (minutes of MD): created, locked,
+    an earlier run set aside under --force, metrics.jsonl open for the phase's events, so that
+    `watch` shows it and a second trainer or `control` find a live run. Until `commit`, `undo`
+    leaves the directory as the command found it: a start refused after the MD, or stopped
+    during it, costs the user nothing, and the same command run again is not refused as 'not
+    empty'. Job signals are noted from `run` to `commit` (during the MD they stop it)."""
+
+    def __init__(self, run_dir: RunDirectory, *, force: bool) -> None:
+        self.run_dir = run_dir
+        self.force = force
+        self.created = False
+        self.moved = False     # an earlier run is in run_dir.set_aside_dir
+        self.open = False      # the directory holds this phase's files
+        self._log: MetricsLogSink | None = None
+        self._signals: JobSignals | None = None
+        self._done = threading.Event()
+        self._beat: threading.Thread | None = None
+
+    def run(self, cfg: Config, jobs: list[DataJob], n_procs: int | None) -> int:
+        """Prepare the directory and make the data; 0, or the 128+n of a stop (directory undone)."""
+        try:
+            # under SLURM its warning (SIGUSR1) stops the phase too, as it stops the MD
+            self._signals = JobSignals(on_stop=lambda name: None, requeue_on_usr1=slurm_job_id() != "")
+            self._signals.__enter__()
+            self._prepare()
+            assert self._log is not None
+            code = generate_data(cfg, announce=_say, missing=True, n_procs=n_procs, jobs=jobs, events=self._log)
+            stopped = self.stop_signal()
+            if not code and stopped is not None:  # between the two files, or as the last one was written
+                _say(f"molpt-tui: {stopped} received while generating data: stopped; the data files written are "
+                     "kept")
+                code = signal_exit_code(stopped)
+        except BaseException:
+            self.undo()
+            raise
+        if code:
+            self.undo()
+        return code
+
+    def _prepare(self) -> None:
+        run_dir = self.run_dir
+        self.created = run_dir.create()
+        run_dir.acquire_lock()
+        self.open = True
+        if self.force:
+            self.moved = run_dir.set_aside()
+        run_dir.remove_stale_temps()
+        self._log = MetricsLogSink(run_dir.metrics)
+        self._beat = threading.Thread(target=self._heartbeat, name="molpt-run-dir-heartbeat", daemon=True)
+        self._beat.start()
+
+    def _heartbeat(self) -> None:
+        # Minimisation or a long MD chunk reports nothing for a while; a viewer on another host
+        # must not take the lock for a stale one meanwhile (`heartbeat` itself keeps its pace).
+        while not self._done.wait(HEARTBEAT_S / 4):
+            self.run_dir.heartbeat()
+
+    def stop_signal(self) -> str | None:
+        return self._signals.received if self._signals is not None else None
+
+    def _end(self) -> None:
+        self._done.set()
+        if self._beat is not None:
+            self._beat.join()
+            self._beat = None
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+        if self._signals is not None:
+            self._signals.__exit__(None, None, None)
+            self._signals = None
+
+    def commit(self, configure: Callable[[], None]) -> None:
+        """Every check has passed: `configure` the directory (a failure still undoes), then the
+        earlier run's files go. The lock stays held, for the trainer (or the child it hands it to)."""
+        configure()
+        self._end()
+        if self.moved:
+            self.run_dir.drop_set_aside()
+            self.moved = False
+        self.open = False
+
+    def undo(self) -> None:
+        self._end()
+        run_dir = self.run_dir
+        if self.open and run_dir.lock_held:  # never another trainer's files
+            if self.moved:
+                run_dir.restore_set_aside()
+            else:
+                run_dir.clear()
+        self.open = self.moved = False
+        run_dir.release_lock()
+        if self.created:
+            self.created = False
+            try:
+                run_dir.path.rmdir()
+            except OSError:
+                pass  # something not ours appeared in it meanwhile: leave it
 
 
 def prepare_run_dir(checked: Checked, *, fresh: bool, force: bool) -> None:
@@ -148,13 +279,17 @@ def prepare_run_dir(checked: Checked, *, fresh: bool, force: bool) -> None:
         run_dir.acquire_lock()
         if fresh and force:
             run_dir.clear()
-        run_dir.remove_stale_temps()
-        write_config(checked.cfg, run_dir)
+        configure_run_dir(checked)
     except BaseException:
         run_dir.release_lock()
         if created:
             _remove_if_ours(run_dir)
         raise
+
+
+def configure_run_dir(checked: Checked) -> None:
+    checked.run_dir.remove_stale_temps()
+    write_config(checked.cfg, checked.run_dir)
 
 
 def write_config(cfg: Config, run_dir: RunDirectory) -> None:

@@ -26,10 +26,12 @@ from typing import TextIO
 
 from tqdm import tqdm
 
+from ..physics.replica_md import md_time
 from ..training.checklist import Check, checklist
 from ..training.events import (
     Alert,
     CheckpointSaved,
+    DataProgress,
     DataReport,
     EpochMetrics,
     Event,
@@ -232,6 +234,10 @@ class ConsoleReporter(Sink):
                 self._print(self.format_test(event))
             elif isinstance(event, DataReport):
                 self._print(self.format_data_report(event))
+            elif isinstance(event, DataProgress):
+                # A live run prints the MD's progress itself; a replayed log says what was made.
+                if event.phase == "written":
+                    self._print(self.format_data_written(event))
             elif isinstance(event, RunStarted):
                 self._on_run_started(event)
             elif isinstance(event, Finished):
@@ -460,6 +466,18 @@ class ConsoleReporter(Sink):
                 f"{fmt_prob_se(ev.acc_naive, ev.acc_naive_se)}; ESS fwd {fmt_pct_se(ev.ess_fwd, ev.ess_fwd_se)} | "
                 f"inv {fmt_pct_se(ev.ess_inv, ev.ess_inv_se)}; KL {fmt_kt_se(ev.kl, ev.kl_se)} "
                 f"({ev.n_pairs} pairs of an independent MD run, errors by block bootstrap, block {ev.block})")
+
+    @staticmethod
+    def format_data_written(ev: DataProgress) -> str:
+        what = "test set" if ev.split == "test" else "data file"
+        acc = [a for a in ev.swap_acceptance if math.isfinite(a)]
+        text = (f"[info] {what} {ev.path} written: {ev.samples} samples per temperature, "
+                f"{md_time(ev.simulated_ns)} per replica x {len(ev.temperatures)} replicas")
+        if math.isfinite(ev.ns_per_day):
+            text += f", {ev.ns_per_day:.1f} ns/day per replica"
+        if acc and len(acc) == len(ev.swap_acceptance):
+            text += f", swap acceptance {' '.join(f'{a:.2f}' for a in acc)}"
+        return text
 
     @staticmethod
     def format_data_report(ev: DataReport) -> str:

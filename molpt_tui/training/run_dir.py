@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import socket
 import time
 from collections.abc import Iterator
@@ -25,6 +26,9 @@ LOCK_FILE = ".lock"
 CONTROL_DIR = "control"
 LAST_CHECKPOINT = "last.pt"
 BEST_CHECKPOINT = "best.pt"
+# `train --force` that must first make its data: the earlier run's files wait here until every
+# check has passed (then they go) or the start is refused (then they come back).
+SET_ASIDE_DIR = ".replaced"
 # A lock whose holder runs on another host cannot be probed by PID; the holder refreshes the
 # lock's mtime at least this often (from the control poll) and a lock older than STALE_AFTER_S
 # is taken over, so a job requeued onto another node is not locked out by its dead self.
@@ -52,7 +56,7 @@ def validation_png_name(t_cold: float, t_hot: float) -> str:
 
 def _is_run_output(name: str) -> bool:
     """Whether a file name is one that some run writes (for --force and stale temporaries)."""
-    fixed = {CONFIG_FILE, METRICS_FILE, TRAINER_LOG, LAST_CHECKPOINT, BEST_CHECKPOINT}
+    fixed = {CONFIG_FILE, METRICS_FILE, TRAINER_LOG, LAST_CHECKPOINT, BEST_CHECKPOINT, SET_ASIDE_DIR}
     if name in fixed:
         return True
     return _TEMPERATURE_NAMED.fullmatch(name) is not None
@@ -148,6 +152,10 @@ class RunDirectory:
         """What the map does to samples it never trained on: Ramachandran maps and energy histograms."""
         return self.path / validation_png_name(t_cold, t_hot)
 
+    @property
+    def set_aside_dir(self) -> Path:
+        return self.path / SET_ASIDE_DIR
+
     def outputs(self) -> Iterator[Path]:
         """Every entry here that some run wrote (nothing of the user's)."""
         if not self.path.is_dir():
@@ -208,7 +216,9 @@ class RunDirectory:
         """--force: remove everything an earlier run wrote here (and nothing else). Lock held."""
         removed = []
         for entry in list(self.outputs()):
-            if entry.is_dir():
+            if entry.name == SET_ASIDE_DIR and entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)  # holds only what `set_aside` moved there, control/ included
+            elif entry.is_dir():
                 for child in entry.iterdir():
                     child.unlink(missing_ok=True)
                 entry.rmdir()
@@ -216,6 +226,46 @@ class RunDirectory:
                 entry.unlink(missing_ok=True)
             removed.append(entry)
         return removed
+
+    def set_aside(self) -> bool:
+        """--force before a data phase: move the earlier run's files into `.replaced/` (a rename,
+        on the same file system), so a start refused after minutes of MD can put them back.
+        Lock held. True when something was moved."""
+        aside = self.set_aside_dir
+        if aside.exists() or aside.is_symlink():
+            # left by a start killed mid-phase: --force replaces it with the rest
+            if aside.is_dir() and not aside.is_symlink():
+                shutil.rmtree(aside)
+            else:
+                aside.unlink()
+        entries = [entry for entry in self.outputs() if entry.name != SET_ASIDE_DIR]
+        if not entries:
+            return False
+        aside.mkdir()
+        for entry in entries:
+            os.replace(entry, aside / entry.name)
+        return True
+
+    def restore_set_aside(self) -> None:
+        """Undo `set_aside`: remove what was written since, and put the earlier run back. Lock held."""
+        aside = self.set_aside_dir
+        for entry in list(self.outputs()):
+            if entry.name == SET_ASIDE_DIR:
+                continue
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink(missing_ok=True)
+        if not aside.is_dir():
+            return
+        for entry in list(aside.iterdir()):
+            os.replace(entry, self.path / entry.name)
+        aside.rmdir()
+
+    def drop_set_aside(self) -> None:
+        """The new run starts: what `set_aside` kept goes, as `--force` promised."""
+        if self.set_aside_dir.is_dir():
+            shutil.rmtree(self.set_aside_dir)
 
     def remove_stale_temps(self) -> None:
         """Half-written files of a killed trainer: never loaded, but each as large as a checkpoint."""
