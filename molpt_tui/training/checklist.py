@@ -11,8 +11,9 @@ Units: energies beta*U and KL in kT; acceptances are probabilities; epochs are 1
 """
 from __future__ import annotations
 
+import bisect
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -56,11 +57,14 @@ class Check:
 
 @dataclass(frozen=True)
 class _View:
-    """The history up to one epoch."""
+    """The history up to one epoch: slices of arrays converted once per `checklist` call, so a
+    long run costs one pass over its epochs plus a little per probe, not a pass per probe."""
 
     epochs: np.ndarray
     series: dict[str, np.ndarray]
-    blocks: list[LogBlock]
+    exploded: dict[str, np.ndarray]   # per epoch, `exploded_mask` (causal: a prefix's is the prefix)
+    first_finite_loss: int            # index of the first finite loss in `epochs`, -1 if none yet
+    blocks: Sequence[LogBlock]
     warmup: int | None       # training.warmup_epochs, None when the run header is unknown
 
 
@@ -79,12 +83,10 @@ def _prob(x: float) -> str:
 # --- the signs, each on a view -------------------------------------------------------------------
 
 def _initial_loss(v: _View, th: AlertThresholds) -> tuple[CheckState, str]:
-    loss = v.series["loss"]
-    finite = np.flatnonzero(np.isfinite(loss))
-    if not finite.size:
+    i = v.first_finite_loss
+    if i < 0:
         return "pending", "no finite loss yet"
-    i = int(finite[0])
-    value = float(loss[i])
+    value = float(v.series["loss"][i])
     detail = f"{_kt(value)} kT at epoch {int(v.epochs[i])} (limit {th.initial_loss_max:.0e} kT)"
     return ("pass" if value < th.initial_loss_max else "fail"), detail
 
@@ -99,7 +101,7 @@ def _decreasing(key: str) -> Callable[[_View, AlertThresholds], tuple[CheckState
         k = max(1, len(values) // 4)
         start, end = float(np.median(values[:k])), float(np.median(values[-k:]))
         detail = f"{_kt(start)} -> {_kt(end)} kT over epochs {int(epochs[0])}-{int(epochs[-1])}"
-        if exploded_mask(list(v.series[key]), th)[0][-1]:
+        if v.exploded[key][-1]:
             return "fail", detail + ": exploded"
         # "Flat" within the noise of the epoch means, measured on the first half of the window
         # (before any rise), so noise alone does not fail it and a rise does not hide itself.
@@ -167,8 +169,10 @@ def _acceptance(v: _View, th: AlertThresholds) -> tuple[CheckState, str]:
     return "pending", detail + ": within 2 standard errors"
 
 
+_EXPLODING = ("fwd_energy", "inv_energy")
+
 _SIGNS: dict[str, tuple[str, Callable[[_View, AlertThresholds], tuple[CheckState, str]]]] = {
-    INITIAL_LOSS: ("initial loss below 1e15 kT", _initial_loss),
+    INITIAL_LOSS: ("initial loss below {initial_loss_max} kT", _initial_loss),
     FWD_DECREASING: ("Fwd_E decreasing (or flat)", _decreasing("fwd_energy")),
     INV_DECREASING: ("Inv_E decreasing (or flat)", _decreasing("inv_energy")),
     LR_WARMUP: ("LR rising through the warmup", _lr_warmup),
@@ -177,13 +181,31 @@ _SIGNS: dict[str, tuple[str, Callable[[_View, AlertThresholds], tuple[CheckState
 }
 
 
-def _view(history: History, upto: int) -> _View:
-    epochs = np.asarray(history.epochs, dtype=float)
-    n = int(np.searchsorted(epochs, upto, side="right"))
-    series = {k: np.asarray(v[:n], dtype=float) for k, v in history.series.items()}
-    blocks = [b for b in history.blocks if b.epoch <= upto]
-    warmup = history.run.warmup_epochs if history.run is not None else None
-    return _View(epochs=epochs[:n], series=series, blocks=blocks, warmup=warmup)
+class _Arrays:
+    """A history's series as arrays, once; `view(upto)` slices them."""
+
+    def __init__(self, history: History, th: AlertThresholds) -> None:
+        self.epochs = np.asarray(history.epochs, dtype=float)
+        self.series = {k: np.asarray(v, dtype=float) for k, v in history.series.items()}
+        self.exploded = {k: exploded_mask(self.series[k], th)[0] for k in _EXPLODING}
+        finite = np.flatnonzero(np.isfinite(self.series["loss"]))
+        self.first_finite_loss = int(finite[0]) if finite.size else -1
+        self.blocks = history.blocks  # in epoch order (History replaces a resumed tail)
+        self.block_epochs = [b.epoch for b in history.blocks]
+        self.warmup = history.run.warmup_epochs if history.run is not None else None
+
+    def view(self, upto: int) -> _View:
+        n = int(np.searchsorted(self.epochs, upto, side="right"))
+        nb = bisect.bisect_right(self.block_epochs, upto)
+        first = self.first_finite_loss if self.first_finite_loss < n else -1
+        return _View(epochs=self.epochs[:n], series={k: v[:n] for k, v in self.series.items()},
+                     exploded={k: m[:n] for k, m in self.exploded.items()}, first_finite_loss=first,
+                     blocks=self.blocks[:nb], warmup=self.warmup)
+
+
+def _view(history: History, upto: int, th: AlertThresholds | None = None) -> _View:
+    """The view of `history` up to epoch `upto` on its own (tests compare `checklist` with it)."""
+    return _Arrays(history, th or history.thresholds).view(upto)
 
 
 def checklist(history: History, thresholds: AlertThresholds | None = None) -> list[Check]:
@@ -197,10 +219,12 @@ def checklist(history: History, thresholds: AlertThresholds | None = None) -> li
             probes = sorted({b.epoch for b in history.blocks} | {history.epochs[0], history.last_epoch})
     else:
         probes = []
-    views = [_view(history, e) for e in probes] or [_view(history, 0)]
+    arrays = _Arrays(history, th)
+    views = [arrays.view(e) for e in probes] or [arrays.view(0)]
     out = []
     for key in CHECK_IDS:
         label, sign = _SIGNS[key]
+        label = label.format(initial_loss_max=f"{th.initial_loss_max:.0e}".replace("e+", "e"))
         states = [sign(v, th) for v in views]
         state, detail = states[-1]
         since: int | None = None
