@@ -80,7 +80,7 @@ def _kt(x: float) -> str:
     return f"{x:.2f}"
 
 
-def exploded_mask(values: Sequence[float], th: AlertThresholds) -> tuple[np.ndarray, np.ndarray]:
+def exploded_mask(values: Sequence[float] | np.ndarray, th: AlertThresholds) -> tuple[np.ndarray, np.ndarray]:
     """Per epoch: whether the value is exploded against the best before or at it, and that best.
 
     The best is the running minimum of the finite values (NaN until the first one); a value is
