@@ -64,6 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--no-mouse", action="store_true", help="TUI: do not capture the mouse (tmux/SSH friendly)")
     t.add_argument("--ascii", action="store_true", help="TUI: ASCII only, no braille or box drawing (automatic on "
                    "TERM=linux, vt100, and non-UTF-8 terminals)")
+    t.add_argument("--tensorboard", action="store_true",
+                   help="also write every epoch's and evaluation's scalars live to RUN_DIR/tensorboard/ "
+                        "(needs: pip install 'molpt-tui[tensorboard]')")
     _add_threads_arg(t)
 
     s = sub.add_parser("simulate", help="generate replica-exchange MD data for a preset",
@@ -102,6 +105,21 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
     pl.add_argument("--out", metavar="FILE.png",
                     help="where to write the PNG (default: in the run directory; runs_comparison.png for several)")
+
+    e = sub.add_parser("export", help="write every scalar of a run's epochs and evaluations as CSV, Parquet or "
+                                      "TensorBoard files",
+                       description="Rebuild from RUN_DIR/metrics.jsonl one table, one row per (kind, epoch): train "
+                                   "(training figures), val (held-out validation), test (independent test run); "
+                                   "columns named split/field, e.g. val/acc_flow. CSV needs nothing more; Parquet "
+                                   "needs molpt-tui[export], TensorBoard molpt-tui[tensorboard].")
+    e.add_argument("run_dir", metavar="RUN_DIR")
+    e.add_argument("--format", dest="fmt", choices=["csv", "parquet", "tensorboard"], required=True)
+    e.add_argument("--out", metavar="PATH", help="file (csv, parquet) or directory (tensorboard) to write "
+                                                  "(default: RUN_DIR/metrics.csv, RUN_DIR/metrics.parquet, "
+                                                  "RUN_DIR/tensorboard/)")
+    e.add_argument("--force", action="store_true", help="replace an existing export")
+    e.add_argument("--system", action="store_true",
+                   help="also the system samples (CPU, memory, GPU): kind system, one row per sample")
 
     w = sub.add_parser("watch", help="attach the TUI to a run started elsewhere (and steer it), or compare runs",
                        description="Follow RUN_DIR/metrics.jsonl of a running, pending or finished run (a directory "
@@ -154,7 +172,8 @@ def _train(args: argparse.Namespace) -> int:
         preset=args.preset, overrides=tuple(args.overrides), epochs=args.epochs, lr=args.lr,
         batch_size=args.batch_size, device=args.device, out=Path(args.out) if args.out else None,
         resume=Path(args.resume) if args.resume else None, resume_from=args.resume_from, force=args.force,
-        ui=not args.no_ui, no_mouse=args.no_mouse, threads=args.threads, ascii=args.ascii))
+        ui=not args.no_ui, no_mouse=args.no_mouse, threads=args.threads, ascii=args.ascii,
+        tensorboard=args.tensorboard))
 
 
 def _simulate(args: argparse.Namespace) -> int:
@@ -190,6 +209,15 @@ def _plot(args: argparse.Namespace) -> int:
     return plot([Path(p) for p in args.run_dirs], Path(args.out) if args.out else None)
 
 
+def _export(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .app.export import export
+
+    return export(Path(args.run_dir), args.fmt, Path(args.out) if args.out else None, force=args.force,
+                  system=args.system)
+
+
 def _watch(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -218,7 +246,7 @@ def _pt(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"train": _train, "simulate": _simulate, "check-energy": _check_energy, "presets": _presets,
-            "plot": _plot, "watch": _watch, "control": _control, "pt": _pt}
+            "plot": _plot, "export": _export, "watch": _watch, "control": _control, "pt": _pt}
 
 
 def main(argv: list[str] | None = None) -> int:
