@@ -379,10 +379,45 @@ class DataProgress(Event):
     swap_acceptance: list[float] = field(default_factory=list)  # neighbour pairs (i, i+1); NaN before an attempt
 
 
+@dataclass
+class ValidationHistograms(Event):
+    """What the map does to held-out samples, coarse enough for a terminal pane: histograms of
+    beta*U (kT) of the samples of each temperature against the mapped samples of the other,
+    and, for peptides, (phi, psi) densities. Sent at each evaluation beside the validation figure
+    (RUN/validation_<Tc>_<Th>.png), so mode collapse shows while training. Counts are per bin;
+    mapped values outside the reference's range are counted in `*_below` / `*_above` (an
+    exploded energy is not a bin)."""
+
+    kind: ClassVar[str] = "validation_hist"
+    epoch: int
+    split: str                 # the pairs the histograms are of: "validation"
+    n_pairs: int
+    # beta_hot U at t_hot: hot data y against T(x) of the cold data
+    hot_edges: list[float] = field(default_factory=list)       # kT, len(bins) + 1
+    hot_data: list[int] = field(default_factory=list)
+    hot_mapped: list[int] = field(default_factory=list)
+    hot_mapped_below: int = 0
+    hot_mapped_above: int = 0  # includes non-finite energies
+    # beta_cold U at t_cold: cold data x against T^-1(y) of the hot data
+    cold_edges: list[float] = field(default_factory=list)
+    cold_data: list[int] = field(default_factory=list)
+    cold_mapped: list[int] = field(default_factory=list)
+    cold_mapped_below: int = 0
+    cold_mapped_above: int = 0
+    # (phi, psi) densities on a rama_bins x rama_bins grid over [-180, 180) degrees, row-major
+    # with phi along rows; empty without a peptide backbone
+    rama_label: str = ""       # the residue of the (phi, psi) pair, e.g. "ALA2"
+    rama_bins: int = 0
+    rama_cold: list[int] = field(default_factory=list)         # cold data
+    rama_hot_to_cold: list[int] = field(default_factory=list)  # T^-1(hot data)
+    rama_hot: list[int] = field(default_factory=list)          # hot data
+    rama_cold_to_hot: list[int] = field(default_factory=list)  # T(cold data)
+
+
 EVENT_TYPES: dict[str, type[Event]] = {
     cls.kind: cls for cls in (RunStarted, EpochMetrics, LogBlock, Alert, Message, CheckpointSaved, Finished,
                               RequestAcknowledged, PTStarted, PTProgress, StepProgress, TestEvaluation, DataReport,
-                              DataProgress)
+                              DataProgress, ValidationHistograms)
 }
 
 # Sampled beside the trainer's own events (training.system_stats).
