@@ -49,14 +49,19 @@ def _counts(values: np.ndarray, edges: np.ndarray) -> tuple[list[int], int, int]
     return [int(c) for c in counts], below, above
 
 
+def _wrap(degrees: np.ndarray) -> np.ndarray:
+    """Into [-180, 180): +180 exactly is the bin of -180."""
+    out: np.ndarray = (degrees + 180.0) % 360.0 - 180.0
+    return out
+
+
 def rama_density(phi_deg: np.ndarray, psi_deg: np.ndarray, bins: int = RAMA_BINS) -> list[int]:
     """Counts on a bins x bins grid over [-180, 180) degrees, row-major with phi along rows."""
     phi = np.asarray(phi_deg, dtype=float)
     psi = np.asarray(psi_deg, dtype=float)
     keep = np.isfinite(phi) & np.isfinite(psi)
-    wrap = (lambda a: (a + 180.0) % 360.0 - 180.0)  # +180 exactly is the bin of -180
     edges = np.linspace(-180.0, 180.0, bins + 1)
-    counts, _, _ = np.histogram2d(wrap(phi[keep]), wrap(psi[keep]), bins=[edges, edges])
+    counts, _, _ = np.histogram2d(_wrap(phi[keep]), _wrap(psi[keep]), bins=(edges, edges))
     return [int(c) for c in counts.ravel()]
 
 
