@@ -59,7 +59,8 @@ def _resample(counts: Sequence[int], columns: int) -> np.ndarray:
     # or bins spread over two columns would look half as tall as their neighbours)
     if columns > c.size:
         out = c[np.minimum((np.arange(columns) * c.size) // columns, c.size - 1)]
-    return out / total
+    shares: np.ndarray = out / total
+    return shares
 
 
 def _histogram_lines(h: _Histogram, width: int, height: int, bars: tuple[str, str, str]) -> list[str]:
