@@ -9,11 +9,15 @@ acceptance is recomputed and reported next to the one training logged at that ep
 """
 from __future__ import annotations
 
+import argparse
 import math
+import os
+import subprocess
 import sys
+import traceback
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TextIO
 
 import numpy as np
 import torch
@@ -26,7 +30,7 @@ from ..physics.openmm_platforms import check_platform
 from ..physics.systems import MolecularSystem, system_from_config
 from ..physics.torsions import Backbone, backbone_of_topology
 from ..physics.units import beta
-from ..report.pt_console import PTConsole
+from ..report.pt_console import PTConsole, format_summary
 from ..report.validation_plots import (
     PopulationSeries,
     ReducedEnergies,
@@ -35,7 +39,7 @@ from ..report.validation_plots import (
 )
 from ..training.checkpoint import check_compatible, load_checkpoint, refused
 from ..training.control import TrainingControl
-from ..training.events import LogBlock, PTStarted, Sink
+from ..training.events import Finished, LogBlock, Message, PTProgress, PTStarted, Sink
 from ..training.exit_codes import exit_code
 from ..training.metrics_log import MetricsLogSink, read_events
 from ..training.pt import (
@@ -255,19 +259,31 @@ def _ladder(cfg: Config) -> list[float]:
     return ladder
 
 
-def prepare(opts: PTOptions) -> PTPlan:
-    """Every check and every replica, nothing written."""
+def preflight(opts: PTOptions) -> tuple[Config, PTSettings, PTDirectory]:
+    """The checks that need neither the map nor the MD: what the live TUI runs before it starts
+    the sampler process (which then runs the rest, `build_plan`)."""
     cfg, settings, pt_dir = resolve_settings(opts)
     owner = pt_dir.run.live_trainer()
     if owner is not None:
         raise UserError(f"{pt_dir.path}: another process ({owner.describe()}) is writing this pt directory; "
                         f"stop it first (`molpt-tui control {pt_dir.path} stop`) or use --out")
-    d, t = cfg.data, cfg.temperatures
+    d = cfg.data
     if d.constraints != "none":
         raise UserError(f"{cfg.source}: data.constraints = \"{d.constraints}\": pt runs MD of the flexible system the "
                         "map was trained on, and a map trained with fixed X-H bonds is no bijection of it; train with "
                         "data.constraints = \"none\"")
     check_platform(d.platform, "data.platform", allow_auto=False)
+    return cfg, settings, pt_dir
+
+
+def prepare(opts: PTOptions) -> PTPlan:
+    """Every check and every replica, nothing written."""
+    return build_plan(opts, *preflight(opts))
+
+
+def build_plan(opts: PTOptions, cfg: Config, settings: PTSettings, pt_dir: PTDirectory) -> PTPlan:
+    """The map, its check and the replicas, for settings that passed `preflight`."""
+    d, t = cfg.data, cfg.temperatures
     ms = system_from_config(cfg)
     data = load_data(cfg.data_path, ms)
     split = split_data(cfg, data)
@@ -400,33 +416,193 @@ def population_series(sampler: Sampler, column: int) -> PopulationSeries:
 # --- the command ---------------------------------------------------------------------------------------
 
 def pt(opts: PTOptions, extra_sinks: list[Sink] | None = None) -> int:
-    if opts.ui and sys.stdout.isatty():
-        _say("molpt-tui: pt has no live view yet: running headless (as with --no-ui); "
-             "follow it from another terminal with `molpt-tui watch` on its pt directory")
+    if opts.ui and sys.stdout.isatty() and sys.stdin.isatty() and not extra_sinks:
+        return pt_live(opts)
     torch.set_num_threads(1)  # the map runs on one configuration at a time, between MD chunks
     plan = prepare(opts)
     pt_dir = plan.pt_dir
     with disk_errors_as_user_errors(pt_dir.path):
-        created = pt_dir.create()
-        try:
-            pt_dir.run.acquire_lock()
-            if not opts.resume and opts.force:
-                pt_dir.clear()
-            pt_dir.remove_stale_temps()
-            pt_dir.write_settings(plan.settings.to_dict())
-        except BaseException:
-            pt_dir.run.release_lock()
-            if created:
-                pt_dir.clear()
-                try:
-                    pt_dir.path.rmdir()
-                except OSError:
-                    pass
-            raise
+        _claim(pt_dir, opts, plan.settings)
         try:
             return run_pt(plan, opts, extra_sinks or [])
         finally:
             pt_dir.run.release_lock()
+
+
+def _claim(pt_dir: PTDirectory, opts: PTOptions, settings: PTSettings) -> None:
+    """Create and lock the pt directory, clear it (--force) and write its settings; on failure
+    leave no directory this call created."""
+    created = pt_dir.create()
+    try:
+        pt_dir.run.acquire_lock()
+        if not opts.resume and opts.force:
+            pt_dir.clear()
+        pt_dir.remove_stale_temps()
+        pt_dir.write_settings(settings.to_dict())
+    except BaseException:
+        pt_dir.run.release_lock()
+        if created:
+            pt_dir.clear()
+            try:
+                pt_dir.path.rmdir()
+            except OSError:
+                pass
+        raise
+
+
+# --- the live TUI: a sampler process and the monitor following its directory ------------------------
+
+def pt_live(opts: PTOptions) -> int:
+    """The sampler runs headless in a child process (as `train`'s trainer does under the TUI): the
+    monitor only reads the pt directory, so a monitor that crashes or is slow never costs samples,
+    and the sampler's signals, checkpoints and exit code are exactly those of headless pt."""
+    from ..tui.app import EXIT_UI_CRASHED
+    from ..tui.pt_monitor import run_pt_monitor
+    from ..tui.pt_source import LivePT
+
+    cfg, settings, pt_dir = preflight(opts)
+    with disk_errors_as_user_errors(pt_dir.path):
+        _claim(pt_dir, opts, settings)
+        try:
+            sampler = SamplerProcess(pt_dir, resume=opts.resume)
+            source = LivePT(pt_dir.run, sampler)  # counts earlier segments before the child can write
+            sampler.start()
+            try:
+                code = run_pt_monitor(source, title=f"molpt-tui pt: {cfg.system_name}")
+            except BaseException:
+                code = EXIT_UI_CRASHED
+            if code == EXIT_UI_CRASHED and sampler.poll() is None:
+                # The monitor died, the run did not: it goes on headless and can be watched again.
+                _say(f"molpt-tui: the monitor crashed; the {sampler.description} keeps sampling (log: "
+                     f"{pt_dir.run.trainer_log}). Attach with `molpt-tui watch {pt_dir.path}`, stop it with "
+                     f"`molpt-tui control {pt_dir.path} stop`.")
+                return code
+            if sampler.poll() is None:
+                sampler.terminate()
+                _say(f"molpt-tui: waiting for the {sampler.description} to finish its round and save "
+                     f"(up to {GRACE_S:.0f} s)...")
+                if sampler.wait(GRACE_S) is None:
+                    sampler.kill()
+                    sampler.wait(5.0)
+            # The TUI's screen is gone: leave in the terminal what headless pt prints at its end.
+            if not print_pt_summary(pt_dir, source.prior_finished):
+                _say(f"molpt-tui: the sampler ended without a summary; its log is {pt_dir.run.trainer_log}")
+            return code
+        finally:
+            pt_dir.run.release_lock()  # a no-op once the child has adopted it
+
+
+# How long a sampler that outlived its monitor gets to finish its round and save.
+GRACE_S = 120.0
+
+
+class SamplerProcess:
+    """The monitor's handle on the sampler process (tui.source.TrainerHandle)."""
+
+    def __init__(self, pt_dir: PTDirectory, *, resume: bool) -> None:
+        self.pt_dir = pt_dir
+        self.resume = resume
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.description = "pt sampler (starting)"
+
+    def start(self) -> None:
+        log = open(self.pt_dir.run.trainer_log, "a", buffering=1, encoding="utf-8")
+        try:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "molpt_tui.app.pt", str(self.pt_dir.path), "--parent", str(os.getpid()),
+                 *(["--resume"] if self.resume else [])],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                env=dict(os.environ, PYTHONUNBUFFERED="1"))
+        finally:
+            log.close()
+        self.description = f"pt sampler PID {self.proc.pid}"
+
+    def poll(self) -> int | None:
+        return self.proc.poll() if self.proc is not None else None
+
+    def terminate(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()  # SIGTERM: it finishes the round and saves
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+
+    def wait(self, timeout: float | None = None) -> int | None:
+        if self.proc is None:
+            return None
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
+
+def print_pt_summary(pt_dir: PTDirectory, prior_finished: int, stream: TextIO | None = None) -> bool:
+    """Print what headless pt prints at its end for the segment this command's sampler wrote:
+    its start, each sampler's last progress, how it ended and its files. False when that sampler
+    wrote no Finished event."""
+    out = stream if stream is not None else sys.stdout
+    try:
+        events = list(read_events(pt_dir.metrics, warn=lambda _message: None))
+    except OSError:
+        return False
+    ends = [i for i, event in enumerate(events) if isinstance(event, Finished)]
+    if len(ends) <= prior_finished:
+        return False
+    segment = events[ends[prior_finished - 1] + 1 if prior_finished else 0: ends[-1] + 1]
+    finished = segment[-1]
+    assert isinstance(finished, Finished)
+    started = [e for e in segment if isinstance(e, PTStarted)]
+    last: dict[str, PTProgress] = {}
+    for event in segment:
+        if isinstance(event, PTProgress):
+            last[event.sampler] = event
+    print(format_summary(started[-1] if started else None, list(last.values()), finished), file=out, flush=True)
+    return True
+
+
+def _record_failure(pt_dir: PTDirectory, text: str) -> None:
+    """A sampler that cannot start says so where every viewer looks, not only in its log."""
+    sink = MetricsLogSink(pt_dir.metrics)
+    try:
+        sink.emit(Message(text=text, level="error"))
+        sink.emit(Finished(status="failed", epoch=0, message=text))
+    finally:
+        sink.close()
+
+
+def child_main(argv: list[str] | None = None) -> int:
+    """The sampler process of the live TUI: a headless pt run in a directory the TUI prepared and
+    locked. Its settings are the ones the TUI resolved and wrote there; its output goes to the
+    directory's log, never over the monitor's screen."""
+    parser = argparse.ArgumentParser(prog="molpt_tui.app.pt")
+    parser.add_argument("pt_dir")
+    parser.add_argument("--parent", type=int, required=True)
+    parser.add_argument("--resume", action="store_true")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    pt_dir = PTDirectory(args.pt_dir)
+    try:
+        pt_dir.run.adopt_lock(args.parent)
+    except UserError as exc:
+        print(f"molpt-tui: error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        settings = _saved_settings(pt_dir)
+        cfg = load_saved_config(RunDirectory(settings.source_run).config, ())
+        opts = PTOptions(run_dir=Path(settings.source_run), out=pt_dir.path, resume=args.resume, ui=False)
+        plan = build_plan(opts, cfg, settings, pt_dir)
+        return run_pt(plan, opts, [])
+    except UserError as exc:
+        print(f"molpt-tui: error: {exc}", file=sys.stderr, flush=True)
+        _record_failure(pt_dir, str(exc))
+        return 2
+    except Exception as exc:  # noqa: BLE001 - the traceback belongs in the log, the verdict in metrics.jsonl
+        traceback.print_exc()
+        _record_failure(pt_dir, f"the sampler crashed: {type(exc).__name__}: {exc} (see {pt_dir.run.trainer_log})")
+        return 1
+    finally:
+        pt_dir.run.release_lock()
 
 
 def run_pt(plan: PTPlan, opts: PTOptions, extra_sinks: list[Sink]) -> int:
@@ -447,3 +623,7 @@ def run_pt(plan: PTPlan, opts: PTOptions, extra_sinks: list[Sink]) -> int:
         for s in (plan.flow, plan.ladder):
             if s is not None:
                 s.close()
+
+
+if __name__ == "__main__":
+    sys.exit(child_main())

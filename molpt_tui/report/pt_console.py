@@ -70,6 +70,19 @@ def format_progress(p: PTProgress, states: list[str]) -> str:
     return text
 
 
+def format_finished(event: Finished) -> list[str]:
+    return [f"pt: {event.status}: {event.message}", *(f"pt: wrote {f}" for f in event.files)]
+
+
+def format_summary(started: PTStarted | None, progress: list[PTProgress], finished: Finished) -> str:
+    """What a run segment comes to, as headless lines: its start, each sampler's last progress
+    and how it ended (the live TUI leaves this in the terminal when it exits)."""
+    states = list(started.states) if started is not None else []
+    lines = [format_started(started)] if started is not None else []
+    lines += [format_progress(p, states) for p in progress]
+    return "\n".join([*lines, *format_finished(finished)])
+
+
 class PTConsole(Sink):
     def __init__(self, every_s: float = 30.0, stream: TextIO | None = None) -> None:
         self.every_s = every_s
@@ -104,6 +117,5 @@ class PTConsole(Sink):
             for p in self._pending.values():
                 self._print(format_progress(p, self.states))
             self._pending.clear()
-            self._print(f"pt: {event.status}: {event.message}")
-            for f in event.files:
-                self._print(f"pt: wrote {f}")
+            for line in format_finished(event):
+                self._print(line)
