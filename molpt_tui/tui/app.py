@@ -38,7 +38,7 @@ from .glyphs import to_ascii, use_ascii_scrollbars, wants_ascii
 from .messages import ChecksReady, EventBatch, FeedSynced, TailerFailed, WatchFileStatus, WatchReset
 from .screens import ConfirmQuitScreen, ConfirmScreen, ConfirmStopScreen, HelpScreen
 from .source import FeedStatus, RunSource, StatusLine
-from .state import MonitorState, ack_text, snapshot_history
+from .state import MonitorState, ack_text, data_phase_title, snapshot_history
 from .watcher import MetricsFollower
 from .widgets import (
     PLOT_SPECS,
@@ -53,6 +53,7 @@ from .widgets import (
     ProgressInfo,
     ProgressPane,
     RunHeader,
+    SystemLine,
     TooSmall,
     ViewBar,
 )
@@ -174,6 +175,7 @@ class MonitorApp(MonitorBase):
     def compose(self) -> ComposeResult:
         yield TooSmall((MIN_WIDTH, MIN_HEIGHT), id="too-small")
         yield RunHeader(id="run-header")
+        yield SystemLine(id="system-line")
         yield ProgressPane(id="progress")
         yield Banner(id="banner")
         yield ViewBar(VIEWS, id="views")
@@ -202,6 +204,8 @@ class MonitorApp(MonitorBase):
                        self.query_one(RunHeader)):
             widget.glyphs = self.glyphs
         self.query_one(RunHeader).ascii_only = self.ascii_only
+        self.query_one(SystemLine).ascii_only = self.ascii_only
+        self.query_one(ProgressPane).ascii_only = self.ascii_only
         if self.ascii_only:
             self.query_one(TooSmall).times = "x"
             for pane in (self.query_one(ChecklistPane), self.query_one(AlertsPane), self.query_one(LogPane)):
@@ -320,9 +324,13 @@ class MonitorApp(MonitorBase):
         self._guarded("checking the trainer", self._check_source)
         state, drawn = self.state, self._drawn
         versions = state.versions
-        if drawn.get("header") != (versions["header"], versions["log"] if state.run is None else -1):
+        header_key = (versions["header"], versions["log"] if state.run is None else -1)
+        if drawn.get("header") != header_key:
             self._guarded("the run header", self._show_header)
-            drawn["header"] = (versions["header"], versions["log"] if state.run is None else -1)
+            drawn["header"] = header_key
+        # Every redraw: the allocation counts down and old readings age (it refreshes only when
+        # its text changes).
+        self._guarded("the system line", self._show_system)
         plot_key = (versions["data"], versions["blocks"], self.zoom_index, self.log_y, self.smooth, id(state.store))
         if drawn.get("plots") != plot_key:
             view = PlotView(state.store, state.evals, ZOOMS[self.zoom_index], self.log_y, self.smooth)
@@ -349,10 +357,17 @@ class MonitorApp(MonitorBase):
     def _show_header(self) -> None:
         state = self.state
         waiting = ""
-        if state.run is None and state.last_message is not None:
+        data = state.data_phase()
+        if state.run is None and data is not None:
+            waiting = f"waiting for the run to start: {data_phase_title(data)} ({data.path})"
+        elif state.run is None and state.last_message is not None:
             waiting = f"waiting for the run to start: {state.last_message.text}"
         self.query_one(RunHeader).show(state.run, badge=self.source.badge, run_dir=str(self.source.run_dir.path),
                                        waiting=waiting)
+
+    def _show_system(self) -> None:
+        state = self.state
+        self.query_one(SystemLine).show(state.system, state.run, self.clock(), ended=state.finished is not None)
 
     def _show_alerts(self) -> None:
         alerts = self.state.history.alerts
@@ -475,6 +490,7 @@ class MonitorApp(MonitorBase):
                 info.eta = max(step.eta_s - max(now - step.t, 0.0), 0.0)
             if step.segment_steps and step.segment_seconds > 0 and step.steps_per_epoch:
                 info.seconds_per_epoch = step.segment_seconds / step.segment_steps * step.steps_per_epoch
+        info.data = state.data_phase()
         if self.ascii_only:
             info.status_note = to_ascii(info.status_note)
         return info

@@ -20,8 +20,9 @@ from .glyphs import ASCII, UNICODE, Glyphs, use_ascii_scrollbars
 from .guard import describe
 from .widgets import KeyBar, ViewBar
 
-# The smallest compact layout: header (2), progress (2), pane bar (1), a pane of ~9 rows and the
-# key bar (1). Below it the screen says so instead of drawing clipped panes.
+# The smallest compact layout: header (2, and the system line once the trainer reports it),
+# progress (2), pane bar (1), a pane of ~8-9 rows and the key bar (1). Below it the screen says
+# so instead of drawing clipped panes.
 MIN_WIDTH = 60
 MIN_HEIGHT = 15
 ZOOMS: tuple[int | None, ...] = (None, 100, 1000)

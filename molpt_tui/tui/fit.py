@@ -120,3 +120,22 @@ def fit_items(items: Sequence[str], width: int, separator: str = "  ") -> int:
             return i
         used += extra
     return len(items)
+
+
+
+def keep_by_priority(lengths: Sequence[int], priorities: Sequence[int], width: int,
+                     separators: int | Sequence[int] = 0) -> list[int]:
+    """Indices (in order) of the items that stay when whole items are left out, lowest priority
+    first (among equals the rightmost), until they fit in `width`. `separators`: the columns put
+    before an item that is not the first kept (one for all, or one per item). A line of status
+    figures loses its least telling figure, never half of one."""
+    seps = [separators] * len(lengths) if isinstance(separators, int) else list(separators)
+    kept = list(range(len(lengths)))
+
+    def used() -> int:
+        return sum(lengths[i] for i in kept) + sum(seps[i] for i in kept[1:])
+
+    while kept and used() > width:
+        lowest = min(priorities[i] for i in kept)
+        kept.remove(max(i for i in kept if priorities[i] == lowest))
+    return kept

@@ -155,3 +155,34 @@ def fmt_lr(value: float) -> str:
     if not math.isfinite(value):
         return "–"
     return compact_exp(f"{value:.2e}")
+
+
+def fmt_scaled(value: float) -> str:
+    """A non-negative amount in at most about five characters plus a unit prefix: '0.25', '183',
+    '1.23 k', '3.4 M', '5.6 T', then '1.2e15': a status line keeps its width whatever it is fed."""
+    if value < 999.5:
+        return compact_exp(f"{value:.3g}") if value < 100 else f"{value:.0f}"
+    for scale, unit in ((1e3, "k"), (1e6, "M"), (1e9, "G"), (1e12, "T")):
+        if value / scale < 999.5:
+            return f"{value / scale:.3g} {unit}"
+    return compact_exp(f"{value:.1e}")
+
+
+def fmt_gib(mib: float) -> str:
+    """MiB as GiB with one decimal ('10.2'); huge values scaled, never a long row of digits."""
+    gib = mib / 1024.0
+    return f"{gib:.1f}" if gib < 9999.95 else fmt_scaled(gib)
+
+
+def fmt_mib(mib: float) -> str:
+    """Resident memory: '812 MiB' below a GiB, '12.3 GiB' above."""
+    if mib < 1023.5:
+        return f"{fmt_scaled(mib)} MiB"
+    return f"{fmt_gib(mib)} GiB"
+
+
+def fmt_kelvin(kelvin: float) -> str:
+    """A ladder temperature without decimals it does not have: '300', '367.5'."""
+    if not math.isfinite(kelvin):
+        return "–"
+    return f"{kelvin:.0f}" if abs(kelvin - round(kelvin)) < 0.05 else f"{kelvin:.1f}"

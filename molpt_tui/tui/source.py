@@ -28,7 +28,7 @@ from molpt_tui.training.metrics_log import CorruptLine, decode_line
 from molpt_tui.training.run_dir import METRICS_FILE, LockOwner, RunDirectory
 
 from .formatting import fmt_ago, fmt_duration
-from .state import MonitorState
+from .state import MonitorState, data_phase_title
 
 EXIT_COMPLETED, EXIT_FAILED, EXIT_STOPPED = 0, 1, 130
 # Waits shorter than this go without a clock: every longer wait says how long it has lasted.
@@ -205,7 +205,11 @@ class RunSource(ABC):
 
 def waiting_for(state: MonitorState) -> str:
     """What the trainer said it is doing before its run started (building the system, generating
-    data, compiling kernels), as its last message; "" when it said nothing yet."""
+    data, compiling kernels): the data generation it reports, else its last message; "" when it
+    said nothing yet."""
+    data = state.data_phase()
+    if data is not None and data.t >= (state.last_message.t if state.last_message is not None else -math.inf):
+        return data_phase_title(data)
     message = state.last_message
     return message.text if message is not None else ""
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from molpt_tui.training.events import (
     Alert,
     CheckpointSaved,
+    DataProgress,
     DataReport,
     EpochMetrics,
     Event,
@@ -29,11 +30,12 @@ from molpt_tui.training.events import (
     RequestAcknowledged,
     RunStarted,
     StepProgress,
+    SystemStats,
     TestEvaluation,
 )
 from molpt_tui.training.history import History
 
-from .formatting import fmt_count, fmt_duration, fmt_num, fmt_prob_column
+from .formatting import fmt_count, fmt_duration, fmt_kelvin, fmt_num, fmt_prob_column
 from .series import EvalSeries, SeriesStore
 
 # Per-epoch seconds are averaged over this many recent epochs for s/it and the ETA, so a slow
@@ -53,6 +55,12 @@ class MonitorState:
         self.store = SeriesStore()
         self.evals = EvalSeries()
         self.last_message: Message | None = None  # what the trainer said last (while it prepares)
+        self.system: SystemStats | None = None    # the trainer's latest reading of itself
+        # The data-generation MD that `train` runs before its run starts: the latest report of
+        # each split, and which split reported last. It is the progress line's subject until a
+        # RunStarted arrives; its phases stay in the log.
+        self.data_progress: dict[str, DataProgress] = {}
+        self.data_split: str | None = None
         self.log: deque[LogEntry] = deque(maxlen=max_log)
         self.pending_alerts: list[Alert] = []
         self.pending_acks: list[RequestAcknowledged] = []
@@ -66,7 +74,7 @@ class MonitorState:
         self.n_finished = 0  # Finished events seen (a failed start writes one without RunStarted)
         self.n_events = 0
         self.versions = {"header": 0, "data": 0, "blocks": 0, "alerts": 0, "log": 0, "finished": 0,
-                         "steer": 0, "progress": 0, "tests": 0}
+                         "steer": 0, "progress": 0, "tests": 0, "system": 0}
 
     # --- input -------------------------------------------------------------------------------
     def apply(self, events: list[Event], *, notify: bool = True, warnings: Iterable[str] = ()) -> None:
@@ -117,6 +125,11 @@ class MonitorState:
                 self._on_finished(event)
             elif isinstance(event, RequestAcknowledged):
                 self._on_ack(event, notify)
+            elif isinstance(event, SystemStats):
+                self.system = event
+                self._bump("system")
+            elif isinstance(event, DataProgress):
+                self._on_data_progress(event)
             else:
                 continue
             if self.first_event_t is None:
@@ -138,12 +151,32 @@ class MonitorState:
             self.add_log(f"run started: {event.model}, {event.epochs} epochs, batch {event.batch_size}")
         if event.engine_reason:
             self.add_log(f"energy engine: {event.engine} ({event.engine_reason})")
+        if event.threads_reason:
+            self.add_log(f"threads: {event.threads_reason}")
+        if event.slurm_job_id:
+            self.add_log(f"SLURM job {event.slurm_job_id}" + (f", requeued {event.slurm_restart_count}×"
+                                                              if event.slurm_restart_count else ""))
         self.segments += 1
+        self.data_split = None  # training has begun: the progress line is about epochs again
         self.paused = self.stopping = False  # a new segment starts running
         self._bump("steer")
         self.history.add(event)
         self._bump("header")
         self._bump("finished")
+
+    def _on_data_progress(self, event: DataProgress) -> None:
+        before = self.data_progress.get(event.split)
+        first = before is None or before.path != event.path
+        if first or before is None or before.phase != event.phase:
+            self.add_log(data_phase_log(event, first=first), "success" if event.phase == "written" else "info")
+        self.data_progress[event.split] = event
+        self.data_split = event.split
+        self._bump("progress")
+
+    def data_phase(self) -> DataProgress | None:
+        """The data generation to show on the progress line: the split that reported last, while
+        no RunStarted has come since."""
+        return self.data_progress.get(self.data_split) if self.data_split is not None else None
 
     def _on_finished(self, event: Finished) -> None:
         level = {"completed": "success", "stopped": "warning", "failed": "error",
@@ -320,6 +353,50 @@ def data_report_text(report: DataReport) -> str:
             f"~{report.n_independent:.0f} independent (slowest: {report.slowest or '?'})")
     if report.suggested_n_samples:
         text += f"; about {report.suggested_n_samples} samples (data.n_samples) would give the {report.needed} wanted"
+    return text
+
+
+DATA_WHAT = {"data": "training data", "test": "the test run"}
+DATA_VERBS = {"minimising": "minimising", "equilibrating": "equilibrating", "sampling": "simulating",
+              "writing": "writing"}
+
+
+def data_phase_title(event: DataProgress) -> str:
+    """"simulating training data", "equilibrating the test run", "training data written"."""
+    what = DATA_WHAT.get(event.split, event.split)
+    if event.phase == "written":
+        return f"{what.removeprefix('the ')} written"
+    verb = DATA_VERBS.get(event.phase)
+    return f"{verb} {what}" if verb else f"{what}: {event.phase}"
+
+
+def swap_pairs(event: DataProgress) -> list[tuple[str, float]]:
+    """("300↔367 K", acceptance) per neighbour pair of the ladder, coldest first; NaN where no
+    swap was attempted yet."""
+    temps = event.temperatures
+    return [(f"{fmt_kelvin(temps[i])}↔{fmt_kelvin(temps[i + 1])} K", acc)
+            for i, acc in enumerate(event.swap_acceptance[: max(len(temps) - 1, 0)])]
+
+
+def fmt_acceptance(value: float) -> str:
+    return f"{value:.2f}" if math.isfinite(value) else "–"
+
+
+def data_phase_log(event: DataProgress, *, first: bool = False) -> str:
+    """One log line per phase of the data generation: the first names the ladder, the last says
+    what the file holds."""
+    text = f"{data_phase_title(event)}: {event.path}"
+    if event.phase == "written":
+        text += f" ({event.samples:,} samples per temperature, {event.simulated_ns:.2f} ns per replica"
+        if math.isfinite(event.elapsed_s):
+            text += f" in {fmt_duration(event.elapsed_s)}"
+        text += ")"
+        pairs = swap_pairs(event)
+        if pairs:
+            text += "; swap acceptance " + ", ".join(f"{pair} {fmt_acceptance(acc)}" for pair, acc in pairs)
+    elif first and event.temperatures:
+        text += f" ({len(event.temperatures)} replicas at " + ", ".join(
+            fmt_kelvin(t) for t in event.temperatures) + f" K, {event.planned_ns:.2f} ns each)"
     return text
 
 

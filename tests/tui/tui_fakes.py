@@ -7,6 +7,7 @@ Run as a script to regenerate tests/fixtures/watch_run/metrics.jsonl.
 """
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import math
@@ -25,6 +26,7 @@ from molpt_tui.training.control import TrainingControl
 from molpt_tui.training.events import (
     Alert,
     CheckpointSaved,
+    DataProgress,
     EpochMetrics,
     Event,
     Finished,
@@ -33,6 +35,7 @@ from molpt_tui.training.events import (
     RunStarted,
     RunStatus,
     StepProgress,
+    SystemStats,
     TestEvaluation,
     header_line,
 )
@@ -206,6 +209,56 @@ def watch_stream() -> list[Event]:
                            elapsed_s=t - T0 - 30.0, resume_command="molpt-tui train --resume runs/ala2-300-450",
                            t=t))
     return events
+
+
+# --- the cluster workflow: data generation before the run, the system line, SLURM ----------------
+LADDER = [300.0, 367.0, 450.0]
+DATA_NS = 4.0          # planned MD per replica (equilibration + sampling)
+DATA_SAMPLES = 5000
+
+
+def data_progress(split: str, phase: str, ns: float, t: float, *, eta_s: float = math.nan,
+                  ns_per_day: float = math.nan, acceptance: list[float] | None = None,
+                  ladder: list[float] | None = None) -> DataProgress:
+    temps = LADDER if ladder is None else ladder
+    acc = [math.nan] * (len(temps) - 1) if acceptance is None else acceptance
+    samples = round(DATA_SAMPLES * max(ns - 0.4, 0.0) / (DATA_NS - 0.4))
+    return DataProgress(split="test" if split == "test" else "data", path=f"data/ala2_{split}.npz", phase=phase,
+                        simulated_ns=ns, planned_ns=DATA_NS, samples=samples, planned_samples=DATA_SAMPLES,
+                        ns_per_day=ns_per_day, elapsed_s=ns / 4900.0 * 86400.0 if ns else 0.0, eta_s=eta_s,
+                        temperatures=list(temps), swap_acceptance=acc, t=t)
+
+
+def data_stream(split: str = "data", t: float = T0) -> list[Event]:
+    """What `train` writes while it simulates a missing data file: minimising, equilibrating,
+    sampling (ns/day, ETA and swap acceptance once there is a rate), writing, written."""
+    return [data_progress(split, "minimising", 0.0, t),
+            data_progress(split, "equilibrating", 0.2, t + 4.0, ns_per_day=4300.0, eta_s=76.0),
+            data_progress(split, "sampling", 1.23, t + 22.0, ns_per_day=4900.0, eta_s=55.0,
+                          acceptance=[0.42, 0.38]),
+            data_progress(split, "writing", DATA_NS, t + 71.0, ns_per_day=4870.0, eta_s=1.0,
+                          acceptance=[0.41, 0.37]),
+            data_progress(split, "written", DATA_NS, t + 72.0, ns_per_day=4870.0, eta_s=0.0,
+                          acceptance=[0.41, 0.37])]
+
+
+def system_stats(t: float, **overrides: Any) -> SystemStats:
+    """A reading of a trainer on a GPU node, every figure known (overrides set any to NaN)."""
+    fields: dict[str, Any] = dict(cpu_pct=183.0, threads=9, rss_mb=812.0, energy_evals=3_400_000,
+                                  energy_evals_per_s=1234.0, cpus=2, interval_s=5.0, gpu_util_pct=87.0,
+                                  gpu_mem_used_mb=10.2 * 1024, gpu_mem_total_mb=80.0 * 1024,
+                                  gpu_torch_mem_mb=math.nan)
+    fields.update(overrides)
+    return SystemStats(t=t, **fields)
+
+
+def slurm_run_started(t: float = T0, *, left_s: float = 3723.0, restarts: int = 1) -> RunStarted:
+    """A run under SLURM with its thread plan: `left_s` of the allocation left at time `t`."""
+    return dataclasses.replace(run_started(t=t), cpus=2, cpus_source="SLURM_CPUS_PER_TASK=2", torch_threads=2,
+                               energy_workers=0,
+                               threads_reason="2 CPUs from SLURM_CPUS_PER_TASK=2; torch 2 threads, "
+                                              "OpenMM energies in-process",
+                               slurm_job_id="4242", slurm_end_time=t + left_s, slurm_restart_count=restarts)
 
 
 def jsonl(events: list[Event]) -> str:

@@ -8,8 +8,10 @@ from .metrics_table import MetricsTable
 from .plots import PLOT_SPECS, MetricPlot, PlotSpec, PlotView, SeriesSpec
 from .progress import ProgressInfo, ProgressPane
 from .run_header import RunHeader
+from .system_line import SystemLine
 from .too_small import TooSmall
 from .viewbar import ViewBar
 
 __all__ = ["PLOT_SPECS", "AlertsPane", "Banner", "ChecklistPane", "KeyBar", "LogPane", "MetricPlot", "MetricsTable",
-           "PlotSpec", "PlotView", "ProgressInfo", "ProgressPane", "RunHeader", "SeriesSpec", "TooSmall", "ViewBar"]
+           "PlotSpec", "PlotView", "ProgressInfo", "ProgressPane", "RunHeader", "SeriesSpec", "SystemLine",
+           "TooSmall", "ViewBar"]

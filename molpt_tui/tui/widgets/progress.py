@@ -3,18 +3,27 @@
 Within an epoch the trainer's step events move the bar and the Loss / Fwd_E / Inv_E / LR
 postfix (running means over the epoch so far), and the ETA comes from its time per step. What
 does not fit is left out whole, least important first, so nothing is cut mid-word.
+
+Before the run starts, `train` may first simulate its training data and its independent test
+run (minutes on a cluster node): then the bar is that MD's, in ns per replica, with its speed,
+ETA and the swap acceptance of each neighbour pair of the ladder, all as its DataProgress events
+report them.
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from textual.content import Content
 
-from ..fit import cut_words
-from ..formatting import fmt_count, fmt_duration, fmt_num, fmt_rate
-from ..glyphs import UNICODE, Glyphs
+from molpt_tui.training.events import DataProgress
+
+from ..fit import cut_words, keep_by_priority
+from ..formatting import fmt_ago, fmt_count, fmt_duration, fmt_num, fmt_rate, fmt_scaled
+from ..glyphs import UNICODE, Glyphs, ascii_content
+from ..state import data_phase_title, fmt_acceptance, swap_pairs
 from .guarded import GuardedWidget
 
 STATUS_STYLE = {
@@ -54,6 +63,7 @@ class ProgressInfo:
     n_regularised: int = 0      # energies the regularisation bent (the numbers shown)
     n_nonfinite: int = 0
     energy_evals: int = 0       # target energy evaluations of the run so far
+    data: DataProgress | None = None  # the data generation before the run starts (replaces the epochs)
 
 
 Part = tuple[str, str, int]  # text, style, priority (higher is dropped last)
@@ -87,6 +97,7 @@ class ProgressPane(GuardedWidget):
         super().__init__(**kwargs)
         self.info = ProgressInfo()
         self.glyphs: Glyphs = UNICODE
+        self.ascii_only = False
 
     def show(self, info: ProgressInfo) -> None:
         self.info = info
@@ -104,6 +115,8 @@ class ProgressPane(GuardedWidget):
     def draw(self) -> Content:
         info = self.info
         width = max(self.size.width, 1)
+        if info.data is not None:
+            return self.draw_data(info.data, width)
         frac = self.fraction()
         total = info.total or 0
         left = f"Epoch {info.epoch}/{total} {frac * 100:3.0f}%" if total else f"Epoch {info.epoch}"
@@ -143,3 +156,106 @@ class ProgressPane(GuardedWidget):
             pieces.append((" " * (width - used - len(info.view)) + info.view, "dim"))
         line2 = Content.assemble(*pieces)
         return Content("\n").join([line1, line2])
+
+    # --- the data generation before the run ---------------------------------------------------
+    def draw_data(self, data: DataProgress, width: int) -> Content:
+        line1 = self._data_bar(data, width)
+        line2 = Content.assemble(*data_detail(data, width))
+        lines = [line1, line2]
+        return Content("\n").join([ascii_content(x) for x in lines] if self.ascii_only else lines)
+
+    def _data_bar(self, data: DataProgress, width: int) -> Content:
+        info = self.info
+        frac = data_fraction(data)
+        title = data_phase_title(data)
+        done, planned = fmt_ns(data.simulated_ns), fmt_ns(data.planned_ns)
+        status = info.status
+        pct = f" {frac * 100:3.0f}%"
+        rate = f" · {fmt_ns_per_day(data.ns_per_day)} ns/day" if _ok(data.ns_per_day) else ""
+        eta = f" · ETA {fmt_ago(data.eta_s)}" if _ok(data.eta_s) and data.phase != "written" else ""
+        left = f"{title}: {done} / {planned} ns per replica"
+        if len(left) + len(rate) + len(eta) + 2 + len(status) > width:
+            # Speed and ETA matter more than the words "per replica".
+            left = f"{title}: {done}/{planned} ns"
+        fixed = len(left) + len(pct) + len(rate) + len(eta) + 2 + len(status)
+        bar_width = width - fixed - 1
+        parts: list[Part] = [(left, "bold", 9)]
+        if bar_width >= 6:
+            filled = round(frac * bar_width)
+            parts += [(" ", "", 3), (self.glyphs.bar_full * filled, "$accent", 3),
+                      (self.glyphs.bar_empty * (bar_width - filled), "dim", 3)]
+        parts += [(pct, "", 5), (rate, "", 7), (eta, "", 8), ("  ", "", 8),
+                  (status, STATUS_STYLE.get(status, "bold"), 10)]
+        kept = fit_parts(parts, width)
+        return Content.assemble(*((t, s) for t, s, _ in kept))
+
+
+def _ok(value: float) -> bool:
+    return math.isfinite(value) and value >= 0
+
+
+def data_fraction(data: DataProgress) -> float:
+    if data.phase == "written":
+        return 1.0
+    if not (_ok(data.simulated_ns) and _ok(data.planned_ns)) or data.planned_ns <= 0:
+        return 0.0
+    return min(max(data.simulated_ns / data.planned_ns, 0.0), 1.0)
+
+
+def fmt_ns(value: float) -> str:
+    """MD time per replica: '1.23', '40.0', '1200'."""
+    if not _ok(value):
+        return "–"
+    if value < 100:
+        return f"{value:.2f}"
+    return f"{value:.1f}" if value < 1000 else f"{fmt_scaled(value)}"
+
+
+def fmt_ns_per_day(value: float) -> str:
+    """'4,900', '12.5': thousands apart so a rate of MD reads at a glance."""
+    if value >= 1e7:
+        return fmt_scaled(value)
+    return f"{value:,.0f}" if value >= 100 else f"{value:.3g}"
+
+
+def data_detail(data: DataProgress, width: int) -> list[tuple[str, str]]:
+    """The second line: swap acceptance per neighbour pair (whole pairs, coldest first, then how
+    many did not fit), the samples saved and the elapsed time, as far as they fit."""
+    pieces: list[tuple[str, str]] = []
+    used = 0
+    pairs = swap_pairs(data)
+    if pairs and not any(math.isfinite(acc) for _, acc in pairs):
+        text = "swap acceptance: no swap attempted yet"
+        if len(text) <= width:
+            pieces.append((text, "dim"))
+            used = len(text)
+    elif pairs:
+        head = "swap acceptance "
+        texts = [f"{pair} {fmt_acceptance(acc)}" for pair, acc in pairs]
+        room = width - len(head)
+        kept = keep_by_priority([len(t) for t in texts], [0] * len(texts), room, 3)
+        if len(kept) < len(texts):
+            # Room for the count of pairs left out, so a cut ladder does not look whole.
+            kept = keep_by_priority([len(t) for t in texts], [0] * len(texts),
+                                    room - len(f" · +{len(texts)} more pairs"), 3)
+        if kept:
+            pieces.append((head, "dim"))
+            for n, index in enumerate(kept):
+                if n:
+                    pieces.append((" · ", "dim"))
+                pieces.append((texts[index], ""))
+            if len(kept) < len(texts):
+                pieces.append((f" · +{len(texts) - len(kept)} more pairs", "dim"))
+            used = sum(len(t) for t, _ in pieces)
+    extras: list[str] = []
+    if data.planned_samples > 0:
+        extras.append(f"{data.samples:,} / {data.planned_samples:,} samples per temperature")
+    if _ok(data.elapsed_s):
+        extras.append(f"elapsed {fmt_duration(data.elapsed_s)}")
+    for extra in extras:
+        sep = " · " if used else ""
+        if used + len(sep) + len(extra) > width:
+            break
+        pieces += [(sep, "dim"), (extra, "dim")] if sep else [(extra, "dim")]
+        used += len(sep) + len(extra)
+    return pieces

@@ -44,6 +44,25 @@ def fit_line(parts: list[Part], width: int, ellipsis: str, ascii_only: bool) -> 
     return Content.assemble(*out)
 
 
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'s' if n != 1 else ''}"
+
+
+def thread_plan(run: RunStarted) -> list[str]:
+    """How the trainer splits its CPUs, as its RunStarted says: "2 CPUs (SLURM_CPUS_PER_TASK=2)",
+    "torch 2 threads", "2 energy workers" (nothing for a run from before the plan was recorded)."""
+    out: list[str] = []
+    if run.cpus > 0:
+        out.append(_plural(run.cpus, "CPU") + (f" ({run.cpus_source})" if run.cpus_source else ""))
+    if run.torch_threads > 0:
+        out.append(f"torch {_plural(run.torch_threads, 'thread')}")
+    if run.energy_workers > 0:
+        out.append(_plural(run.energy_workers, "energy worker"))
+    elif run.cpus > 0:
+        out.append("energies in-process")
+    return out
+
+
 class RunHeader(GuardedWidget):
     """Two lines, each cut at a word boundary rather than wrapped, so narrow terminals keep both."""
 
@@ -65,13 +84,12 @@ class RunHeader(GuardedWidget):
                                  (SEP, "dim"), (run.model, "bold")]
             if run.preset:
                 first += [(SEP, "dim"), (f"preset {run.preset}", "")]
-            second: list[Part] = [(run.device, ""), (SEP, "dim"), (run.engine, ""), (SEP, "dim"),
-                                  (fmt_params(run.n_params), ""), (SEP, "dim"), (f"batch {run.batch_size}", ""),
-                                  (SEP, "dim"), (f"lr {fmt_num(run.lr, 3)}", "")]
-            if run.torch_threads:
-                second += [(SEP, "dim"), (f"{run.torch_threads} thread{'s' if run.torch_threads != 1 else ''}", "")]
-            if run.slurm_job_id:
-                second += [(SEP, "dim"), (f"SLURM job {run.slurm_job_id}", "")]
+            second: list[Part] = [(run.device, ""), (SEP, "dim"), (run.engine, "")]
+            for text in thread_plan(run):
+                second += [(SEP, "dim"), (text, "")]
+            second += [(SEP, "dim"), (fmt_params(run.n_params), ""), (SEP, "dim"), (f"batch {run.batch_size}", ""),
+                       (SEP, "dim"), (f"lr {fmt_num(run.lr, 3)}", "")]
+            # The SLURM job, its time left and requeues are on the system line below (it counts down).
             second += [(SEP, "dim"), (run.run_dir or run_dir or "", "dim")]
             self.lines = [first, second]
         self.refresh()
