@@ -15,9 +15,22 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
 from textual.app import App
 from textual.pilot import Pilot
-from tui_fakes import FIXTURE_DIR, T0, FakeTrainer, jsonl, live_run, train_stream, wait_until, watch_stream
+from tui_fakes import (
+    FIXTURE_DIR,
+    T0,
+    FakeTrainer,
+    data_stream,
+    jsonl,
+    live_run,
+    slurm_run_started,
+    system_stats,
+    train_stream,
+    wait_until,
+    watch_stream,
+)
 
 from molpt_tui.training.run_dir import RunDirectory
 from molpt_tui.tui.app import MonitorApp
@@ -34,8 +47,13 @@ def ticking() -> Callable[[], float]:
     return lambda: next(counter)
 
 
-def train_app(tmp_path: Path, fakes: list[Any], *, ascii_only: bool = False) -> MonitorApp:
-    source, handle = live_run(FakeTrainer(tmp_path, script=STREAM))
+# A run under SLURM on a GPU node: the header's system line with every figure, the countdown.
+SLURM_STREAM = [slurm_run_started(T0), *STREAM[1:], system_stats(T0 + 258.0)]
+
+
+def train_app(tmp_path: Path, fakes: list[Any], *, ascii_only: bool = False,
+              stream: list[Any] | None = None) -> MonitorApp:
+    source, handle = live_run(FakeTrainer(tmp_path, script=STREAM if stream is None else stream))
     fakes.append(handle)
     return MonitorApp(source, clock=lambda: T0 + 260.0, poll_interval=0.01, ascii_only=ascii_only,
                       monotonic=ticking())
@@ -81,6 +99,27 @@ def test_train_main_screen_80x24(snap_compare: SnapCompare, tmp_path: Path, fake
 
 def test_train_main_screen_160x48(snap_compare: SnapCompare, tmp_path: Path, fakes: list[Any]) -> None:
     assert snap_compare(train_app(tmp_path, fakes), terminal_size=(160, 48), run_before=settle(len(STREAM)))
+
+
+def test_train_system_line_160x48(snap_compare: SnapCompare, tmp_path: Path, fakes: list[Any]) -> None:
+    assert snap_compare(train_app(tmp_path, fakes, stream=SLURM_STREAM), terminal_size=(160, 48),
+                        run_before=settle(len(SLURM_STREAM)))
+
+
+def test_train_system_line_ascii_80x24(snap_compare: SnapCompare, tmp_path: Path, fakes: list[Any]) -> None:
+    assert snap_compare(train_app(tmp_path, fakes, stream=SLURM_STREAM, ascii_only=True), terminal_size=(80, 24),
+                        run_before=settle(len(SLURM_STREAM)))
+
+
+def test_watch_data_phase_80x24(snap_compare: SnapCompare, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A relative run directory, as a user types it: the header shows it while no run has started.
+    monkeypatch.chdir(tmp_path)
+    stream = data_stream()[:3]
+    Path("runs/pending").mkdir(parents=True)
+    Path("runs/pending/metrics.jsonl").write_text(jsonl(stream), encoding="utf-8")
+    app = MonitorApp(WatchedRun(RunDirectory(Path("runs/pending"))), clock=lambda: T0 + 30.0, poll_interval=0.01,
+                     monotonic=ticking())
+    assert snap_compare(app, terminal_size=(80, 24), run_before=settle(len(stream)))
 
 
 def test_train_log_scale_and_smoothing_160x48(snap_compare: SnapCompare, tmp_path: Path, fakes: list[Any]) -> None:

@@ -154,8 +154,9 @@ async def test_watch_shows_the_system_line_under_the_header_and_marks_it_stale(t
                                     "9 threads · RSS 812 MiB · 1.23 k energy evals/s · GPU 87 % · 10.2 / 80.0 GiB")
         assert lines[3].lstrip().startswith("Epoch 20/200")
         # The header says how the trainer split its CPUs; the log says why.
-        assert "2 CPUs (SLURM_CPUS_PER_TASK=2) · torch 2 threads · energies in-process" in lines[1]
-        assert "threads: 2 CPUs from SLURM_CPUS_PER_TASK=2; torch 2 threads, OpenMM energies in-process" \
+        assert "openmm (Reference, 1 worker) · 2 CPUs (SLURM_CPUS_PER_TASK=2) · torch 1 thread · " \
+            "1 energy worker · 442.4 k params" in lines[1]
+        assert "threads: 2 CPUs from SLURM_CPUS_PER_TASK=2: torch 1 thread, 1 OpenMM energy worker" \
             in app.query_one(LogPane).text
         assert "SLURM job 4242, requeued 1×" in app.query_one(LogPane).text
         # The trainer went quiet (in watch it may be dead): the figures say how old they are,
@@ -212,3 +213,13 @@ def test_the_state_keeps_the_latest_reading() -> None:
     state = MonitorState()
     state.apply([slurm_run_started(T0), system_stats(T0 + 5, cpu_pct=50.0), system_stats(T0 + 10)])
     assert state.system is not None and state.system.cpu_pct == 183.0 and state.versions["system"] == 2
+
+
+def test_the_thread_plan_is_in_the_header_where_the_run_recorded_one() -> None:
+    from tui_fakes import run_started
+
+    from molpt_tui.tui.widgets.run_header import thread_plan
+
+    assert thread_plan(slurm_run_started()) == ["2 CPUs (SLURM_CPUS_PER_TASK=2)", "torch 1 thread", "1 energy worker"]
+    assert thread_plan(run_started()) == []  # a run from before the plan was recorded
+    assert thread_plan(dataclasses.replace(run_started(), cpus=1, torch_threads=1)) == ["1 CPU", "torch 1 thread"]

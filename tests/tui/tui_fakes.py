@@ -254,10 +254,10 @@ def system_stats(t: float, **overrides: Any) -> SystemStats:
 
 def slurm_run_started(t: float = T0, *, left_s: float = 3723.0, restarts: int = 1) -> RunStarted:
     """A run under SLURM with its thread plan: `left_s` of the allocation left at time `t`."""
-    return dataclasses.replace(run_started(t=t), cpus=2, cpus_source="SLURM_CPUS_PER_TASK=2", torch_threads=2,
-                               energy_workers=0,
-                               threads_reason="2 CPUs from SLURM_CPUS_PER_TASK=2; torch 2 threads, "
-                                              "OpenMM energies in-process",
+    return dataclasses.replace(run_started(t=t), engine="openmm (Reference, 1 worker)", cpus=2,
+                               cpus_source="SLURM_CPUS_PER_TASK=2", torch_threads=1, energy_workers=1,
+                               threads_reason="2 CPUs from SLURM_CPUS_PER_TASK=2: torch 1 thread, "
+                                              "1 OpenMM energy worker",
                                slurm_job_id="4242", slurm_end_time=t + left_s, slurm_restart_count=restarts)
 
 

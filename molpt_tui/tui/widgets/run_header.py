@@ -56,10 +56,8 @@ def thread_plan(run: RunStarted) -> list[str]:
         out.append(_plural(run.cpus, "CPU") + (f" ({run.cpus_source})" if run.cpus_source else ""))
     if run.torch_threads > 0:
         out.append(f"torch {_plural(run.torch_threads, 'thread')}")
-    if run.energy_workers > 0:
+    if run.energy_workers > 0:  # none: the engine (just before) says where energies run
         out.append(_plural(run.energy_workers, "energy worker"))
-    elif run.cpus > 0:
-        out.append("energies in-process")
     return out
 
 
