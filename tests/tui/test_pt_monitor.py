@@ -7,6 +7,7 @@ smallest supported to 200x60. One integration test runs `molpt-tui pt` on a pseu
 """
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
@@ -14,6 +15,7 @@ import re
 import select
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -30,6 +32,7 @@ from molpt_tui.tui.base import MIN_HEIGHT, MIN_WIDTH
 from molpt_tui.tui.pt_monitor import PTMonitorApp, PTNumbers, PTPopulations, PTProgressLine
 from molpt_tui.tui.pt_source import WatchedPT
 from molpt_tui.tui.pt_state import PTState, fmt, fmt_pm
+from molpt_tui.tui.screens import HelpScreen
 
 SIZE = (160, 48)
 STATES = ["C7eq", "C5", "alphaR", "phi>0", "cis"]
@@ -208,6 +211,12 @@ async def test_compact_and_wide_layouts_and_the_too_small_notice(tmp_path: Path,
             await pilot.press("v")
             await pilot.pause()
             assert app.view_id == "pt-ladder"
+        await pilot.press("question_mark")
+        await pilot.pause()
+        assert isinstance(app.screen, HelpScreen) and "Pause the sampler" in flat(screen_text(app))
+        await pilot.press("escape")
+        await pilot.pause()
+        assert app.ui_errors == 0
         await pilot.resize_terminal(MIN_WIDTH - 1, MIN_HEIGHT)
         await pilot.pause()
         assert "terminal too small" in flat(screen_text(app)) and "sampling goes on" in flat(screen_text(app))
@@ -279,6 +288,136 @@ async def test_watch_of_a_run_without_a_sampler_refuses_to_steer(tmp_path: Path,
         await pilot.pause()
         assert not (run / "control").exists()
         assert any("no live sampler" in n.message for n in app._notifications)
+
+
+class FakeSampler:
+    """Writes a pt run's events as the sampler does (through MetricsLogSink), polls the control
+    channel, pauses in wait_if_paused, acknowledges every request and stops with a Finished event."""
+
+    def __init__(self, run: Path) -> None:
+        from molpt_tui.training.control import TrainingControl
+
+        self.run_dir = RunDirectory(run)
+        self.control = TrainingControl(self.run_dir)
+        self.code: int | None = None
+        self.thread = threading.Thread(target=self._run, name="fake-sampler", daemon=True)
+        self.description = "fake sampler thread"
+        self.terminated = False
+
+    def _run(self) -> None:
+        from molpt_tui.training.metrics_log import MetricsLogSink
+
+        sink = MetricsLogSink(self.run_dir.metrics)
+        try:
+            sink.emit(started())
+            i = 0
+
+            def service() -> None:  # as PTRun._service: read the channel, answer what it applied
+                self.control.poll()
+                for ack in self.control.take_acknowledgements():
+                    sink.emit(ack)
+
+            while not self.control.stop_requested and i < 10_000:
+                service()
+                self.control.wait_if_paused(service=service, poll=0.02)
+                i += 1
+                sink.emit(flow_progress(min(i, 9), t=time.time()))
+                time.sleep(0.02)
+            for ack in self.control.take_acknowledgements():
+                sink.emit(ack)
+            sink.emit(Finished(status="stopped", epoch=i, message=self.control.stop_reason,
+                               files=[str(self.run_dir.path / "pt_checkpoint.npz")]))
+            self.code = 130
+        finally:
+            sink.close()
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def poll(self) -> int | None:
+        return None if self.thread.is_alive() else self.code
+
+    def terminate(self) -> None:
+        self.terminated = True
+        self.control.request_stop("terminated")
+
+    def kill(self) -> None:
+        self.control.request_stop("killed")
+
+
+async def test_quitting_a_live_run_stops_its_sampler_and_waits_for_its_end(tmp_path: Path, wait: Wait) -> None:
+    from molpt_tui.app.pt import print_pt_summary
+    from molpt_tui.tui.pt_source import LivePT
+    from molpt_tui.tui.screens import ConfirmScreen
+
+    run = tmp_path / "pt"
+    run.mkdir()
+    fake = FakeSampler(run)
+    source = LivePT(RunDirectory(run), fake)
+    fake.start()
+    app = PTMonitorApp(source, poll_interval=0.02, refresh_hz=10.0)
+    try:
+        async with app.run_test(size=SIZE) as pilot:
+            await wait(pilot, lambda: app.state.latest("flow") is not None, what="progress")
+            app.refresh_now()
+            assert "RUNNING" in app.query_one(PTProgressLine).text
+            await pilot.press("p")
+            await wait(pilot, lambda: app.state.paused, what="paused")
+            app.refresh_now()
+            await pilot.pause()
+            assert "PAUSED" in app.query_one(PTProgressLine).text
+            await pilot.press("p")  # already paused: refused, and it says why
+            await pilot.pause()
+            assert any("already paused" in n.message for n in app._notifications)
+            await pilot.press("q")
+            await wait(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="the question")
+            await pilot.press("y")
+            await wait(pilot, lambda: app.return_code is not None, timeout=30, what="exit")
+        assert app.return_code == 130 and not fake.terminated  # the stop went through the channel
+        assert app.state.finished is not None and app.state.finished.status == "stopped"
+    finally:
+        fake.kill()
+        fake.thread.join(10)
+    out = io.StringIO()
+    assert print_pt_summary(PTDirectory(run), source.prior_finished, out)
+    text = out.getvalue()
+    assert text.startswith("pt: alanine dipeptide, 300 K <-> 450 K")
+    assert "pt flow" in text and "flow-swap acc" in text
+    assert "pt: stopped: stop requested through the control channel" in text
+    assert f"pt: wrote {run / 'pt_checkpoint.npz'}" in text
+    # A later segment that wrote nothing yet has no summary of its own.
+    assert not print_pt_summary(PTDirectory(run), 1, io.StringIO())
+
+
+async def test_a_sampler_that_fails_before_it_starts_shows_why(tmp_path: Path, wait: Wait) -> None:
+    from molpt_tui.app.pt import _record_failure
+    from molpt_tui.tui.pt_source import LivePT
+
+    run = tmp_path / "pt"
+    run.mkdir()
+
+    class Failed:
+        description = "pt sampler PID 1"
+
+        def poll(self) -> int:
+            return 2
+
+        def terminate(self) -> None: ...
+
+        def kill(self) -> None: ...
+
+    source = LivePT(RunDirectory(run), Failed())
+    _record_failure(PTDirectory(run), "best.pt: does not fit this model")
+    app = PTMonitorApp(source, poll_interval=0.02, refresh_hz=10.0)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait(pilot, lambda: app.sampler_done, what="the exit settled")
+        app.refresh_now()
+        await pilot.pause()
+        text = flat(screen_text(app))
+        assert "FAILED" in text and "best.pt: does not fit this model" in text
+        await pilot.press("q")
+        await wait(pilot, lambda: app.return_code is not None, what="exit")
+    assert app.return_code == 2
 
 
 # --- `molpt-tui watch` dispatch ---------------------------------------------------------------------
