@@ -329,6 +329,23 @@ def test_two_ranks_give_what_one_process_gives_on_the_same_pairs(ddp_run: Path, 
     for key in ("acc_flow", "acc_naive", "ess_fwd", "ess_inv", "kl_val"):
         assert blocks_two[0][key] == blocks_one[0][key]
         assert blocks_two[3][key] == pytest.approx(blocks_one[3][key], rel=1e-3, abs=1e-4)
+    # The recorded cost is that of both ranks: their steps of 16 pairs cost what one process's
+    # steps of 32 cost, and each rank evaluates the whole validation split, so every held-out
+    # evaluation costs exactly twice what it costs one process.
+    for epoch in (0, 1, 2, 3):
+        assert two_epochs[epoch]["energy_evals"] == one_epochs[epoch]["energy_evals"] > 0, epoch
+
+    def evaluation_cost(epochs: dict[int, dict], blocks: dict[int, dict], epoch: int) -> int:
+        return int(blocks[epoch]["energy_evals_total"] - epochs[epoch]["energy_evals_total"])
+
+    one_cost = evaluation_cost(one_epochs, blocks_one, 1)
+    assert one_cost > 0
+    for epoch in (1, 2, 3):
+        assert evaluation_cost(two_epochs, blocks_two, epoch) == 2 * evaluation_cost(one_epochs, blocks_one, epoch)
+    finished_two, finished_one = (next(e for e in _events(run) if e["kind"] == "finished") for run in (ddp_run, one))
+    assert finished_two["energy_evals"] == two_epochs[3]["energy_evals_total"] + 2 * one_cost  # epoch 3's evaluation
+    assert finished_two["energy_evals"] - finished_one["energy_evals"] == len(blocks_one) * one_cost
+    assert any(e["kind"] == "message" and "counted over all 2 ranks" in e["text"] for e in _events(ddp_run))
 
 
 @pytest.mark.integration

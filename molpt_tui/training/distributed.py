@@ -15,7 +15,9 @@ What every rank does, and why the ranks stay identical without ever exchanging w
   all-reduce per step, what DDP does without its module wrapper: the flow is called inside the
   transport). Each rank's loss is weighted by its share of the finite samples, so the reduced
   gradient is the gradient of the global mean, as one process with batch B*W would take it.
-- Metrics are reduced as sums and counts (`reduce_terms`), never as averages of averages.
+- Metrics are reduced as sums and counts (`reduce_terms`), never as averages of averages. The
+  energy evaluations the trainer records are those of all ranks (`reduce_counts`, once per
+  epoch and once per held-out evaluation): the run's cost, not one process's share of it.
 - Decisions are agreed: at every step boundary one all-reduce carries each rank's stop request
   (a signal, the control channel), pause and checkpoint request (`between_steps`), so a SIGTERM or
   SIGUSR1 that reaches one rank stops all of them at the same step, none left waiting in a
@@ -193,6 +195,13 @@ class Distributed:
             return [float(v) for v in values]
         t = torch.tensor([float(v) for v in values], dtype=torch.float64, device=self.device)
         return [float(v) for v in self._all_reduce(t, "sum").cpu()]
+
+    def reduce_counts(self, values: Sequence[int]) -> list[int]:
+        """Elementwise sums of counts over the ranks, exact (int64; float64 rounds above 2**53)."""
+        if not self.active:
+            return [int(v) for v in values]
+        t = torch.tensor([int(v) for v in values], dtype=torch.int64, device=self.device)
+        return [int(v) for v in self._all_reduce(t, "sum").cpu()]
 
     def reduce_max(self, values: Sequence[float]) -> list[float]:
         if not self.active:

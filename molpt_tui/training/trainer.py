@@ -168,6 +168,8 @@ class Trainer:
         self.diverged_reason = ""
         self.final_model = ""
         self._segment_steps = 0
+        # energy evaluations of this rank not yet in state.energy_evals (which counts all ranks)
+        self._local_evals = 0
         self._segment_t0 = time.perf_counter()
         self._last_progress = -math.inf
         self.resume_path = resume_path
@@ -252,7 +254,7 @@ class Trainer:
             loss = fwd.loss + inv.loss
             loss_value = float(loss.detach())
             sums.count(fwd, inv, 2 * tc.batch_size)
-            st.energy_evals += 2 * tc.batch_size
+            self._local_evals += 2 * tc.batch_size
             self._segment_steps += 1
             st.optimizer.zero_grad(set_to_none=True)
             grad_norm = math.nan
@@ -348,8 +350,23 @@ class Trainer:
     def evaluate(self) -> Evaluation:
         """The validation split (selects best.pt, drives alerts)."""
         ev = evaluate(self.state.transport, self.setup, self._eval_batch)
-        self.state.energy_evals += 2 * ev.n_pairs
+        self._local_evals += 2 * ev.n_pairs
         return ev
+
+    def _settle_evals(self, *epoch_counts: int) -> list[int]:
+        """Add the energy evaluations of every rank since the last call to the run's total, and
+        return `epoch_counts` (this rank's) summed over the ranks, in one reduction."""
+        *summed, total = self.dist.reduce_counts([*epoch_counts, self._local_evals])
+        self.state.energy_evals += total
+        self._local_evals = 0
+        return summed
+
+    @property
+    def _energy_evals_so_far(self) -> int:
+        """The run's total including evaluations not yet settled (a partial epoch): after the
+        loop no rank may wait in a collective (one may have failed alone), and every rank runs
+        the same steps on equal batches, so the others' share equals this rank's."""
+        return self.state.energy_evals + self._local_evals * self.dist.world_size
 
     def _test(self, label: str, epoch: int) -> None:
         """The map as it stands on the independent test run; nothing when there is none. Test
@@ -381,7 +398,7 @@ class Trainer:
                                          split.hot_train[sel].to(self.setup.device))
             batches.append((fwd, inv))
             kls.append(paired_kl(fwd, inv, batch_reference(self.setup, sel, sel)))
-            self.state.energy_evals += 2 * len(sel)
+            self._local_evals += 2 * len(sel)
 
         def mean(values: list[float]) -> float:
             # NaN batches are left out of each mean; an all-NaN epoch 0 stays NaN
@@ -408,6 +425,7 @@ class Trainer:
         started = time.perf_counter()
         m = self.initial_metrics()
         ev = self.evaluate()
+        (m.energy_evals,) = self._settle_evals(m.energy_evals)
         st.elapsed_s += time.perf_counter() - started
         m.energy_evals_total, m.elapsed_s = st.energy_evals, st.elapsed_s
         self.emit(m)
@@ -430,6 +448,7 @@ class Trainer:
     def _end_epoch(self, m: EpochMetrics) -> None:
         tc, st = self.cfg.training, self.state
         st.elapsed_s += m.seconds
+        (m.energy_evals,) = self._settle_evals(m.energy_evals)
         m.energy_evals_total, m.elapsed_s = st.energy_evals, st.elapsed_s
         self.emit(m)
         st.schedule.end_epoch(m.loss)
@@ -437,6 +456,7 @@ class Trainer:
         is_best = False
         if is_log_epoch(m.epoch, tc.epochs, self.cfg.logging.eval_interval):
             ev = self.evaluate()
+            self._settle_evals()
             self._log_block(m, ev, improvement_pct(st.first_kl, ev.kl_val))
             self._check_alerts()
             score = ev.score(m.loss)
@@ -551,7 +571,7 @@ class Trainer:
                          best_score=st.best_score if has_best else math.nan,
                          best_metric=self.best_metric if has_best else "", start_score=st.first_kl,
                          final_model=self.final_model, verdict=self.diverged_reason if status == "diverged" else "",
-                         energy_evals=st.energy_evals, elapsed_s=st.elapsed_s, resume_command=command)
+                         energy_evals=self._energy_evals_so_far, elapsed_s=st.elapsed_s, resume_command=command)
         return event
 
     # --- the run -------------------------------------------------------------------------------
@@ -581,6 +601,11 @@ class Trainer:
                     f"torsion ({report.slowest}); a flow of {n_params:,} parameters wants about {report.needed:,} "
                     f"(one per {PARAMS_PER_INDEPENDENT_SAMPLE:.0f} parameters, a rule of thumb): data.n_samples = "
                     f"{report.suggested_n_samples} would give them", "warning")
+        if self.dist.active:
+            # the summary and the PNG print one cost; say whose it is
+            self.message(f"energy evaluations are counted over all {self.dist.world_size} ranks (each evaluates its "
+                         "own batches, and the held-out evaluation runs whole on every rank); the system line is "
+                         "this process's")
         self._segment_t0 = time.perf_counter()
         status: RunStatus = "completed"
         try:
