@@ -174,16 +174,22 @@ class PTProgressLine(GuardedWidget):
         return Content("\n").join(fit_line(line, width, ellipsis, self.ascii_only) for line in lines)
 
 
-def time_unit(curves: list[Curve]) -> tuple[str, float]:
-    """The largest of ns, ps, fs in which the curves' MD times span at least one unit."""
-    xs = [np.asarray(c.x, dtype=float) for c in curves]
-    finite = [x[np.isfinite(x)] for x in xs]
-    values = np.concatenate(finite) if finite else np.empty(0)
-    span = float(values.max() - values.min()) if values.size else 0.0
+def time_unit(state: PTState) -> tuple[str, float]:
+    """The largest of ns, ps, fs in which every sampler's MD time spans at least one unit, so the
+    charts side by side share one unit."""
+    spans = [max(x.ns) - min(x.ns) for x in state.samplers.values() if len(x.ns) > 1]
+    span = min((v for v in spans if v > 0), default=0.0)
     for unit, scale in TIME_UNITS:
         if span * scale >= 1.0:
             return unit, scale
     return TIME_UNITS[0] if span == 0 else TIME_UNITS[-1]
+
+
+def fmt_rate(value: float) -> str:
+    """Round trips per ns: thousands in a run of picoseconds, fractions in a long one."""
+    if not math.isfinite(value):
+        return MISSING
+    return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.3g}"
 
 
 class PTChart(Widget):
@@ -214,7 +220,7 @@ class PTChart(Widget):
     def _draw(self) -> Text:
         width, height = self.size
         curves, title = self.curves(max(width, 20))
-        unit, scale = time_unit(curves)
+        unit, scale = time_unit(self.state) if self.state is not None else TIME_UNITS[0]
         curves = [replace(c, x=np.asarray(c.x, dtype=float) * scale) for c in curves]
         body, info = render_chart(curves, width, max(height - 1, 1), ascii_only=self.ascii_only,
                                   monochrome=self.monochrome, x_label=f"MD time per replica [{unit}]",
@@ -231,7 +237,7 @@ class PTChart(Widget):
     def curves(self, bins: int) -> tuple[list[Curve], str]:
         state = self.state
         if state is None:
-            return [], {"acc": "Flow-swap acceptance", "ladder": "Ladder acceptance", "trips": "Round trips"}[self.kind]
+            return [], {"acc": "Flow PT acceptance", "ladder": "Ladder acceptance", "trips": "Round trips"}[self.kind]
         if self.kind == "acc":
             return self._acceptance(state, bins)
         if self.kind == "ladder":
@@ -245,13 +251,13 @@ class PTChart(Widget):
         return [Curve("95% CI", colour, x, lo, faint=True), Curve("95% CI", colour, x, hi, faint=True)]
 
     def _acceptance(self, state: PTState, bins: int) -> tuple[list[Curve], str]:
-        title = "Flow-swap acceptance"
+        title = "Flow PT acceptance"
         flow = state.samplers.get("flow")
         if flow is None:
             return [], title
         x, y, se = flow.series("acc", bins, "acc_se")
         xn, yn, _ = flow.series("naive", bins)
-        return [*self._band(x, y, se, FLOW), Curve("flow (95% band)", FLOW, x, y),
+        return [*self._band(x, y, se, FLOW), Curve("flow ±95%", FLOW, x, y),
                 Curve("naive", NAIVE, xn, yn)], title
 
     def _ladder(self, state: PTState, bins: int) -> tuple[list[Curve], str]:
@@ -261,7 +267,7 @@ class PTChart(Widget):
                 return [], "Ladder acceptance: no ladder in this run (pt --baseline ladder)"
             return [], "Ladder acceptance"
         x, y, se = ladder.series("acc", bins, "acc_se")
-        curves = [*self._band(x, y, se, LADDER), Curve("all (95% band)", LADDER, x, y)]
+        curves = [*self._band(x, y, se, LADDER), Curve("all ±95%", LADDER, x, y)]
         for i in range(ladder.n_pairs):
             xp, yp = ladder.pair_series(i, bins)
             curves.append(Curve(state.ladder_label(i), PAIR_COLOURS[i % len(PAIR_COLOURS)], xp, yp))
@@ -275,7 +281,7 @@ class PTChart(Widget):
                 continue
             x, y, _ = s.series("round_trips", bins)
             rate = s.latest.round_trips_per_ns
-            label = f"{name} {s.latest.round_trips}, {f'{rate:.3g}' if math.isfinite(rate) else MISSING}/ns"
+            label = f"{name} {s.latest.round_trips}, {fmt_rate(rate)}/ns"
             curves.append(Curve(label, colour, x, y))
         return curves, "Round trips"
 
@@ -310,7 +316,7 @@ class PTNumbers(GuardedWidget):
                 pairs = ", ".join(f"{state.ladder_label(i)} {fmt(a)}" for i, a in enumerate(p.pair_acc))
                 lines.append((f"  per pair: {pairs}", ""))
             lines.append((f"  swaps accepted {fmt_int(p.accepted)} of {fmt_int(p.attempts)}", ""))
-            lines.append((f"  round trips {p.round_trips} ({fmt(p.round_trips_per_ns, 2)} per ns per replica)", ""))
+            lines.append((f"  round trips {p.round_trips} ({fmt_rate(p.round_trips_per_ns)} per ns per replica)", ""))
             speed = f"  {fmt(p.ns_per_day, 1)} ns/day per replica"
             if math.isfinite(p.map_share):
                 speed += f" ({100 * p.map_share:.0f}% of its time in the map)"
@@ -353,12 +359,18 @@ class PTPopulations(GuardedWidget):
                        + [fmt_pm(p.populations[j] if j < len(p.populations) else math.nan,
                                  p.populations_se[j] if j < len(p.populations_se) else math.nan)
                           for j in range(len(s.states))] for p in latest]
+            # As the headless lines: a cis state no sampler has visited is one note, not a row each.
+            unseen = [j for j, name in enumerate(s.states) if "cis" in name and latest
+                      and all(j < len(p.populations) and p.populations[j] == 0 for p in latest)]
+            rows = [0] + [j + 1 for j in range(len(s.states)) if j not in unseen]
             names = ["state", *s.states]
-            first = max(len(n) for n in names) + 1
-            widths = [max(len(v) for v in col) + 2 for col in columns]
+            first = max(len(names[i]) for i in rows) + 1
+            widths = [max(len(col[i]) for i in rows) + 2 for col in columns]
             lines = [f"{s.t_cold:g} K (cold replica), {s.rama_label} φ/ψ states, fraction ± SE"]
-            for i, name in enumerate(names):
-                lines.append(f"{name:<{first}}" + "".join(f"{col[i]:>{w}}" for col, w in zip(columns, widths)))
+            for i in rows:
+                lines.append(f"{names[i]:<{first}}" + "".join(f"{col[i]:>{w}}" for col, w in zip(columns, widths)))
+            if unseen:
+                lines.append(f"not visited: {', '.join(s.states[j] for j in unseen)}")
             if not latest:
                 lines.append("(no samples yet)")
             self.lines = lines

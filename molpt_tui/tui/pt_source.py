@@ -275,7 +275,8 @@ class WatchedPT(PTSource):
             return StatusLine("STOPPING", "the sampler is finishing its round")
         if state.paused:
             return StatusLine("PAUSED", self._pending_note(state))
-        if feed.last_write is not None and now - feed.last_write > feed.stale_after:
+        # A live lock holder that writes nothing is preparing (the map check, the replicas), not gone.
+        if feed.last_write is not None and now - feed.last_write > feed.stale_after and self.holder is None:
             return StatusLine("STALE", f"no writes for {fmt_ago(now - feed.last_write)}")
         if state.started is None:
             return StatusLine("WAITING", "no pt run started yet" + feed.waited(now))
