@@ -30,13 +30,13 @@ from textual.containers import Grid, Horizontal, Vertical
 from textual.screen import ModalScreen, Screen
 
 from molpt_tui.training.checklist import Check, checklist
-from molpt_tui.training.events import ControlAction, Event, Finished
+from molpt_tui.training.events import ControlAction, Event, Finished, ValidationHistograms
 from molpt_tui.training.exit_codes import STATUS_EXIT_CODES
 
 from .base import MIN_HEIGHT, MIN_WIDTH, ZOOMS, MonitorBase
 from .glyphs import to_ascii, use_ascii_scrollbars, wants_ascii
 from .messages import ChecksReady, EventBatch, FeedSynced, TailerFailed, WatchFileStatus, WatchReset
-from .screens import ConfirmQuitScreen, ConfirmScreen, ConfirmStopScreen, HelpScreen
+from .screens import ConfirmQuitScreen, ConfirmScreen, ConfirmStopScreen, HelpScreen, ValidationScreen
 from .source import FeedStatus, RunSource, StatusLine
 from .state import MonitorState, ack_text, data_phase_title, snapshot_history
 from .watcher import MetricsFollower
@@ -90,6 +90,7 @@ COMMANDS: tuple[tuple[str, str], ...] = (
     ("toggle_smooth", "Toggle smoothing (moving average)"),
     ("cycle_zoom", "Cycle plot zoom"),
     ("next_view", "Next pane"),
+    ("validation", "Validation: energy histograms and Ramachandran maps of mapped samples"),
     ("scroll_table", "Scroll the metrics table right"),
     ("scroll_table_back", "Scroll the metrics table left"),
     ("help", "Help: keys"),
@@ -128,6 +129,8 @@ class MonitorApp(MonitorBase):
                 tooltip="Scroll the metrics table left"),
         Binding("s", "stop", "Stop",
                 tooltip="Stop gracefully (asks first): finish the step, write checkpoint and PNG"),
+        Binding("d", "validation", "Validation", show=False,
+                tooltip="What the map does to the validation pairs: energy histograms, Ramachandran maps"),
         Binding("question_mark", "help", "Help", key_display="?", tooltip="Show this help"),
         Binding("f1", "help", "Help", show=False, tooltip="Show this help"),
         Binding("q", "quit", "Quit",
@@ -596,6 +599,16 @@ class MonitorApp(MonitorBase):
         if confirmed and self._steer("stop"):
             self.notify("Stop sent: the trainer finishes its step and writes a checkpoint and the PNG",
                         timeout=6)
+
+    def action_validation(self) -> None:
+        if isinstance(self.screen, ValidationScreen):
+            return
+
+        def read() -> tuple[ValidationHistograms | None, float | None, float | None]:
+            run = self.state.history.run
+            return self.state.validation, (run.t_cold if run else None), (run.t_hot if run else None)
+
+        self.push_screen(ValidationScreen(read, self.ascii_only))
 
     def action_help(self) -> None:
         if isinstance(self.screen, HelpScreen):

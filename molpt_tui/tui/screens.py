@@ -1,15 +1,19 @@
-"""Modal screens: key help and the stop / quit confirmations."""
+"""Screens over the monitor: key help, the stop / quit confirmations, and the validation view."""
 from __future__ import annotations
 
-from typing import ClassVar
+from collections.abc import Callable
+from typing import Any, ClassVar
 
 from rich.table import Table
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.content import Content
-from textual.screen import ModalScreen
+from textual.events import Resize
+from textual.screen import ModalScreen, Screen
 from textual.widgets import Button, Static
+
+from .validation_view import render_validation
 
 
 class HelpScreen(ModalScreen[None]):
@@ -94,3 +98,46 @@ class ConfirmStopScreen(ConfirmScreen):
         super().__init__(f"Stop {whom}?\n\nIt finishes its current step and writes a checkpoint and the PNG; "
                          "the run can be continued later with --resume.",
                          yes="Stop training", no="Keep training")
+
+
+class ValidationScreen(Screen[None]):
+    """The whole terminal for what the map does to the validation pairs: energy histograms of
+    data against mapped samples and, for peptides, (phi, psi) densities (tui/validation_view.py),
+    from the latest `ValidationHistograms` event; redrawn when a new one arrives or on resize."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape", "close", "Close"),
+        Binding("d", "close", "Close", show=False),
+        Binding("q", "close", "Close", show=False),
+    ]
+
+    def __init__(self, read: Callable[[], tuple[Any, float | None, float | None]], ascii_only: bool) -> None:
+        super().__init__()
+        self._read = read          # () -> (latest event or None, t_cold, t_hot)
+        self._ascii = ascii_only
+        self._drawn: tuple[object, int, int] | None = None
+
+    def compose(self) -> ComposeResult:
+        yield Static(id="validation-body")
+        yield Static(Content.styled("esc / d / q to close", "dim"), id="validation-close")
+
+    def on_mount(self) -> None:
+        self.redraw()
+        self.set_interval(1.0, self.redraw)
+
+    def on_resize(self, event: Resize) -> None:
+        self.redraw()
+
+    def redraw(self) -> None:
+        event, t_cold, t_hot = self._read()
+        body = self.query_one("#validation-body", Static)
+        width, height = self.size.width, max(0, self.size.height - 1)
+        key = (event, width, height)
+        if key == self._drawn:
+            return
+        self._drawn = key
+        lines = render_validation(event, width, height, ascii_only=self._ascii, t_cold=t_cold, t_hot=t_hot)
+        body.update(Content("\n".join(lines)))
+
+    def action_close(self) -> None:
+        self.dismiss(None)

@@ -32,6 +32,7 @@ from molpt_tui.training.events import (
     StepProgress,
     SystemStats,
     TestEvaluation,
+    ValidationHistograms,
 )
 from molpt_tui.training.history import History
 
@@ -60,6 +61,8 @@ class MonitorState:
         # each split, and which split reported last. It is the progress line's subject until a
         # RunStarted arrives; its phases stay in the log.
         self.data_progress: dict[str, DataProgress] = {}
+        # The latest histograms of what the map does to the validation pairs (the validation screen).
+        self.validation: ValidationHistograms | None = None
         self.data_split: str | None = None
         self.log: deque[LogEntry] = deque(maxlen=max_log)
         self.pending_alerts: list[Alert] = []
@@ -74,7 +77,7 @@ class MonitorState:
         self.n_finished = 0  # Finished events seen (a failed start writes one without RunStarted)
         self.n_events = 0
         self.versions = {"header": 0, "data": 0, "blocks": 0, "alerts": 0, "log": 0, "finished": 0,
-                         "steer": 0, "progress": 0, "tests": 0, "system": 0}
+                         "steer": 0, "progress": 0, "tests": 0, "system": 0, "validation": 0}
 
     # --- input -------------------------------------------------------------------------------
     def apply(self, events: list[Event], *, notify: bool = True, warnings: Iterable[str] = ()) -> None:
@@ -130,6 +133,10 @@ class MonitorState:
                 self._bump("system")
             elif isinstance(event, DataProgress):
                 self._on_data_progress(event)
+            elif isinstance(event, ValidationHistograms):
+                if self.validation is None or event.epoch >= self.validation.epoch or event.t >= self.validation.t:
+                    self.validation = event
+                self._bump("validation")
             else:
                 continue
             if self.first_event_t is None:

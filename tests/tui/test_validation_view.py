@@ -61,3 +61,33 @@ def test_any_pane_size_fits_and_ascii_stays_ascii(width, height, ascii_only, pep
     assert all(len(line) <= width for line in lines)
     if ascii_only:
         assert all(line.isascii() for line in lines)
+
+
+# --- on screen ------------------------------------------------------------------------------------
+async def test_d_shows_the_latest_validation_histograms_of_a_watched_run(tmp_path, wait):
+    from tui_fakes import T0, jsonl, train_stream
+
+    from molpt_tui.training.run_dir import RunDirectory
+    from molpt_tui.tui.app import MonitorApp
+    from molpt_tui.tui.screens import ValidationScreen
+    from molpt_tui.tui.source import WatchedRun
+
+    early, late = _event(collapsed=True), _event()
+    early.epoch, early.t, late.epoch, late.t = 0, T0 + 1, 10, T0 + 10
+    stream = train_stream(10)
+    (tmp_path / "metrics.jsonl").write_text(jsonl([*stream, early, late]), encoding="utf-8")
+    app = MonitorApp(WatchedRun(RunDirectory(tmp_path), read_only=True), poll_interval=0.02, refresh_hz=10.0)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait(pilot, lambda: app.state.validation is not None and app.state.validation.epoch == 10,
+                   what="the histograms")
+        await pilot.press("d")
+        await pilot.pause(0.2)
+        assert isinstance(app.screen, ValidationScreen)
+        text = str(app.screen.query_one("#validation-body").render())
+        assert "validation pairs (400), epoch 10" in text and "phi/psi cold data (ALA2)" in text
+        run = app.state.history.run
+        assert f"β_hot·U {run.t_hot:g} K: hot data vs T(cold data)" in text
+        await pilot.press("escape")
+        await pilot.pause(0.1)
+        assert not isinstance(app.screen, ValidationScreen)
+        assert app.ui_errors == 0
