@@ -26,6 +26,7 @@ from hypothesis import strategies as st
 from tui_fakes import T0, Wait, jsonl, screen_text
 
 from molpt_tui.training.events import Event, Finished, Message, PTProgress, PTStarted, RequestAcknowledged
+from molpt_tui.training.metrics_log import read_events
 from molpt_tui.training.pt_dir import PTDirectory
 from molpt_tui.training.run_dir import RunDirectory
 from molpt_tui.tui.base import MIN_HEIGHT, MIN_WIDTH
@@ -478,68 +479,66 @@ def trained_run(tiny_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
     return run
 
 
-@pytest.mark.integration
-@pytest.mark.skipif(not hasattr(os, "openpty"), reason="needs a pseudo-terminal")
-def test_pt_on_a_terminal_shows_the_monitor_and_quits_cleanly(trained_run: Path, tmp_path: Path) -> None:
-    """`molpt-tui pt RUN` on a real terminal: the sampler runs in a child process, the monitor shows
-    its numbers, q (and y to confirm) stops it with a checkpoint, and the terminal keeps the
-    summary headless pt prints."""
+def _drive_pt(args: list[str], *, expect: list[str]) -> str:
+    """Run `molpt-tui pt ARGS` on a pseudo-terminal until every text of `expect` was on screen,
+    quit with q and confirm; returns everything the terminal received, ANSI codes stripped."""
     import fcntl
     import struct
     import termios
 
-    out = tmp_path / "pt"
     master, slave = os.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 160, 0, 0))
     env = dict(os.environ, TERM="xterm-256color", COLUMNS="160", LINES="40", TEXTUAL_ANIMATIONS="none")
-    proc = subprocess.Popen([sys.executable, "-m", "molpt_tui", "pt", str(trained_run), "--ns", "20",
-                             "--swap-every", "20", "--out", str(out)],
+    proc = subprocess.Popen([sys.executable, "-m", "molpt_tui", "pt", *args],
                             stdin=slave, stdout=slave, stderr=slave, env=env, close_fds=True)
     os.close(slave)
     seen = b""
 
-    def read_until(needle: str, timeout: float = 180.0) -> str:
+    def pump(until: Any, timeout: float = 180.0) -> None:
         nonlocal seen
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if needle in " ".join(_strip_ansi(seen).split()):
-                return _strip_ansi(seen)
-            if proc.poll() is not None:
-                break
+        while time.monotonic() < deadline and not until():
             ready, _, _ = select.select([master], [], [], 0.2)
             if ready:
                 try:
                     seen += os.read(master, 65536)
                 except OSError:
-                    break
-        raise AssertionError(f"never saw {needle!r}; exit {proc.poll()}; screen: {_strip_ansi(seen)[-3000:]}")
+                    return
+
+    def on_screen(needle: str) -> bool:
+        return needle in " ".join(_strip_ansi(seen).split())
 
     try:
-        read_until("flow-swap acceptance")
-        read_until("ns/day")
+        for needle in [*expect, "flow-swap acceptance", "ns/day"]:
+            pump(lambda needle=needle: on_screen(needle) or proc.poll() is not None)
+            assert on_screen(needle), f"never saw {needle!r}; exit {proc.poll()}; {_strip_ansi(seen)[-3000:]}"
         assert proc.poll() is None
         os.write(master, b"q")
-        read_until("Stop and quit")
+        pump(lambda: on_screen("Stop and quit"))
         os.write(master, b"y")
-        deadline = time.monotonic() + 180
-        while proc.poll() is None and time.monotonic() < deadline:
-            ready, _, _ = select.select([master], [], [], 0.2)
-            if ready:
-                try:
-                    seen += os.read(master, 65536)
-                except OSError:
-                    break
+        pump(lambda: proc.poll() is not None)
         assert proc.wait(10) == 130  # stopped by the user, as headless pt on Ctrl+C
-        try:
-            while select.select([master], [], [], 0.2)[0]:
-                seen += os.read(master, 65536)
-        except OSError:
-            pass
-        tail = " ".join(_strip_ansi(seen).split())
-        assert "pt: stopped" in tail and "pt_checkpoint.npz" in tail
-        assert (out / "pt_checkpoint.npz").is_file() and not (out / ".lock").exists()
+        pump(lambda: False, timeout=1.0)
+        return _strip_ansi(seen)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait(10)
         os.close(master)
+
+
+@pytest.mark.integration
+@pytest.mark.skipif(not hasattr(os, "openpty"), reason="needs a pseudo-terminal")
+def test_pt_on_a_terminal_shows_the_monitor_and_quits_cleanly(trained_run: Path, tmp_path: Path) -> None:
+    """`molpt-tui pt RUN` on a real terminal: the sampler runs in a child process, the monitor shows
+    its numbers, q (and y to confirm) stops it with a checkpoint, and the terminal keeps the
+    summary headless pt prints; `--resume` continues the chain under the monitor."""
+    out = tmp_path / "pt"
+    args = [str(trained_run), "--ns", "20", "--swap-every", "20", "--out", str(out)]
+    tail = " ".join(_drive_pt(args, expect=["STARTING"]).split())
+    assert "pt: stopped" in tail and f"pt: wrote {out / 'pt_checkpoint.npz'}" in tail
+    assert (out / "pt_checkpoint.npz").is_file() and not (out / ".lock").exists()
+    tail = " ".join(_drive_pt([*args, "--resume"], expect=["resumed at"]).split())
+    assert "pt: stopped" in tail and not (out / ".lock").exists()
+    started = [e for e in read_events(out / "metrics.jsonl") if isinstance(e, PTStarted)]
+    assert [e.resumed for e in started] == [False, True] and started[1].start_ns > 0
