@@ -370,7 +370,8 @@ class MonitorApp(MonitorBase):
 
     def _show_system(self) -> None:
         state = self.state
-        self.query_one(SystemLine).show(state.system, state.run, self.clock(), ended=state.finished is not None)
+        self.query_one(SystemLine).show(state.system, state.run, self.clock(), ended=state.finished is not None,
+                                        checkpoint_t=state.last_checkpoint.t if state.last_checkpoint else None)
 
     def _show_alerts(self) -> None:
         alerts = self.state.history.alerts

@@ -61,6 +61,8 @@ class MonitorState:
         # each split, and which split reported last. It is the progress line's subject until a
         # RunStarted arrives; its phases stay in the log.
         self.data_progress: dict[str, DataProgress] = {}
+        # What a requeued job would resume from, and since when (the SLURM part of the system line).
+        self.last_checkpoint: CheckpointSaved | None = None
         # The latest histograms of what the map does to the validation pairs (the validation screen).
         self.validation: ValidationHistograms | None = None
         self.data_split: str | None = None
@@ -120,6 +122,7 @@ class MonitorState:
                 self.last_message = event
                 self.add_log(event.text, event.level)
             elif isinstance(event, CheckpointSaved):
+                self.last_checkpoint = event
                 self.add_log(f"checkpoint ({event.label}) saved at epoch {event.epoch}: {event.path}")
             elif isinstance(event, Finished):
                 history.add(event)

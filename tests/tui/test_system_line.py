@@ -68,7 +68,10 @@ def test_readings_older_than_three_intervals_say_how_old_they_are() -> None:
 def test_the_allocation_counts_down_and_the_requeues_show() -> None:
     run = slurm_run_started(T0, left_s=3723.0, restarts=2)
     stats = system_stats(T0 + 60)
-    assert line(stats, T0 + 61, run=run).startswith("SLURM job 4242 · allocation 1 h 01 min left · requeues 2 · CPU")
+    assert line(stats, T0 + 61, run=run).startswith(
+        "SLURM job 4242 · allocation 1 h 01 min left · requeues 2 · no checkpoint yet · CPU")
+    # what a requeue would resume from, and how old it is
+    assert "requeues 2 · checkpoint 3 min ago · CPU" in line(stats, T0 + 241, run=run, checkpoint_t=T0 + 61)
     assert "allocation 11 min 03 s left" in line(stats, T0 + 3060, run=run)
     assert "allocation 40 s left" in line(stats, T0 + 3683, run=run)
     assert "allocation ended" in line(stats, T0 + 4000, run=run)

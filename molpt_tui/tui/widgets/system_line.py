@@ -73,7 +73,9 @@ def time_left_text(seconds: float) -> str:
     return f"{secs} s"
 
 
-def slurm_items(run: RunStarted | None, now: float, *, ended: bool) -> list[Item]:
+def slurm_items(run: RunStarted | None, now: float, *, ended: bool, checkpoint_t: float | None = None) -> list[Item]:
+    """The job, its time left, its requeues and how old the checkpoint a requeue would resume
+    from is (`checkpoint_t`: when the last one was written, None when none has been yet)."""
     if run is None or not run.slurm_job_id:
         return []
     items = [Item(f"SLURM job {run.slurm_job_id}", 6)]
@@ -85,6 +87,10 @@ def slurm_items(run: RunStarted | None, now: float, *, ended: bool) -> list[Item
         else:
             items.append(Item("allocation ended", 9, "bold $warning"))
     items.append(Item(f"requeues {max(run.slurm_restart_count, 0)}", 5))
+    if checkpoint_t is None:
+        items.append(Item("no checkpoint yet", 2, "" if ended else "$warning"))
+    else:
+        items.append(Item(f"checkpoint {fmt_ago(max(0.0, now - checkpoint_t))} ago", 2))
     return items
 
 
@@ -122,10 +128,11 @@ def stats_items(stats: SystemStats | None, now: float, *, ended: bool) -> list[I
     return items
 
 
-def system_items(stats: SystemStats | None, run: RunStarted | None, now: float, *, ended: bool = False) -> list[Item]:
+def system_items(stats: SystemStats | None, run: RunStarted | None, now: float, *, ended: bool = False,
+                 checkpoint_t: float | None = None) -> list[Item]:
     """Everything the line can show, in order. `ended`: the run segment has finished, so its
     trainer samples no more (its last figures are marked with their age, its countdown stops)."""
-    return slurm_items(run, now, ended=ended) + stats_items(stats, now, ended=ended)
+    return slurm_items(run, now, ended=ended, checkpoint_t=checkpoint_t) + stats_items(stats, now, ended=ended)
 
 
 def fit_items(items: list[Item], width: int, *, ascii_only: bool = False) -> list[tuple[str, str]]:
@@ -153,8 +160,9 @@ class SystemLine(GuardedWidget):
         self.items: list[Item] = []
         self.ascii_only = False
 
-    def show(self, stats: SystemStats | None, run: RunStarted | None, now: float, *, ended: bool = False) -> None:
-        items = system_items(stats, run, now, ended=ended)
+    def show(self, stats: SystemStats | None, run: RunStarted | None, now: float, *, ended: bool = False,
+             checkpoint_t: float | None = None) -> None:
+        items = system_items(stats, run, now, ended=ended, checkpoint_t=checkpoint_t)
         self.set_class(bool(items), "-shown")  # a class, so the too-small screen still hides it
         if items != self.items:  # the countdown and the age change once a second, not per redraw
             self.items = items
