@@ -6,6 +6,10 @@ touched; only then is it created, locked, cleared (`--force`) and given its sett
 is rebuilt exactly as training built it (the representation fitted on the same training split)
 and then given the checkpoint's weights and fitted buffers; before sampling, its held-out
 acceptance is recomputed and reported next to the one training logged at that epoch.
+
+On a terminal the checks that need neither the map nor the MD run here, the directory is
+claimed as above, and this module, run as a child process, does the rest headless while the pt
+monitor follows the directory (the layout of `train` under the TUI).
 """
 from __future__ import annotations
 

@@ -19,6 +19,7 @@ import sys
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import replace
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -95,7 +96,7 @@ class PTHeader(GuardedWidget):
         else:
             first: list[Part] = [label, (" ", ""), (f"{s.t_cold:g} K ↔ {s.t_hot:g} K", "bold $accent"), (SEP, "dim"),
                                  (s.system, "bold"), (SEP, "dim"),
-                                 (f"map {s.model_path.rsplit('/', 1)[-1]} (epoch {s.model_epoch})", ""),
+                                 (f"map {Path(s.model_path).name} (epoch {s.model_epoch})", ""),
                                  (SEP, "dim"), (f"from {s.source_run}", "dim")]
             check = (f"map check: training acc {fmt(s.train_acc_flow)}, recomputed "
                      f"{fmt_pm(s.check_acc_flow, s.check_acc_flow_se)} (±SE)")
@@ -387,6 +388,13 @@ class PTPopulations(GuardedWidget):
         return Content("\n").join([Content.styled(lines[0], "bold"), *(Content(x) for x in lines[1:])])
 
 
+def resume_command(state: PTState, pt_dir: Path) -> str:
+    """How to continue this pt run: its training run, and --out unless it is the default RUN/pt."""
+    source = state.started.source_run if state.started is not None else "RUN_DIR"
+    default = state.started is not None and Path(source) / "pt" == pt_dir.resolve()
+    return f"molpt-tui pt {source} --resume" + ("" if default else f" --out {pt_dir}")
+
+
 class PTMonitorApp(MonitorBase):
     CSS_PATH = ["app.tcss", "pt_monitor.tcss"]  # noqa: RUF012 - Textual's own class attribute
     TITLE = "molpt-tui pt"
@@ -590,10 +598,9 @@ class PTMonitorApp(MonitorBase):
             outcome = fin.status if fin.status in ("completed", "stopped") else "failed"
             lines = [f"pt {fin.status}: {fin.message}" if fin.message else f"pt {fin.status}"]
             if not self.compact and fin.files:
-                lines.append("wrote " + ", ".join(f.rsplit("/", 1)[-1] for f in fin.files))
+                lines.append("wrote " + ", ".join(Path(f).name for f in fin.files))
             if fin.status == "stopped":
-                lines.append("continue with: molpt-tui pt RUN_DIR --resume"
-                             + (f" --out {self.source.run_dir.path}" if self.source.run_dir.path.name != "pt" else ""))
+                lines.append(f"continue with: {resume_command(self.state, self.source.run_dir.path)}")
         key = (outcome, tuple(lines))
         if self._drawn.get("banner") != key:
             self._drawn["banner"] = key

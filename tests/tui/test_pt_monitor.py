@@ -114,6 +114,15 @@ def test_nan_and_missing_numbers_read_as_a_dash() -> None:
     assert state.eta_s() == pytest.approx(70.0 + 35.0)
 
 
+def test_a_stopped_run_names_how_to_continue_it(tmp_path: Path) -> None:
+    from molpt_tui.tui.pt_monitor import resume_command
+
+    state = PTState()
+    state.apply([started(source_run=str(tmp_path))])
+    assert resume_command(state, tmp_path / "pt") == f"molpt-tui pt {tmp_path} --resume"
+    assert resume_command(state, tmp_path / "other") == f"molpt-tui pt {tmp_path} --resume --out {tmp_path / 'other'}"
+
+
 def test_a_log_that_starts_over_keeps_only_its_own_points() -> None:
     state = PTState()
     state.apply([started(), flow_progress(5), flow_progress(6), started(), flow_progress(1)])
