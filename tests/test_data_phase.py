@@ -91,6 +91,33 @@ def test_missing_data_are_made_inside_the_run_and_logged_before_it_starts(tmp_pa
         assert all(0.0 <= a <= 1.0 for a in mine[-1].swap_acceptance)
 
 
+def test_under_the_tui_the_trainer_child_takes_the_lock_the_data_phase_held(tmp_path, monkeypatch):
+    """The live path: the parent makes the data holding the lock, then hands it to its child."""
+    import molpt_tui.app.live as live
+    from molpt_tui.app.trainer_process import TrainerSubprocess
+
+    run, data = tmp_path / "run", tmp_path / "d.npz"
+    seen: dict[str, object] = {}
+
+    def run_live(checked, resume, **kwargs):
+        owner = checked.run_dir.lock_owner()
+        seen["parent_held"] = owner is not None and owner.pid == os.getpid()
+        trainer = TrainerSubprocess(checked.run_dir, resume)
+        seen["child"] = trainer.proc.pid
+        return trainer.wait(300)
+
+    monkeypatch.setattr(live, "run_live", run_live)
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
+    args = [a for a in _args(run, data) if a != "--no-ui"]
+    assert _cli(args) == 0, (run / "train.log").read_text()
+    assert seen["parent_held"] is True
+    events = list(read_events(run / "metrics.jsonl"))
+    kinds = [type(ev) for ev in events]
+    assert DataProgress in kinds and kinds.index(DataProgress) < kinds.index(RunStarted)
+    assert isinstance(events[-1], Finished) and events[-1].status == "completed"
+    assert not (run / ".lock").exists()
+
+
 def test_headless_output_keeps_the_text_progress_lines(tmp_path, capsys):
     assert _cli(_args(tmp_path / "run", tmp_path / "d.npz")) == 0
     out = capsys.readouterr().out
@@ -171,6 +198,17 @@ def test_resume_makes_no_data_phase_in_the_run(tmp_path):
     events = list(read_events(run / "metrics.jsonl"))
     assert not [ev for ev in events[n_before:] if isinstance(ev, DataProgress)]
     assert (tmp_path / "d.test.npz").is_file()
+
+
+def test_a_signal_the_caller_took_stops_the_data_phase_before_the_next_file(tmp_path):
+    from molpt_tui.app.data_generation import generate_data
+    from molpt_tui.config import load_config
+
+    cfg = load_config("quickstart", [*TINY_DATA, f"data.path={tmp_path / 'd.npz'}"])
+    said: list[str] = []
+    assert generate_data(cfg, said.append, missing=True, stopped=lambda: "SIGTERM") == 143
+    assert said == [f"molpt-tui: SIGTERM received while generating data: stopped; {tmp_path / 'd.npz'} was not made"]
+    assert list(tmp_path.iterdir()) == []
 
 
 def _start(run: Path, data: Path, cwd: Path) -> subprocess.Popen[str]:

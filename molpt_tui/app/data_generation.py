@@ -56,17 +56,23 @@ def plan_data(cfg: Config, out_path: Path | None = None, force: bool = False, n_
 
 def generate_data(cfg: Config, announce: Callable[[str], None], out_path: Path | None = None,
                   force: bool = False, n_procs: int | None = None, missing: bool = False, *,
-                  jobs: list[DataJob] | None = None, events: Sink | None = None) -> int:
+                  jobs: list[DataJob] | None = None, events: Sink | None = None,
+                  stopped: Callable[[], str | None] | None = None) -> int:
     """Run `simulate` for the data file and then for its independent test run (another seed,
     beside it); 0 when the files were written, 128+n when a signal stopped it.
 
     `missing`: make only the files that do not exist yet (what `train` needs), and say so.
     `jobs`: what `plan_data` returned for the same arguments (it is planned here otherwise).
     `events`: also send each announcement and the MD's progress there (train's metrics log).
+    `stopped`: the name of a job signal that the caller's own handler took (it stops the MD too).
     """
     if jobs is None:
         jobs = plan_data(cfg, out_path, force, n_procs, missing)
     for job in jobs:
+        name = stopped() if stopped is not None else None
+        if name:
+            announce(f"molpt-tui: {name} received while generating data: stopped; {job.path} was not made")
+            return signal_exit_code(name)
         if job.split == "data" and missing:
             text = (f"Data file {job.path} is missing: generating it with replica-exchange MD "
                     f"(`molpt-tui simulate --preset {cfg.preset_name}`)")
@@ -80,7 +86,7 @@ def generate_data(cfg: Config, announce: Callable[[str], None], out_path: Path |
             announce(text)
             if events is not None:
                 events.emit(Message(text=text))
-        code = _simulate_one(job, announce, force, n_procs, events)
+        code = _simulate_one(job, announce, force, n_procs, events, stopped)
         if code:
             return code
     return 0
@@ -116,16 +122,20 @@ class _Progress:
 
 
 def _simulate_one(job: DataJob, announce: Callable[[str], None], force: bool, n_procs: int | None,
-                  events: Sink | None) -> int:
+                  events: Sink | None, stopped: Callable[[], str | None] | None) -> int:
     stop = threading.Event()
     progress = _Progress(job, events) if events is not None else None
+
+    def should_stop() -> bool:
+        return stop.is_set() or (stopped is not None and bool(stopped()))
+
     # under SLURM its warning (SIGUSR1) stops the MD too, with the code that asks for a requeue
     with JobSignals(on_stop=lambda name: stop.set(), requeue_on_usr1=slurm_job_id() != "") as signals:
         try:
-            simulate(job.cfg, out_path=job.out_path, force=force, n_procs=n_procs, should_stop=stop.is_set,
+            simulate(job.cfg, out_path=job.out_path, force=force, n_procs=n_procs, should_stop=should_stop,
                      progress=progress)
         except SimulationInterrupted:
-            name = signals.received or "SIGINT"
+            name = signals.received or (stopped() if stopped is not None else None) or "SIGINT"
             announce(f"molpt-tui: {name} received while generating data: stopped; no data file was written "
                      f"({job.path})")
             return signal_exit_code(name)

@@ -195,9 +195,10 @@ class DataPhase:
             self._signals.__enter__()
             self._prepare()
             assert self._log is not None
-            code = generate_data(cfg, announce=_say, missing=True, n_procs=n_procs, jobs=jobs, events=self._log)
+            code = generate_data(cfg, announce=_say, missing=True, n_procs=n_procs, jobs=jobs, events=self._log,
+                                 stopped=self.stop_signal)
             stopped = self.stop_signal()
-            if not code and stopped is not None:  # between the two files, or as the last one was written
+            if not code and stopped is not None:  # as the last file was written
                 _say(f"molpt-tui: {stopped} received while generating data: stopped; the data files written are "
                      "kept")
                 code = signal_exit_code(stopped)
