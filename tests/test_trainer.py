@@ -74,6 +74,9 @@ class DirArtifacts:
         t = self.cfg.temperatures
         return save_loss_curves(history, self.run_dir / f"loss_curves_{t.cold:g}_{t.hot:g}.png", title=status)
 
+    def write_validation(self, samples):
+        return None  # tests/test_validation_figure.py draws it
+
 
 def make_setup(cfg, log=None):
     from molpt_tui.physics.data import load_data

@@ -10,7 +10,9 @@ from typing import Any, Literal
 
 from ..config import Config
 from ..report.plotting import save_loss_curves
+from ..report.validation_plots import ReducedEnergies, write_validation_figure
 from ..training.checkpoint import save_checkpoint
+from ..training.evaluation import MappedSamples
 from ..training.history import History
 from ..training.run_dir import RunDirectory
 
@@ -38,3 +40,15 @@ class RunFiles:
         if status not in ("completed", "running", ""):
             title += f" ({status})"
         return save_loss_curves(history, self.run_dir.png(t.cold, t.hot), title=title, status=status)
+
+    def write_validation(self, samples: MappedSamples) -> Path | None:
+        t = self.cfg.temperatures
+        energies = ReducedEnergies(hot=samples.reduced_hot, cold_to_hot=samples.reduced_cold_to_hot,
+                                   cold=samples.reduced_cold, hot_to_cold=samples.reduced_hot_to_cold)
+        shown = f"all {samples.n_split}" if len(samples) == samples.n_split else f"{len(samples)} of {samples.n_split}"
+        title = (f"{self.cfg.system_name}: {t.cold:g} K ↔ {t.hot:g} K, {samples.model or f'epoch {samples.epoch}'}\n"
+                 f"{samples.split} split (held out, never trained on): {shown} pairs")
+        return write_validation_figure(self.run_dir.validation_png(t.cold, t.hot), cold=samples.cold, hot=samples.hot,
+                                       cold_to_hot=samples.cold_to_hot, hot_to_cold=samples.hot_to_cold,
+                                       energies=energies, backbone=samples.backbone, t_cold=t.cold, t_hot=t.hot,
+                                       title=title)

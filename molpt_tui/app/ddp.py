@@ -19,6 +19,7 @@ from ..errors import UserError
 from ..training.artifacts import ArtifactLabel
 from ..training.control import TrainingControl
 from ..training.distributed import Distributed, check_world_size, record_ranks
+from ..training.evaluation import MappedSamples
 from ..training.history import History
 from ..training.run_dir import RunDirectory
 from ..training.setup import build_setup, resolve_device
@@ -58,6 +59,9 @@ class NoFiles:
         return self.files.path_for(label)
 
     def write_png(self, history: History, status: str) -> Path | None:
+        return None
+
+    def write_validation(self, samples: MappedSamples) -> Path | None:
         return None
 
 

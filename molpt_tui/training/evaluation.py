@@ -6,7 +6,7 @@ Both use exactly the map and log-dets that a flow swap would use, and the formul
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -16,6 +16,7 @@ from . import losses, stats
 
 if TYPE_CHECKING:
     from ..flows.transport import Transport
+    from ..physics.torsions import Backbone
     from .setup import Pairs, TrainingSetup
 
 
@@ -34,6 +35,40 @@ def batch_reference(setup: TrainingSetup, idx_cold: torch.Tensor, idx_hot: torch
     """beta_c <U(x)> + beta_h <U(y)> of a training batch: what `losses.paired_kl` subtracts."""
     return (setup.beta_cold * float(setup.u_cold_train[idx_cold].mean())
             + setup.beta_hot * float(setup.u_hot_train[idx_hot].mean()))
+
+
+@dataclass(frozen=True)
+class MappedSamples:
+    """Held-out pairs and their images under the map, as the validation figure shows them.
+
+    Positions [M, N, 3] in nm (the map's output frame; torsions and energies do not depend on
+    it), reduced energies [M] in kT. M pairs evenly spaced in MD time over the split's n_split.
+    """
+
+    cold: np.ndarray                 # x ~ p_cold
+    hot: np.ndarray                  # y ~ p_hot
+    cold_to_hot: np.ndarray          # T(x)
+    hot_to_cold: np.ndarray          # T^-1(y)
+    reduced_cold: np.ndarray         # beta_cold U(x)
+    reduced_hot: np.ndarray          # beta_hot U(y)
+    reduced_cold_to_hot: np.ndarray  # beta_hot U(T x)
+    reduced_hot_to_cold: np.ndarray  # beta_cold U(T^-1 y)
+    n_split: int
+    split: str = "validation"
+    epoch: int = 0
+    model: str = ""                  # which weights mapped them, e.g. "untrained map"
+    backbone: Backbone | None = None  # the peptide backbone of the topology, for Ramachandran maps
+
+    def __len__(self) -> int:
+        return len(self.cold)
+
+
+def _spread(n: int, keep: int) -> np.ndarray:
+    """A mask of `keep` of `n` indices evenly spaced in MD time (all of them when keep >= n)."""
+    mask = np.zeros(n, dtype=bool)
+    if keep > 0 and n > 0:
+        mask[np.unique(np.linspace(0, n - 1, min(n, keep)).round().astype(np.int64))] = True
+    return mask
 
 
 @dataclass(frozen=True)
@@ -57,6 +92,8 @@ class Evaluation:
     kl_val_se: float = math.nan
     n_pairs: int = 0
     block: int = 1         # bootstrap block length (pairs)
+    # with `evaluate(..., keep=M)`: M of the pairs and their images, for the validation figure
+    samples: MappedSamples | None = field(default=None, repr=False, compare=False)
 
     def score(self, loss: float) -> float:
         """What best.pt is chosen on: the held-out KL, not the training loss, which keeps falling
@@ -65,23 +102,29 @@ class Evaluation:
 
     def fields(self) -> dict[str, float]:
         """The fields a `LogBlock` holds."""
-        out = asdict(self)
-        del out["n_pairs"], out["block"]
-        return out
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("n_pairs", "block", "samples")}
 
 
 @torch.no_grad()
-def evaluate(transport: Transport, setup: TrainingSetup, batch_size: int, pairs: Pairs | None = None) -> Evaluation:
+def evaluate(transport: Transport, setup: TrainingSetup, batch_size: int, pairs: Pairs | None = None,
+             keep: int = 0) -> Evaluation:
     """Acceptance, ESS, round-trip error and KL of `transport` on `pairs` (default: the
-    validation pairs), each with a block-bootstrap standard error."""
+    validation pairs), each with a block-bootstrap standard error. `keep` > 0: also up to that
+    many of the pairs with their images (`Evaluation.samples`), copied from this very pass."""
     pairs = pairs if pairs is not None else setup.validation
     n = len(pairs)
     parts: dict[str, list[torch.Tensor]] = {k: [] for k in ("u_tx", "u_tiy", "ld_f", "ld_i", "rt")}
+    kept = _spread(n, keep)
+    images: dict[str, list[np.ndarray]] = {"tx": [], "tiy": []}
     for lo in range(0, n, batch_size):
         x = pairs.cold[lo:min(lo + batch_size, n)].to(setup.device)
         y = pairs.hot[lo:min(lo + batch_size, n)].to(setup.device)
         tx, ld_f = transport(x)
         tiy, ld_i = transport.inverse(y)
+        sel = torch.from_numpy(kept[lo:lo + len(x)]).to(tx.device)
+        if keep > 0 and bool(sel.any()):
+            images["tx"].append(tx[sel].double().cpu().numpy())
+            images["tiy"].append(tiy[sel].double().cpu().numpy())
         back, _ = transport.inverse(tx)
         canon = transport.canonical(x)
         parts["u_tx"].append(setup.energy(tx).double().cpu())
@@ -104,6 +147,15 @@ def evaluate(transport: Transport, setup: TrainingSetup, batch_size: int, pairs:
                                 np.nan_to_num(lw_i, nan=0.0, posinf=0.0, neginf=0.0)], n)
     idx = stats.bootstrap_indices(n, block)
     kl_finite = bool(np.isfinite(kl).all())
+    samples = None
+    if kept.any():
+        idx_kept = torch.from_numpy(np.flatnonzero(kept))
+        samples = MappedSamples(
+            cold=pairs.cold[:n][idx_kept].double().cpu().numpy(), hot=pairs.hot[:n][idx_kept].double().cpu().numpy(),
+            cold_to_hot=np.concatenate(images["tx"]), hot_to_cold=np.concatenate(images["tiy"]),
+            reduced_cold=(bc * u_x[idx_kept]).numpy(), reduced_hot=(bh * u_y[idx_kept]).numpy(),
+            reduced_cold_to_hot=(bh * u_tx[idx_kept]).numpy(), reduced_hot_to_cold=(bc * u_tiy[idx_kept]).numpy(),
+            n_split=n)
     return Evaluation(
         acc_flow=losses.mean_acceptance(delta),
         acc_naive=losses.mean_acceptance(delta0),
@@ -116,5 +168,5 @@ def evaluate(transport: Transport, setup: TrainingSetup, batch_size: int, pairs:
         ess_fwd_se=stats.bootstrap_se(stats.ess_statistic(lw_f), idx),
         ess_inv_se=stats.bootstrap_se(stats.ess_statistic(lw_i), idx),
         kl_val_se=stats.bootstrap_se(stats.mean_statistic(kl), idx) if kl_finite else math.nan,
-        n_pairs=n, block=block,
+        n_pairs=n, block=block, samples=samples,
     )

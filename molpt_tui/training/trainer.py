@@ -18,6 +18,10 @@ final model file holds. A run whose energies or loss explode ends `diverged` (`v
 The trainer is handed everything it does not compute: the built `TrainingSetup` (system, engine,
 data and their energies), the sinks, the control channel and the `RunArtifacts` that write
 checkpoints and PNGs. It names no file and draws nothing.
+
+The validation figure (what the map does to held-out pairs: Ramachandran maps, beta*U
+histograms) reuses the images of each held-out evaluation, and is drawn in a writer thread at
+every log block, on a PNG request and, for the final model, at the end.
 """
 from __future__ import annotations
 
@@ -32,12 +36,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from ..physics.torsions import Backbone, backbone_of_topology
 from .alerts import resume_command
-from .artifacts import ArtifactLabel, RunArtifacts
+from .artifacts import ArtifactLabel, BackgroundWriter, RunArtifacts
 from .checkpoint import make_payload, refused
 from .control import TrainingControl
 from .distributed import Distributed
-from .evaluation import Evaluation, batch_reference, direction_terms, evaluate
+from .evaluation import Evaluation, MappedSamples, batch_reference, direction_terms, evaluate
 from .events import (
     Alert,
     CheckpointLabel,
@@ -70,6 +75,11 @@ if TYPE_CHECKING:
 # The epoch-0 loss is the mean over this many training batches, drawn with a fixed seed.
 INITIAL_BATCHES = 4
 _INITIAL_SEED = 12345
+# Held-out pairs the validation figure shows (evenly spaced in MD time): enough for a
+# Ramachandran density, few enough that copying them costs nothing next to the evaluation.
+FIGURE_PAIRS = 1000
+# How long the end of a run waits for the figure being drawn (seconds on a loaded CPU).
+FIGURE_WAIT_S = 120.0
 
 
 def _lower_lr(lr: float) -> str:
@@ -174,6 +184,12 @@ class Trainer:
         self._last_progress = -math.inf
         self.resume_path = resume_path
         self.resumed = resume_from is not None
+        self._figures = BackgroundWriter()
+        self._backbone: Backbone | None = None
+        self._backbone_found = False
+        self._latest_samples: MappedSamples | None = None  # of the last held-out evaluation
+        self._best_samples: MappedSamples | None = None    # of the selected epoch's evaluation
+        self._best_loaded = False                         # the final model's weights are in the map
         tc = cfg.training
         torch.manual_seed(tc.seed)  # the model's initial weights do not depend on anything before
         split = setup.split
@@ -326,6 +342,7 @@ class Trainer:
     # --- requests ------------------------------------------------------------------------------
     def _service_requests(self) -> None:
         """Read the control channel and answer checkpoint and PNG requests; cheap when idle."""
+        self._collect_figures()
         self.control.poll()
         request = self.control.take_checkpoint_request()
         if request is not None:
@@ -334,6 +351,7 @@ class Trainer:
         request = self.control.take_png_request()
         if request is not None:
             png = self._write_png("running")
+            self._draw_validation(self._latest_samples)
             self.control.acknowledge(request, str(png) if png else "could not write the PNG (see the log)")
         self._emit_acknowledgements()
 
@@ -349,9 +367,14 @@ class Trainer:
 
     def evaluate(self) -> Evaluation:
         """The validation split (selects best.pt, drives alerts)."""
-        ev = evaluate(self.state.transport, self.setup, self._eval_batch)
+        ev = evaluate(self.state.transport, self.setup, self._eval_batch, keep=self._figure_pairs)
         self._local_evals += 2 * ev.n_pairs
         return ev
+
+    @property
+    def _figure_pairs(self) -> int:
+        # only rank 0 writes files: the other ranks keep no images
+        return FIGURE_PAIRS if self.dist.is_main else 0
 
     def _settle_evals(self, *epoch_counts: int) -> list[int]:
         """Add the energy evaluations of every rank since the last call to the run's total, and
@@ -437,12 +460,15 @@ class Trainer:
             f"{ev.acc_flow:.3f} ± {ev.acc_flow_se:.3f} vs naive {ev.acc_naive:.3g}, ESS {ev.ess_fwd:.1f}% / "
             f"{ev.ess_inv:.1f}%")
         self._log_block(m, ev, 0.0)
+        self._latest_samples = self._samples_for_figure(ev, 0, "untrained map (epoch 0)")
+        self._draw_validation(self._latest_samples)
         self._check_alerts()
         self._test("untrained", 0)
         st.epoch = 0
         self._capture_boundary()
         if math.isfinite(m.loss):
             self.best_snapshot = self.boundary
+            self._best_samples = self._latest_samples
             self._save("best")
 
     def _end_epoch(self, m: EpochMetrics) -> None:
@@ -458,10 +484,13 @@ class Trainer:
             ev = self.evaluate()
             self._settle_evals()
             self._log_block(m, ev, improvement_pct(st.first_kl, ev.kl_val))
+            self._latest_samples = self._samples_for_figure(ev, m.epoch, f"map at epoch {m.epoch}")
+            self._draw_validation(self._latest_samples)
             self._check_alerts()
             score = ev.score(m.loss)
             if math.isfinite(score) and score < st.best_score:
                 st.best_score, st.best_loss, st.best_epoch = score, m.loss, m.epoch
+                self._best_samples = self._latest_samples
                 is_best = True
         st.epoch = m.epoch
         self._capture_boundary()
@@ -525,6 +554,66 @@ class Trainer:
             self._note_file(path)
         return path
 
+    # --- the validation figure ------------------------------------------------------------------
+    def _backbone_of_system(self) -> Backbone | None:
+        """The peptide backbone of the topology, found once (what `pt` uses); None without one."""
+        if not self._backbone_found:
+            self._backbone_found = True
+            topology = getattr(self.setup.ms, "topology", None)
+            found = backbone_of_topology(topology) if topology is not None else None
+            self._backbone = found if found is not None and found.is_peptide else None
+        return self._backbone
+
+    def _samples_for_figure(self, ev: Evaluation, epoch: int, model: str) -> MappedSamples | None:
+        if ev.samples is None:
+            return None
+        return dataclasses.replace(ev.samples, epoch=epoch, model=model, backbone=self._backbone_of_system())
+
+    def _draw_validation(self, samples: MappedSamples | None) -> None:
+        """Hand the figure of `samples` to the writer thread; training goes on meanwhile."""
+        if samples is None:
+            return
+        artifacts = self.artifacts
+        self._figures.submit(lambda: artifacts.write_validation(samples))
+
+    def _collect_figures(self) -> None:
+        """Note the figures written since the last call; a failed one is a warning, never more."""
+        for outcome in self._figures.take():
+            if isinstance(outcome, Exception):
+                self.message(f"could not write the validation figure: {type(outcome).__name__}: {outcome}", "warning")
+            elif outcome is not None:
+                self._note_file(outcome)
+
+    def _final_samples(self) -> MappedSamples | None:
+        """The final model on the held-out pairs: the selected epoch's images when this process
+        evaluated that epoch, else (resumed past it) one more pass, a diagnostic, not counted as
+        training cost. None when the final model's weights are not loaded (a failed run)."""
+        snap = self.best_snapshot
+        if not self._best_loaded or snap is None or not self.dist.is_main:
+            return None
+        epoch = int(snap["epoch"])
+        model = f"final model = epoch {epoch} (selected on {self.best_metric})"
+        samples = self._best_samples
+        if samples is None or samples.epoch != epoch:
+            samples = evaluate(self.state.transport, self.setup, self._eval_batch, keep=FIGURE_PAIRS).samples
+        if samples is None:
+            return None
+        return dataclasses.replace(samples, epoch=epoch, model=model, backbone=self._backbone_of_system())
+
+    def _finish_validation(self) -> None:
+        """Draw the final model's figure and wait for the writer, so the Finished event lists
+        what was written and no write is left half done when the process exits."""
+        try:
+            self._draw_validation(self._final_samples())
+            if not self._figures.wait(FIGURE_WAIT_S):
+                self.message(f"the validation figure was still being drawn after {FIGURE_WAIT_S:.0f} s; "
+                             "it may be missing or be an earlier one", "warning")
+            self._collect_figures()
+        except Exception as exc:  # a figure must never cost the run its results
+            self.message(f"could not write the validation figure: {type(exc).__name__}: {exc}", "warning")
+        finally:
+            self._figures.close()
+
     def _note_file(self, path: Path) -> None:
         if str(path) not in self.files:
             self.files.append(str(path))
@@ -537,8 +626,10 @@ class Trainer:
                 self._save("last")
             if self._save_final() is not None and status != "failed" and self.best_snapshot is not None:
                 self.state.transport.load_state_dict(self.best_snapshot["model"])
+                self._best_loaded = True
                 self._test("final", int(self.best_snapshot["epoch"]))
         finally:
+            self._finish_validation()
             self._write_png(status, self._finished(status))
 
     def _emit_finished(self, status: RunStatus) -> Finished:
