@@ -200,6 +200,67 @@ def test_resume_makes_no_data_phase_in_the_run(tmp_path):
     assert (tmp_path / "d.test.npz").is_file()
 
 
+def _killed_data_phase(run: Path) -> None:
+    """What `train` leaves when killed -9 during its MD: MD progress only and a dead lock."""
+    from molpt_tui.training.metrics_log import MetricsLogSink
+
+    run.mkdir()
+    sink = MetricsLogSink(run / "metrics.jsonl")
+    sink.emit(Message(text="Data file old.npz is missing: generating it"))
+    sink.emit(DataProgress(split="data", path="old.npz", phase="sampling", simulated_ns=0.1, planned_ns=1.0,
+                           samples=10, planned_samples=100, ns_per_day=50.0, elapsed_s=60.0,
+                           temperatures=[300.0, 450.0], swap_acceptance=[0.3]))
+    sink.close()
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    (run / ".lock").write_text(f"{gone.pid} {os.uname().nodename}\n")
+    (run / "control").mkdir()
+
+
+def test_a_directory_left_by_a_killed_data_phase_is_no_run_and_a_new_start_replaces_it(tmp_path):
+    run = tmp_path / "run"
+    _killed_data_phase(run)
+    rd = RunDirectory(run)
+    assert rd.holds_only_a_data_phase()
+    rd.check_new(force=False)  # not refused as "not empty"
+    with pytest.raises(UserError, match=r"no config\.toml"):
+        rd.check_resumable()
+    # anything else beside it, or a run in its log, is refused as before
+    (run / "notes.txt").write_text("mine")
+    with pytest.raises(UserError, match="not empty"):
+        rd.check_new(force=False)
+    (run / "notes.txt").unlink()
+    with open(run / "metrics.jsonl", "a", encoding="utf-8") as fh:
+        fh.write(json.dumps({"kind": "message", "t": 0.0, "text": "x", "level": "info"}) + "\n")
+    assert rd.holds_only_a_data_phase()
+    from molpt_tui.training.metrics_log import MetricsLogSink
+
+    sink = MetricsLogSink(run / "metrics.jsonl")
+    sink.emit(Finished(status="failed", epoch=0, message="x"))
+    sink.close()
+    assert not rd.holds_only_a_data_phase()
+    with pytest.raises(UserError, match="not empty"):
+        rd.check_new(force=False)
+
+
+@pytest.mark.parametrize("data_made", [False, True])
+def test_the_same_command_after_a_killed_data_phase_starts_with_a_log_of_its_own(tmp_path, data_made):
+    run, data = tmp_path / "run", tmp_path / "d.npz"
+    if data_made:  # made meanwhile by `simulate`: the start has no data phase of its own
+        from molpt_tui.app.data_generation import generate_data
+        from molpt_tui.config import load_config
+
+        cfg = load_config("quickstart", [*TINY_DATA, *TINY_TRAIN, f"data.path={data}"])
+        assert generate_data(cfg, lambda _text: None, missing=True) == 0
+    _killed_data_phase(run)
+    assert _cli(_args(run, data)) == 0
+    events = list(read_events(run / "metrics.jsonl"))
+    assert not [ev for ev in events if isinstance(ev, DataProgress) and ev.path == "old.npz"]
+    assert not [ev for ev in events if isinstance(ev, Message) and "old.npz" in ev.text]
+    assert bool([ev for ev in events if isinstance(ev, DataProgress)]) is not data_made
+    assert isinstance(events[-1], Finished) and events[-1].status == "completed"
+
+
 def test_a_signal_the_caller_took_stops_the_data_phase_before_the_next_file(tmp_path):
     from molpt_tui.app.data_generation import generate_data
     from molpt_tui.config import load_config

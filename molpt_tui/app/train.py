@@ -214,7 +214,9 @@ class DataPhase:
         self.created = run_dir.create()
         run_dir.acquire_lock()
         self.open = True
-        if self.force:
+        if run_dir.holds_only_a_data_phase():
+            run_dir.clear()  # a killed start's MD progress: not this run's
+        elif self.force:
             self.moved = run_dir.set_aside()
         run_dir.remove_stale_temps()
         self._log = MetricsLogSink(run_dir.metrics)
@@ -278,7 +280,8 @@ def prepare_run_dir(checked: Checked, *, fresh: bool, force: bool) -> None:
     try:
         created = run_dir.create()
         run_dir.acquire_lock()
-        if fresh and force:
+        # a killed start's data-phase log would otherwise open this run's
+        if fresh and (force or run_dir.holds_only_a_data_phase()):
             run_dir.clear()
         configure_run_dir(checked)
     except BaseException:

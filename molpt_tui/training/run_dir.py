@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import UserError
+from .events import DataProgress, Message
+from .metrics_log import read_events
 
 CONFIG_FILE = "config.toml"
 METRICS_FILE = "metrics.jsonl"
@@ -184,9 +186,32 @@ class RunDirectory:
         self.check_entries()
         if force:
             return
-        if any(p.name != LOCK_FILE for p in self.path.iterdir()):
+        if any(p.name != LOCK_FILE for p in self.path.iterdir()) and not self.holds_only_a_data_phase():
             raise UserError(f"{self.path}: run directory is not empty; continue it with --resume {self.path}, "
                             "replace it with --force, or pick another --out")
+
+    def holds_only_a_data_phase(self) -> bool:
+        """Whether all that is here is what a `train` killed during its data phase left (kill -9,
+        a lost node): a metrics log of MD progress and nothing of a run, its control channel, a
+        lock, temporaries. That is no run to resume and nothing of the user's, so a new start
+        replaces it without --force (the same command rerun on a requeue is not refused)."""
+        if not self.path.is_dir():
+            return False
+        found = False
+        for entry in self.path.iterdir():
+            if entry.name == LOCK_FILE or _is_temporary(entry.name) or (entry.name == CONTROL_DIR and entry.is_dir()):
+                continue
+            if entry.name != METRICS_FILE or not entry.is_file():
+                return False
+            found = True
+        if not found:
+            return False
+        try:
+            # `all` stops at a run's first event: a long log of a real run is not read through
+            return all(isinstance(event, (DataProgress, Message))
+                       for event in read_events(self.metrics, warn=lambda _message: None))
+        except OSError:
+            return False
 
     def check_resumable(self, checkpoint: Path | None = None) -> None:
         if not self.path.is_dir():
