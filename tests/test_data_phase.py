@@ -3,6 +3,7 @@ its metrics.jsonl (for `watch`), and a start that fails or is stopped before tra
 directory as the command found it."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -259,6 +260,34 @@ def test_the_same_command_after_a_killed_data_phase_starts_with_a_log_of_its_own
     assert not [ev for ev in events if isinstance(ev, Message) and "old.npz" in ev.text]
     assert bool([ev for ev in events if isinstance(ev, DataProgress)]) is not data_made
     assert isinstance(events[-1], Finished) and events[-1].status == "completed"
+
+
+def test_a_log_of_only_a_data_phase_is_read_by_every_reader(tmp_path):
+    import io
+
+    from molpt_tui.report.console import ConsoleReporter
+    from molpt_tui.training.tailer import MetricsTailer
+
+    run = tmp_path / "run"
+    _killed_data_phase(run)
+    events = list(read_events(run / "metrics.jsonl", warn=pytest.fail))
+    assert [type(ev) for ev in events] == [Message, DataProgress]
+    tailer = MetricsTailer(run / "metrics.jsonl")
+    try:
+        assert [type(ev) for ev in tailer.poll().events] == [Message, DataProgress]
+    finally:
+        tailer.close()
+    written = dataclasses.replace(events[1], phase="written", split="test", samples=100)
+    out = io.StringIO()
+    reporter = ConsoleReporter(out, isatty=False)
+    for ev in [*events, written]:
+        reporter.emit(ev)
+    reporter.close()
+    # the MD's progress itself is the live run's to print; a replay says what was made
+    assert out.getvalue().splitlines() == [
+        "[info] Data file old.npz is missing: generating it",
+        "[info] test set old.npz written: 100 samples per temperature, 0.100 ns per replica x 2 replicas, "
+        "50.0 ns/day per replica, swap acceptance 0.30"]
 
 
 def test_a_signal_the_caller_took_stops_the_data_phase_before_the_next_file(tmp_path):
