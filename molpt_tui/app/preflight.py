@@ -2,6 +2,9 @@
 
 A refused start leaves the run directory exactly as it was: the corrected command is then not
 refused for a half-made directory, and a good run's config is never rewritten by a failed resume.
+`check_inputs` needs no data. When the data must first be made, `train` runs that MD in its
+locked run directory (so it can be watched) and only then calls `check_data`; a refusal there
+undoes the directory all the same (`app.train.DataPhase`).
 """
 from __future__ import annotations
 
