@@ -388,6 +388,27 @@ def test_bad_input_is_one_line_and_writes_nothing(trained_run, tmp_path, capsys,
     assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == mtimes if out.exists() else True
 
 
+def test_the_live_path_refuses_a_map_that_does_not_fit_before_writing(trained_run, tmp_path, monkeypatch):
+    """On a terminal the sampler runs in a child under the monitor; a checkpoint that does not fit
+    the run must still be one line and exit 2 from the parent, with no pt directory made."""
+    from molpt_tui.app.pt import PTOptions, pt_live
+    from molpt_tui.errors import UserError
+    from molpt_tui.training.checkpoint import load_checkpoint, save_checkpoint
+
+    ckpt = load_checkpoint(trained_run / "best.pt")
+    ckpt["model"].pop(next(iter(ckpt["model"])))  # a model of another shape
+    bad = save_checkpoint(tmp_path / "other.pt", ckpt)
+    out = tmp_path / "pt"
+
+    def claimed(*args, **kwargs):  # fail at once rather than start a monitor without a terminal
+        raise AssertionError("the pt directory was claimed before the map was checked")
+
+    monkeypatch.setattr("molpt_tui.app.pt._claim", claimed)
+    with pytest.raises(UserError, match="does not fit this model"):
+        pt_live(PTOptions(run_dir=trained_run, model=str(bad), out=out, ns=0.001))
+    assert not out.exists()
+
+
 def test_pt_events_survive_the_metrics_log():
     from molpt_tui.training.metrics_log import decode_line
 

@@ -465,6 +465,10 @@ def pt_live(opts: PTOptions) -> int:
     from ..tui.pt_source import LivePT
 
     cfg, settings, pt_dir = preflight(opts)
+    # The map is loaded here once before anything is written: a checkpoint that does not fit the
+    # run is bad input (one line, exit 2, no pt directory), not a failure shown in the monitor.
+    ms = system_from_config(cfg)
+    load_map(cfg, ms, split_data(cfg, load_data(cfg.data_path, ms)), Path(settings.model_path))
     with disk_errors_as_user_errors(pt_dir.path):
         _claim(pt_dir, opts, settings)
         try:
