@@ -160,6 +160,9 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--resume", action="store_true", help="continue the pt run in its directory from its checkpoint")
     f.add_argument("--force", action="store_true", help="start over in a non-empty pt directory")
     f.add_argument("--no-ui", action="store_true", help="headless: plain progress lines on stdout")
+    f.add_argument("--no-mouse", action="store_true", help="TUI: do not capture the mouse (tmux/SSH friendly)")
+    f.add_argument("--ascii", action="store_true", help="TUI: ASCII only, no braille or box drawing (automatic on "
+                   "TERM=linux/vt100 and non-UTF-8 terminals)")
     return parser
 
 
@@ -242,7 +245,8 @@ def _pt(args: argparse.Namespace) -> int:
 
     return pt(PTOptions(run_dir=Path(args.run_dir), model=args.model, ns=args.ns, swap_every=args.swap_every,
                         seed=args.seed, out=Path(args.out) if args.out else None, baseline=args.baseline,
-                        resume=args.resume, force=args.force, ui=not args.no_ui))
+                        resume=args.resume, force=args.force, ui=not args.no_ui, no_mouse=args.no_mouse,
+                        ascii_only=args.ascii))
 
 
 COMMANDS = {"train": _train, "simulate": _simulate, "check-energy": _check_energy, "presets": _presets,

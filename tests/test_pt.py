@@ -461,3 +461,13 @@ def test_headless_pt_does_not_import_the_ui():
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('textual', 'rich', 'plotext')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_the_pt_monitor_takes_the_terminal_flags_train_and_watch_take(monkeypatch, tmp_path):
+    from molpt_tui import cli
+
+    seen = []
+    monkeypatch.setattr("molpt_tui.app.pt.pt", lambda opts: seen.append(opts) or 0)
+    assert cli.main(["pt", str(tmp_path), "--ascii", "--no-mouse"]) == 0
+    assert cli.main(["pt", str(tmp_path)]) == 0
+    assert (seen[0].ascii_only, seen[0].no_mouse, seen[1].ascii_only, seen[1].no_mouse) == (True, True, False, False)

@@ -88,6 +88,8 @@ class PTOptions:
     resume: bool = False
     force: bool = False
     ui: bool = True
+    no_mouse: bool = False              # the monitor (ui on a terminal) leaves the mouse to tmux/SSH
+    ascii_only: bool = False            # the monitor draws ASCII only
     progress_every_s: float | None = None   # console lines; default the run's logging.progress_every_s
     event_every_s: float = 5.0              # PTProgress events in metrics.jsonl
     checkpoint_every_s: float = 600.0
@@ -476,7 +478,8 @@ def pt_live(opts: PTOptions) -> int:
             source = LivePT(pt_dir.run, sampler)  # counts earlier segments before the child can write
             sampler.start()
             try:
-                code = run_pt_monitor(source, title=f"molpt-tui pt: {cfg.system_name}")
+                code = run_pt_monitor(source, title=f"molpt-tui pt: {cfg.system_name}", no_mouse=opts.no_mouse,
+                                      ascii_only=opts.ascii_only)
             except BaseException:
                 code = EXIT_UI_CRASHED
             if code == EXIT_UI_CRASHED and sampler.poll() is None:
