@@ -15,7 +15,14 @@ from molpt_tui.app.artifacts import RunFiles
 from molpt_tui.training.artifacts import BackgroundWriter
 from molpt_tui.training.control import TrainingControl
 from molpt_tui.training.evaluation import MappedSamples
-from molpt_tui.training.events import EpochMetrics, Finished, LogBlock, Message, RequestAcknowledged
+from molpt_tui.training.events import (
+    EpochMetrics,
+    Finished,
+    LogBlock,
+    Message,
+    RequestAcknowledged,
+    ValidationHistograms,
+)
 from molpt_tui.training.run_dir import RunDirectory
 from molpt_tui.training.trainer import Trainer
 
@@ -141,6 +148,13 @@ def test_the_figure_is_drawn_at_each_log_block_on_request_and_for_the_final_mode
                                             "map at epoch 2", "map at epoch 3"]
     final = drawn[-1]
     assert final.model.startswith(f"final model = epoch {finished.best_epoch} (selected on validation KL")
+    # the monitor's pane gets the same pairs, binned, at each evaluation
+    hists = sink.of(ValidationHistograms)
+    assert [h.epoch for h in hists] == blocks
+    for h, s in zip(hists, drawn):
+        assert h.split == "validation" and h.n_pairs == len(s) == 60
+        assert sum(h.hot_mapped) + h.hot_mapped_below + h.hot_mapped_above == 60
+        assert h.rama_label == "ALA2" and sum(h.rama_cold) == sum(h.rama_cold_to_hot) == 60
     # the selected epoch's images are reused, not computed again
     assert final.cold_to_hot is next(s for s in drawn[:-1] if s.epoch == finished.best_epoch).cold_to_hot
 

@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from ..physics.torsions import Backbone, backbone_of_topology
+from ..physics.torsions import Backbone, backbone_of_topology, dihedrals
 from .alerts import resume_command
 from .artifacts import ArtifactLabel, BackgroundWriter, RunArtifacts
 from .checkpoint import make_payload, refused
@@ -65,6 +65,7 @@ from .schedule import is_log_epoch
 from .schema import SchemaError
 from .setup import PARAMS_PER_INDEPENDENT_SAMPLE, build_transport, sized_report
 from .state import TrainingState
+from .validation_hist import validation_histograms
 from .verdict import divergence
 
 if TYPE_CHECKING:
@@ -461,6 +462,7 @@ class Trainer:
             f"{ev.ess_inv:.1f}%")
         self._log_block(m, ev, 0.0)
         self._latest_samples = self._samples_for_figure(ev, 0, "untrained map (epoch 0)")
+        self._emit_histograms(self._latest_samples)
         self._draw_validation(self._latest_samples)
         self._check_alerts()
         self._test("untrained", 0)
@@ -485,6 +487,7 @@ class Trainer:
             self._settle_evals()
             self._log_block(m, ev, improvement_pct(st.first_kl, ev.kl_val))
             self._latest_samples = self._samples_for_figure(ev, m.epoch, f"map at epoch {m.epoch}")
+            self._emit_histograms(self._latest_samples)
             self._draw_validation(self._latest_samples)
             self._check_alerts()
             score = ev.score(m.loss)
@@ -568,6 +571,28 @@ class Trainer:
         if ev.samples is None:
             return None
         return dataclasses.replace(ev.samples, epoch=epoch, model=model, backbone=self._backbone_of_system())
+
+    def _emit_histograms(self, samples: MappedSamples | None) -> None:
+        """The figure's coarse histograms as an event, so the monitor's validation pane (and
+        watch on another machine) shows a mode collapse while training."""
+        if samples is None:
+            return
+        try:
+            rama, label = None, ""
+            if samples.backbone is not None:
+                pair = samples.backbone.pairs[0]
+                rama = {name: (np.degrees(dihedrals(x, pair.phi.atoms)), np.degrees(dihedrals(x, pair.psi.atoms)))
+                        for name, x in (("cold", samples.cold), ("hot_to_cold", samples.hot_to_cold),
+                                        ("hot", samples.hot), ("cold_to_hot", samples.cold_to_hot))}
+                label = pair.label
+            event = validation_histograms(samples.epoch, hot=samples.reduced_hot,
+                                          cold_to_hot=samples.reduced_cold_to_hot, cold=samples.reduced_cold,
+                                          hot_to_cold=samples.reduced_hot_to_cold, rama=rama, rama_label=label,
+                                          split=samples.split)
+        except Exception as exc:  # a diagnostic must never stop training
+            self.message(f"could not bin the validation histograms: {type(exc).__name__}: {exc}", "warning")
+            return
+        self.emit(event)
 
     def _draw_validation(self, samples: MappedSamples | None) -> None:
         """Hand the figure of `samples` to the writer thread; training goes on meanwhile."""
