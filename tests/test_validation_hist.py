@@ -53,7 +53,7 @@ def test_rama_sets_are_carried_for_peptides():
     assert all(len(getattr(ev, f"rama_{k}")) == 36 and sum(getattr(ev, f"rama_{k}")) == 50 for k in angles)
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=30, deadline=None)
 @given(arrays(np.float64, st.integers(0, 40), elements=finite_or_not),
        arrays(np.float64, st.integers(0, 40), elements=finite_or_not))
 def test_any_energies_give_counts_that_add_up(data, mapped):

@@ -52,7 +52,7 @@ def test_without_a_backbone_it_says_so_and_before_an_evaluation_it_waits():
     assert render_validation(None, 100, 30)[0].startswith("Validation: waiting")
 
 
-@settings(max_examples=120, deadline=None)
+@settings(max_examples=40, deadline=None)
 @given(st.integers(0, 300), st.integers(0, 80), st.booleans(), st.booleans(), st.booleans())
 def test_any_pane_size_fits_and_ascii_stays_ascii(width, height, ascii_only, peptide, collapsed):
     lines = render_validation(_event(collapsed=collapsed, peptide=peptide), width, height, ascii_only=ascii_only,
