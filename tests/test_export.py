@@ -458,3 +458,26 @@ def test_train_tensorboard_flag_reaches_train_options(monkeypatch):
     assert main(["train", "--tensorboard", "--no-ui"]) == 0
     assert seen[0].tensorboard is True
     assert app_train.TrainOptions().tensorboard is False
+
+
+# --- train --tensorboard, end to end ----------------------------------------------------------------
+
+@pytest.mark.integration
+def test_train_tensorboard_writes_every_epoch_live_and_a_missing_package_refuses_before_writing(
+        tiny_data, tmp_path, capsys, monkeypatch):
+    pytest.importorskip("tensorboard")
+    from molpt_testdata import TINY_TRAIN
+
+    run = tmp_path / "run"
+    args = ["train", "--no-ui", "--epochs", "3", "--out", str(run), "--tensorboard",
+            *[a for s in TINY_TRAIN + [f"data.path={tiny_data}"] for a in ("--set", s)]]
+    with monkeypatch.context() as m:
+        _without(m, "tensorboard", "torch.utils.tensorboard")
+        assert main(args) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert err == ["molpt-tui: error: --tensorboard needs tensorboard: pip install 'molpt-tui[tensorboard]'"]
+        assert not run.exists()
+    assert main(args) == 0
+    acc = _accumulate(run / "tensorboard")
+    assert [step for step, _ in _series(acc, "train/loss")] == [0, 1, 2, 3]
+    assert {step for step, _ in _series(acc, "val/acc_flow")} >= {0, 3}

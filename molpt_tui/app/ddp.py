@@ -25,6 +25,7 @@ from ..training.run_dir import RunDirectory
 from ..training.setup import build_setup, resolve_device
 from .artifacts import RunFiles
 from .disk import disk_errors_as_user_errors
+from .export import tensorboard_sinks
 from .preflight import ResumePoint, check_data, check_inputs, data_missing
 from .resources import apply_threads, cpu_budget, plan_for, plan_threads, worker_cpus
 from .signals import hold_signal
@@ -115,6 +116,7 @@ def _train_ranks(opts: TrainOptions, dist: Distributed, cfg: Any, run_dir: RunDi
             checked.device = device
             if checked.resume_from is not None:
                 check_world_size(checked.resume_from, checked.resume_path or run_dir.last, dist.world_size)
+            tensorboard_sinks(run_dir, opts.tensorboard)  # only checks here: a missing package, before any write
             if data_missing(cfg):
                 # every rank would generate it at once; one process makes it in minutes
                 raise UserError(f"{cfg.data_path}: no data file yet; make it first with one process "
@@ -146,8 +148,8 @@ def _train_ranks(opts: TrainOptions, dist: Distributed, cfg: Any, run_dir: RunDi
         setup.close()
         raise
     try:
-        if dist.is_main:
-            return _run_headless(trainer, checked, setup)
+        if dist.is_main:  # the only rank that writes the run directory
+            return _run_headless(trainer, checked, setup, tensorboard_sinks(run_dir, opts.tensorboard))
         return run_trainer(trainer, setup, [])
     finally:
         if dist.is_main:

@@ -10,7 +10,7 @@ import re
 import shutil
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import BinaryIO, Literal, get_args
 
@@ -166,3 +166,12 @@ def tensorboard_sinks(run_dir: RunDirectory, enabled: bool) -> list[Sink]:
     if directory.exists() and not directory.is_dir():
         raise UserError(f"{directory}: exists and is not a directory; move it away, or train without --tensorboard")
     return [TensorBoardSink(directory, summary_writer)]
+
+
+def close_sinks(sinks: Sequence[Sink]) -> None:
+    """Close what `tensorboard_sinks` returned; one failing to close does not keep the others open."""
+    for sink in sinks:
+        try:
+            sink.close()
+        except OSError as exc:
+            print(f"molpt-tui: warning: could not close {type(sink).__name__}: {exc}", file=sys.stderr)

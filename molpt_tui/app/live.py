@@ -19,8 +19,8 @@ GRACE_S = 120.0
 
 
 def run_live(checked: Checked, resume: ResumePoint | None, *, no_mouse: bool, threads: int | None = None,
-             ascii_only: bool = False) -> int:
-    trainer = TrainerSubprocess(checked.run_dir, resume, threads)
+             ascii_only: bool = False, tensorboard: bool = False) -> int:
+    trainer = TrainerSubprocess(checked.run_dir, resume, threads, tensorboard=tensorboard)
     run = checked.run_dir.path
     source = LiveRun(checked.run_dir, trainer)
     try:

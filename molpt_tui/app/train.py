@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,6 +33,7 @@ from ..training.trainer import Trainer
 from .artifacts import RunFiles
 from .data_generation import DataJob, generate_data, plan_data
 from .disk import disk_errors_as_user_errors
+from .export import close_sinks, tensorboard_sinks
 from .preflight import Checked, ResumePoint, check_data, check_inputs, data_missing
 from .resources import apply_threads, cpu_budget, plan_for, plan_threads, worker_cpus
 from .signals import JobSignals, hold_signal
@@ -108,6 +109,8 @@ def train(opts: TrainOptions) -> int:
     if resume is None:
         run_dir.check_new(opts.force)
     run_dir.check_no_live_trainer()
+    # a missing `tensorboard` package is refused here, before anything is written
+    tensorboard = tensorboard_sinks(run_dir, opts.tensorboard)
     with disk_errors_as_user_errors(run_dir.path):
         checked = check_inputs(cfg, run_dir, resume)
         if checked.resume_from is not None:
@@ -162,8 +165,9 @@ def train(opts: TrainOptions) -> int:
             if use_tui:
                 from .live import run_live
 
-                return run_live(checked, resume, no_mouse=opts.no_mouse, threads=opts.threads, ascii_only=opts.ascii)
-            return _run_headless(trainer, checked, setup)
+                return run_live(checked, resume, no_mouse=opts.no_mouse, threads=opts.threads, ascii_only=opts.ascii,
+                                tensorboard=opts.tensorboard)  # the child writes it
+            return _run_headless(trainer, checked, setup, tensorboard)
         finally:
             run_dir.release_lock()
 
@@ -348,13 +352,15 @@ def run_trainer(trainer: Trainer, setup: TrainingSetup, sinks: list[Sink]) -> in
     return exit_code(finished.status, signals.received or dist.stop_signal)
 
 
-def _run_headless(trainer: Trainer, checked: Checked, setup: TrainingSetup) -> int:
+def _run_headless(trainer: Trainer, checked: Checked, setup: TrainingSetup, extra: Sequence[Sink] = ()) -> int:
+    """`extra`: more sinks, e.g. `train --tensorboard`'s."""
     from ..report.console import ConsoleReporter
 
     console = ConsoleReporter(progress_every_s=checked.cfg.logging.progress_every_s)
     log = MetricsLogSink(checked.run_dir.metrics)
     try:
-        return run_trainer(trainer, setup, [console, log])
+        return run_trainer(trainer, setup, [console, log, *extra])
     finally:
         console.close()
         log.close()
+        close_sinks(extra)

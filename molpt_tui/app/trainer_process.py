@@ -20,6 +20,7 @@ from ..training.events import Finished, Message
 from ..training.metrics_log import MetricsLogSink
 from ..training.run_dir import RunDirectory
 from ..training.setup import build_setup
+from .export import close_sinks, tensorboard_sinks
 from .preflight import ResumePoint, check_data, check_inputs
 from .resources import apply_threads, cpu_budget, plan_for, plan_threads, worker_cpus
 from .signals import hold_signal
@@ -43,6 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--resume-from", choices=["none", "last", "best"], default="none")
     parser.add_argument("--parent", type=int, required=True)
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--tensorboard", action="store_true")
     args = parser.parse_args(argv)
     # before torch does any work; the monitor redraws on the same CPUs
     budget = cpu_budget(args.threads)
@@ -69,7 +71,11 @@ def main(argv: list[str] | None = None) -> int:
         except BaseException:
             setup.close()
             raise
-        return run_trainer(trainer, setup, [MetricsLogSink(run_dir.metrics)])
+        tensorboard = tensorboard_sinks(run_dir, args.tensorboard)
+        try:
+            return run_trainer(trainer, setup, [MetricsLogSink(run_dir.metrics), *tensorboard])
+        finally:
+            close_sinks(tensorboard)
     except UserError as exc:
         print(f"molpt-tui: error: {exc}", file=sys.stderr, flush=True)
         _record_failure(run_dir, str(exc))
@@ -85,14 +91,16 @@ def main(argv: list[str] | None = None) -> int:
 class TrainerSubprocess:
     """The monitor's handle on the trainer process (tui.source.TrainerHandle)."""
 
-    def __init__(self, run_dir: RunDirectory, resume: ResumePoint | None, threads: int | None = None) -> None:
+    def __init__(self, run_dir: RunDirectory, resume: ResumePoint | None, threads: int | None = None, *,
+                 tensorboard: bool = False) -> None:
         self.run_dir = run_dir
         log = open(run_dir.trainer_log, "a", buffering=1, encoding="utf-8")
         try:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "molpt_tui.app.trainer_process", str(run_dir.path),
                  "--resume-from", resume or "none", "--parent", str(os.getpid()),
-                 *(["--threads", str(threads)] if threads is not None else [])],
+                 *(["--threads", str(threads)] if threads is not None else []),
+                 *(["--tensorboard"] if tensorboard else [])],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                 env=dict(os.environ, PYTHONUNBUFFERED="1"))
         finally:
