@@ -335,3 +335,12 @@ def test_regularised_and_nonfinite_energy_counts_are_shown_not_hidden():
     assert "1.00 kT   (4 regularised, 1 non-finite energies this epoch)" in out   # next to the loss
     assert out.count("regularised") == 2  # the epoch's progress line and its block; a clean epoch says nothing
     assert "train       0.50 kT | validation       0.70 kT" in out
+
+
+def test_the_cost_of_a_data_parallel_run_says_it_counts_every_rank():
+    import dataclasses
+
+    rep, out, _ = reporter(tty=False)
+    rep.emit(dataclasses.replace(started(), world_size=4, dist_backend="gloo"))
+    rep.emit(Finished(status="completed", epoch=200, energy_evals=768000, elapsed_s=125.0))
+    assert "Cost: 768,000 target energy evaluations (all 4 ranks), 0:02:05 training wall time" in out.getvalue()

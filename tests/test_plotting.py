@@ -151,6 +151,31 @@ def test_plot_run_dir_tolerates_bad_lines(tmp_path):
     assert len(seen) == 2
 
 
+@pytest.mark.parametrize("stage", ["data phase", "started", "failed at start"])
+def test_plot_of_a_run_without_epochs_is_one_line_and_writes_nothing(tmp_path, capsys, stage):
+    """A run still simulating its data (or stopped then), or one that has not logged an epoch,
+    gives nothing to plot: one line saying why, exit 2, no empty PNG."""
+    from molpt_tui.cli import main
+    from molpt_tui.training.events import DataProgress, Finished
+
+    sink = MetricsLogSink(tmp_path / METRICS_FILE)
+    if stage == "data phase":
+        sink.emit(DataProgress(split="data", path="d.npz", phase="sampling", simulated_ns=0.1, planned_ns=1.0,
+                               samples=10, planned_samples=100, ns_per_day=4000.0, elapsed_s=3.0))
+    else:
+        sink.emit(run_started())
+        if stage == "failed at start":
+            sink.emit(Finished(status="failed", epoch=0))
+    sink.close()
+    before = sorted(p.name for p in tmp_path.iterdir())
+    assert main(["plot", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    why = {"data phase": "generating its data", "started": "training has not started",
+           "failed at start": "stopped before its first evaluation"}[stage]
+    assert len(err) == 1 and err[0].startswith("molpt-tui: error: ") and why in err[0] and "no epoch" in err[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
 def test_plot_run_dir_without_log(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"metrics\.jsonl"):
         plotting.plot_run_dir(tmp_path)

@@ -518,7 +518,9 @@ class ConsoleReporter(Sink):
                          f"{fmt_pct_se(final.ess_inv, final.ess_inv_se)}; "
                          f"KL fwd+inv {fmt_kt_se(final.kl, final.kl_se)}")
         if ev.energy_evals:
-            lines.append(f"  Cost: {fmt_count(ev.energy_evals)} target energy evaluations, "
+            ranks = self._run.world_size if self._run is not None else 1
+            over = f" (all {ranks} ranks)" if ranks > 1 else ""
+            lines.append(f"  Cost: {fmt_count(ev.energy_evals)} target energy evaluations{over}, "
                          f"{fmt_duration(ev.elapsed_s)} training wall time")
         if self._history.epochs:
             lines.append("  Good signs:")

@@ -25,8 +25,10 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import FixedLocator, MaxNLocator
 
+from ..errors import UserError
 from ..fileio import atomic_write_bytes
 from ..training.checklist import checklist
+from ..training.events import DataProgress
 from ..training.history import History
 from ..training.metrics_log import read_events
 from ..training.run_dir import RunDirectory, png_name
@@ -257,7 +259,9 @@ def _summary_lines(history: History, status: str) -> list[str]:
         lines.append(f"  ESS {final.ess_fwd:.1f} \u00b1 {final.ess_fwd_se:.1f} % / {final.ess_inv:.1f} \u00b1 "
                      f"{final.ess_inv_se:.1f} %, KL {final.kl:.3g} kT")
     if fin is not None and fin.energy_evals:
-        lines.append(f"cost: {fin.energy_evals:,} target energy evaluations, {fin.elapsed_s / 60:.1f} min")
+        ranks = history.run.world_size if history.run is not None else 1
+        over = f" (all {ranks} ranks)" if ranks > 1 else ""
+        lines.append(f"cost: {fin.energy_evals:,} target energy evaluations{over}, {fin.elapsed_s / 60:.1f} min")
     if history.epochs:
         lines.append("good signs:")
         for c in checklist(history):
@@ -432,10 +436,20 @@ def save_loss_curves(history: History, path: str | os.PathLike[str], title: str 
 
 def _history_of(run_dir: RunDirectory | str | os.PathLike[str],
                 warn: Callable[[str], None] | None) -> tuple[RunDirectory, History]:
+    """The run's history; a UserError when it holds no epoch yet (an empty figure says nothing)."""
     rd = run_dir if isinstance(run_dir, RunDirectory) else RunDirectory(run_dir)
     if not rd.metrics.is_file():
         raise FileNotFoundError(f"no {rd.metrics.name} in {rd.path}: is this a molpt-tui run directory?")
-    return rd, History.from_events(read_events(rd.metrics, warn=warn))
+    events = list(read_events(rd.metrics, warn=warn))
+    history = History.from_events(events)
+    if not history.epochs:
+        if any(isinstance(e, DataProgress) for e in events) and history.run is None:
+            why = "the run is generating its data, or was stopped while it did"
+        else:
+            why = "the run stopped before its first evaluation" if history.finished else "training has not started"
+        raise UserError(f"{rd.metrics}: no epoch logged yet ({why}); nothing to plot (`molpt-tui watch {rd.path}` "
+                        "follows it)")
+    return rd, history
 
 
 def plot_run_dir(run_dir: RunDirectory | str | os.PathLike[str], path: str | os.PathLike[str] | None = None,
