@@ -18,6 +18,7 @@ def _earlier_run(path):
     path.mkdir(parents=True, exist_ok=True)
     ours = ["config.toml", "metrics.jsonl", "train.log", "last.pt", "best.pt", "molecular_pt_300_450.pt",
             "loss_curves_300_450.png", "validation_300_450.png", "molecular_pt_300_448.6.pt", ".last.pt.abc123.tmp",
+            "metrics.csv", "metrics.parquet",
             ".molecular_pt_300_450.pt.x.tmp", ".config.toml.y.tmp"]
     for name in ours:
         (path / name).write_text(name)

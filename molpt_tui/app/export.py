@@ -17,7 +17,6 @@ from typing import BinaryIO, Literal, get_args
 from ..errors import UserError
 from ..fileio import atomic_write_bytes
 from ..report.export import (
-    TENSORBOARD_DIR,
     TENSORBOARD_FILE_PREFIX,
     TensorBoardSink,
     csv_bytes,
@@ -29,11 +28,11 @@ from ..report.export import (
 )
 from ..training.events import Event, Sink
 from ..training.metrics_log import read_events
-from ..training.run_dir import RunDirectory
+from ..training.run_dir import EXPORT_CSV, EXPORT_PARQUET, TENSORBOARD_DIR, RunDirectory
 
 ExportFormat = Literal["csv", "parquet", "tensorboard"]
 FORMATS: tuple[str, ...] = get_args(ExportFormat)
-DEFAULT_NAMES: dict[str, str] = {"csv": "metrics.csv", "parquet": "metrics.parquet", "tensorboard": TENSORBOARD_DIR}
+DEFAULT_NAMES: dict[str, str] = {"csv": EXPORT_CSV, "parquet": EXPORT_PARQUET, "tensorboard": TENSORBOARD_DIR}
 
 
 def _warn(message: str) -> None:

@@ -48,7 +48,6 @@ TRAIN, VAL, TEST, SYSTEM = "train", "val", "test", "system"
 KINDS = (TRAIN, VAL, TEST, SYSTEM)
 KEY_COLUMNS = ("kind", "epoch", "label", "time")
 # Where `train --tensorboard` writes and `export --format tensorboard` writes by default.
-TENSORBOARD_DIR = "tensorboard"
 TENSORBOARD_FILE_PREFIX = "events.out.tfevents."
 EXPORT_EXTRA = "export"
 TENSORBOARD_EXTRA = "tensorboard"

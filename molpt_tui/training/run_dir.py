@@ -26,6 +26,10 @@ METRICS_FILE = "metrics.jsonl"
 TRAINER_LOG = "train.log"
 LOCK_FILE = ".lock"
 CONTROL_DIR = "control"
+# `molpt-tui export` and `train --tensorboard` (the folder is cleared of event files by the sink)
+EXPORT_CSV = "metrics.csv"
+EXPORT_PARQUET = "metrics.parquet"
+TENSORBOARD_DIR = "tensorboard"
 LAST_CHECKPOINT = "last.pt"
 BEST_CHECKPOINT = "best.pt"
 # `train --force` that must first make its data: the earlier run's files wait here until every
@@ -58,7 +62,8 @@ def validation_png_name(t_cold: float, t_hot: float) -> str:
 
 def _is_run_output(name: str) -> bool:
     """Whether a file name is one that some run writes (for --force and stale temporaries)."""
-    fixed = {CONFIG_FILE, METRICS_FILE, TRAINER_LOG, LAST_CHECKPOINT, BEST_CHECKPOINT, SET_ASIDE_DIR}
+    fixed = {CONFIG_FILE, METRICS_FILE, TRAINER_LOG, LAST_CHECKPOINT, BEST_CHECKPOINT, SET_ASIDE_DIR, EXPORT_CSV,
+             EXPORT_PARQUET}
     if name in fixed:
         return True
     return _TEMPERATURE_NAMED.fullmatch(name) is not None
