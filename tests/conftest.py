@@ -7,6 +7,9 @@ from molpt_testdata import STRUCTURES, TINY_DATA, TINY_TRAIN
 # elsewhere that start a subprocess carry `@pytest.mark.integration` themselves.
 INTEGRATION_FILES = {"test_bad_inputs.py", "test_signals.py", "test_packaging.py", "test_live_path.py",
                      "test_train_app.py", "test_watch_app.py", "test_snapshots.py", "test_robustness.py",
+                     "test_pt_monitor.py",
+                     # every test renders the multi-panel matplotlib figure (~2 s each)
+                     "test_plotting.py",
                      # real MD, training runs, compiled kernels or several processes: minutes, not seconds
                      "test_trainer.py", "test_torch_energy.py", "test_data.py", "test_data_inputs.py", "test_pt.py",
                      "test_distributed.py", "test_threads.py", "test_checkpoint_schema.py", "test_validation_figure.py",

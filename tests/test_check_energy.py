@@ -40,7 +40,8 @@ def _cli(*args: str) -> subprocess.CompletedProcess[str]:
 
 @pytest.mark.parametrize("engine, ff, options, description", [
     ("openmm", ["amber99sbildn.xml"], {"platform": "Reference"}, "openmm (Reference, in-process)"),
-    ("torch", ["amber99sbildn.xml", "implicit/obc1.xml"], {}, "torch (cpu, float64, compiled)"),
+    pytest.param("torch", ["amber99sbildn.xml", "implicit/obc1.xml"], {}, "torch (cpu, float64, compiled)",
+                 marks=pytest.mark.integration),  # compiles the kernels: ~10 s
     ("torch", ["amber99sbildn.xml", "implicit/obc1.xml"], {"precision": "single", "compile": "off"},
      "torch (cpu, float32, eager)"),
 ], ids=["openmm", "torch", "torch-single-eager"])
