@@ -13,7 +13,7 @@ INTEGRATION_FILES = {"test_bad_inputs.py", "test_signals.py", "test_packaging.py
                      # real MD, training runs, compiled kernels or several processes: minutes, not seconds
                      "test_trainer.py", "test_torch_energy.py", "test_data.py", "test_data_inputs.py", "test_pt.py",
                      "test_distributed.py", "test_threads.py", "test_checkpoint_schema.py", "test_validation_figure.py",
-                     "test_data_phase.py"}
+                     "test_data_phase.py", "test_umbrella.py"}
 
 
 def pytest_collection_modifyitems(config, items):
