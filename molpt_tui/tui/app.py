@@ -593,7 +593,7 @@ class MonitorApp(MonitorBase):
         if self.check_action("stop", ()) is not True:
             self._refuse("stop")
             return
-        whom = "training" if self.source.owns_trainer else "the trainer writing this run"
+        whom = "training" if self.source.owns_child else "the trainer writing this run"
         self.push_screen(ConfirmStopScreen(whom), self._on_stop_answer)
 
     def _on_stop_answer(self, confirmed: bool | None) -> None:
@@ -650,7 +650,7 @@ class MonitorApp(MonitorBase):
     async def action_quit(self) -> None:
         if isinstance(self.screen, ConfirmScreen):
             return
-        if not self.source.owns_trainer or self.trainer_done:
+        if not self.source.owns_child or self.trainer_done:
             self._leave()
             return
         if self.quitting:
@@ -666,7 +666,7 @@ class MonitorApp(MonitorBase):
         now = self.monotonic()
         again = self._interrupted_at is not None and now - self._interrupted_at <= INTERRUPT_WINDOW_S
         self._interrupted_at = now
-        if not self.source.owns_trainer or self.trainer_done:
+        if not self.source.owns_child or self.trainer_done:
             self._leave()
             return
         if isinstance(self.screen, ConfirmScreen):

@@ -529,7 +529,7 @@ class PTMonitorApp(MonitorBase):
     # --- the own sampler -----------------------------------------------------------------------
     def _check_source(self) -> None:
         self.source.check()
-        if self.source.sampler_exit() is None or self.sampler_done or self._sync_token is not None:
+        if self.source.child_exit() is None or self.sampler_done or self._sync_token is not None:
             return
         # Its last lines may not be read yet: decide how it ended once the follower has posted
         # everything the file held after the exit.
@@ -677,7 +677,7 @@ class PTMonitorApp(MonitorBase):
 
     # --- quitting ----------------------------------------------------------------------------
     def _live(self) -> bool:
-        return self.source.owns_sampler and not self.sampler_done
+        return self.source.owns_child and not self.sampler_done
 
     async def action_quit(self) -> None:
         if isinstance(self.screen, ConfirmScreen):
@@ -686,7 +686,7 @@ class PTMonitorApp(MonitorBase):
             self._leave()
         elif self.quitting:
             self._force_exit()
-        elif self.source.stopping(self.state) or self.source.sampler_exit() is not None:
+        elif self.source.stopping(self.state) or self.source.child_exit() is not None:
             self._begin_quit()
         else:
             self.push_screen(ConfirmScreen(
@@ -714,7 +714,7 @@ class PTMonitorApp(MonitorBase):
 
     def _begin_quit(self) -> None:
         self.quitting = True
-        if not self.source.stopping(self.state) and self.source.sampler_exit() is None:
+        if not self.source.stopping(self.state) and self.source.child_exit() is None:
             if self.source.send("stop") is None:
                 self.state.add_log(f"cannot send stop ({self.source.send_error}); terminating the sampler",
                                    "warning")
@@ -727,7 +727,7 @@ class PTMonitorApp(MonitorBase):
     def _force_exit(self) -> None:
         if self.sampler_done or not self._ui_alive:
             return
-        if self.source.sampler_exit() is not None:
+        if self.source.child_exit() is not None:
             return  # it has exited: its last lines are being read, and the settle timer bounds that
         self.source.stop_now()
         self._leave()
