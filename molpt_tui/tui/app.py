@@ -5,7 +5,8 @@ posts `EventBatch` messages; the handler only folds events into `MonitorState`; 
 redraws whatever changed. Keys send requests through the run directory's control channel and
 the screen changes when the trainer acknowledges them in metrics.jsonl. What differs between a
 live and a watched run (who owns the trainer, whether keys may steer, what quitting does, the
-exit code) is the `RunSource`'s business, never a mode switch here.
+exit code) is the `RunSource`'s business, never a mode switch here. Following, settling the own
+trainer's exit and quitting are the pt monitor's too (`live_monitor.FollowingMonitor`).
 
 A failure in any pane or handler is caught here, shown in the log pane and a toast, and the
 monitor goes on; the trainer is another process and never hears of it. Only an exception that
@@ -18,7 +19,6 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import replace
 from functools import partial
 from pathlib import Path
 from typing import Any, ClassVar
@@ -31,15 +31,14 @@ from textual.screen import ModalScreen, Screen
 
 from molpt_tui.training.checklist import Check, checklist
 from molpt_tui.training.events import ControlAction, Event, Finished, ValidationHistograms
-from molpt_tui.training.exit_codes import STATUS_EXIT_CODES
 
-from .base import MIN_HEIGHT, MIN_WIDTH, ZOOMS, MonitorBase
+from .base import MIN_HEIGHT, MIN_WIDTH, ZOOMS
 from .glyphs import to_ascii, use_ascii_scrollbars, wants_ascii
-from .messages import ChecksReady, EventBatch, FeedSynced, TailerFailed, WatchFileStatus, WatchReset
+from .live_monitor import EXIT_UI_CRASHED, INTERRUPT_WINDOW_S, FollowingMonitor, run_until_quit
+from .messages import ChecksReady, EventBatch
 from .screens import ConfirmQuitScreen, ConfirmScreen, ConfirmStopScreen, HelpScreen, ValidationScreen
-from .source import FeedStatus, RunSource, StatusLine
+from .source import RunSource
 from .state import MonitorState, ack_text, data_phase_title, snapshot_history
-from .watcher import MetricsFollower
 from .widgets import (
     PLOT_SPECS,
     AlertsPane,
@@ -74,8 +73,6 @@ HOLDERS = {"plots": {spec.id for spec in PLOT_SPECS}, "bottom": {"table", "healt
 MAX_TOASTS_PER_TICK = 3
 # Lines of the trainer's own log shown when it died without a Finished event.
 TRAINER_LOG_TAIL = 12
-# A second Ctrl+C within this many seconds quits at once (the trainer still saves).
-INTERRUPT_WINDOW_S = 3.0
 # The checklist reads the whole history (its cost grows with the run: ~0.4 s at 400 epochs,
 # ~13 s at 1e5 on a loaded 2-core node), so it runs in a thread of its own on a snapshot of the
 # history, when the history changed, at most every this many seconds or five times its last
@@ -105,9 +102,10 @@ VERBS = {"pause": "pause", "resume": "resume", "checkpoint": "save a checkpoint"
 ACTION_OF: dict[str, ControlAction] = {"checkpoint": "checkpoint", "write_png": "png", "stop": "stop"}
 
 
-class MonitorApp(MonitorBase):
+class MonitorApp(FollowingMonitor[RunSource, MonitorState]):
     CSS_PATH = "app.tcss"
     TITLE = "molpt-tui"
+    READ_FAILURE_TRACEBACK_LINES = 6
     VIEWS = VIEWS
     HOLDERS = HOLDERS
     WIDE_MIN_WIDTH = WIDE_MIN_WIDTH
@@ -148,26 +146,10 @@ class MonitorApp(MonitorBase):
         snapshots show fixed elapsed/ETA values. `sync_timeout` bounds how long a trainer's exit
         waits for the reader to catch up before the monitor decides without its last lines.
         `ascii_only`: draw without braille, box drawing or other non-ASCII characters."""
-        super().__init__(ascii_only=ascii_only, monotonic=monotonic)
-        self.source = source
-        self.title = title or source.title
-        self.sub_title = source.badge
-        self.clock = clock
-        self.refresh_hz = refresh_hz
-        self.quit_timeout = quit_timeout
-        self.poll_interval = poll_interval
-        self.sync_timeout = sync_timeout
-        self.state = MonitorState()
-        self.feed = FeedStatus(stale_after=stale_after)
-        self.follower: MetricsFollower | None = None
-        self.trainer_done = False  # the own trainer exited and its last events are in
-        self.quitting = False
-        self.forced_exit = False
-        self.exited_by_user = False  # False after run(): an exception ended the app
-        self._interrupted_at: float | None = None
-        self._sync_token: int | None = None
+        super().__init__(source, MonitorState(), title=title, clock=clock, refresh_hz=refresh_hz,
+                         stale_after=stale_after, quit_timeout=quit_timeout, poll_interval=poll_interval,
+                         sync_timeout=sync_timeout, ascii_only=ascii_only, monotonic=monotonic)
         self._backlog_alerts = 0
-        self._drawn: dict[str, object] = {}
         self._last_keys: tuple[object, ...] | None = None
         self._checks: list[Check] = []
         self._checks_key: object = None      # what the checks on screen were computed from
@@ -214,20 +196,12 @@ class MonitorApp(MonitorBase):
             for pane in (self.query_one(ChecklistPane), self.query_one(AlertsPane), self.query_one(LogPane)):
                 pane.use_ascii()
             use_ascii_scrollbars()
-        self._set_view(self.view_id)
-        self.feed = replace(self.feed, attached_at=self.clock())
-        self.follower = MetricsFollower(self.source.run_dir.metrics, self.post_message,
-                                        poll_interval=self.poll_interval)
-        self.follower.start()
-        self.refresh_now()
-        self.set_interval(1.0 / self.refresh_hz, self.refresh_now, name="redraw")
+        self.start_following()
 
-    def on_unmount(self) -> None:
-        # The trainer is not ours to stop here: a live run's trainer is the application layer's
-        # to end (it knows whether the monitor crashed), a watched one is never stopped.
-        if self.follower is not None:
-            self.follower.close()
-        self.restore_scrollbars()
+    @property
+    def trainer_done(self) -> bool:
+        """The own trainer exited and its last events are in."""
+        return self.child_done
 
     def log_error(self, text: str) -> None:
         self.state.add_log(text, "error")
@@ -251,59 +225,19 @@ class MonitorApp(MonitorBase):
             return [], message.events
         return self.source.split_backlog(self.state, message.events)
 
-    def on_watch_file_status(self, message: WatchFileStatus) -> None:
-        self.feed = replace(self.feed, exists=message.exists, last_write=message.last_write, error="")
+    def _new_state(self) -> MonitorState:
+        return MonitorState()
 
-    def on_watch_reset(self, message: WatchReset) -> None:
-        self.state = MonitorState()
-        self.source.reset()
-        self._drawn.clear()
-        self._checks_next = -1e9
-        self.state.add_log(f"{message.reason}; reloading", "warning")
-
-    def on_tailer_failed(self, message: TailerFailed) -> None:
-        # The follower retries every poll and reports each failure: say it once per new error.
-        if message.error == self.feed.error:
-            return
-        self.feed = replace(self.feed, error=message.error)
-        self.state.add_log(message.error, "error")
-        for line in message.traceback.rstrip().splitlines()[-6:]:
-            self.state.add_log(line, "error")
-        self.notify(f"{message.error}\nThe screen may be out of date; retrying.", title="Cannot read the run",
-                    severity="error", timeout=15)
-        self.refresh_now()
-
-    def on_feed_synced(self, message: FeedSynced) -> None:
-        if message.token == self._sync_token:
-            self._settle_trainer()
+    def _forget_drawn(self) -> None:
+        super()._forget_drawn()
+        self._checks_next = -1e9  # the new file's checklist is due at once
 
     # --- the own trainer ---------------------------------------------------------------------
-    def _check_source(self) -> None:
-        self.source.check()
-        if self.source.trainer_exit() is None or self.trainer_done or self._sync_token is not None:
-            return
-        # Its last lines may not be read yet: decide how it ended only once the follower has
-        # posted everything the file held after the exit.
-        if self.follower is not None:
-            self._sync_token = self.follower.request_sync()
-            self.set_timer(self.sync_timeout, self._settle_trainer, name="settle-trainer")
-        else:
-            self._settle_trainer()
-
-    def _settle_trainer(self) -> None:
-        if self.trainer_done or not self._ui_alive:
-            return
-        self.trainer_done = True
-        self.source.settle_exit()
-        crash = self.source.crash(self.state)
-        if crash:
-            self.state.add_log(crash, "error")
-            for line in self._trainer_log_tail():
-                self.state.add_log(line, "error")
-            self.notify(crash, title="Trainer died", severity="error", timeout=30)
-        self.refresh_now()
-        if self.quitting:
-            self._leave()
+    def _report_crash(self, crash: str) -> None:
+        self.state.add_log(crash, "error")
+        for line in self._trainer_log_tail():
+            self.state.add_log(line, "error")
+        self.notify(crash, title="Trainer died", severity="error", timeout=30)
 
     def _trainer_log_tail(self) -> list[str]:
         path = self.source.run_dir.trainer_log
@@ -350,7 +284,7 @@ class MonitorApp(MonitorBase):
         if drawn.get("log") != versions["log"]:
             self._guarded("the log pane", lambda: self.query_one(LogPane).show(list(state.log)))
             drawn["log"] = versions["log"]
-        banner_key = (versions["finished"], versions["tests"], self.trainer_done, self.compact)
+        banner_key = (versions["finished"], versions["tests"], self.child_done, self.compact)
         if drawn.get("banner") != banner_key:
             self._guarded("the summary banner", self._show_banner)
             drawn["banner"] = banner_key
@@ -450,9 +384,6 @@ class MonitorApp(MonitorBase):
             # Few rows to spare: the verdict here, the files and resume command in the Log pane.
             lines = [lines[0]]
         banner.show(outcome, [to_ascii(x) for x in lines] if self.ascii_only else lines)
-
-    def status(self, now: float | None = None) -> StatusLine:
-        return self.source.status(self.state, self.feed, self.clock() if now is None else now)
 
     def _progress_info(self, now: float) -> ProgressInfo:
         state = self.state
@@ -647,81 +578,21 @@ class MonitorApp(MonitorBase):
         method()
 
     # --- quitting ----------------------------------------------------------------------------
-    async def action_quit(self) -> None:
-        if isinstance(self.screen, ConfirmScreen):
-            return
-        if not self.source.owns_child or self.trainer_done:
-            self._leave()
-            return
-        if self.quitting:
-            self._force_exit()
-        elif self.source.stopping(self.state) or self.source.trainer_exit() is not None:
-            self._begin_quit()
-        else:
-            self.push_screen(ConfirmQuitScreen(), self._on_quit_answer)
+    def _quit_confirmation(self) -> ConfirmScreen:
+        return ConfirmQuitScreen()
 
-    def action_interrupt(self) -> None:
-        """Ctrl+C, as headless handles SIGINT: stop gracefully without asking and wait; a second
-        one within INTERRUPT_WINDOW_S quits at once (the trainer, another process, still saves)."""
-        now = self.monotonic()
-        again = self._interrupted_at is not None and now - self._interrupted_at <= INTERRUPT_WINDOW_S
-        self._interrupted_at = now
-        if not self.source.owns_child or self.trainer_done:
-            self._leave()
-            return
-        if isinstance(self.screen, ConfirmScreen):
-            self.screen.dismiss(False)
-        if again and self.quitting:
-            self._force_exit()
-            return
-        if not self.quitting:
-            self._begin_quit(interrupt=True)
-        else:
-            self.notify(f"Still waiting for the trainer to save; Ctrl+C again within {INTERRUPT_WINDOW_S:.0f} s "
-                        "quits now (it keeps saving)", timeout=INTERRUPT_WINDOW_S)
-
-    def _on_quit_answer(self, confirmed: bool | None) -> None:
-        if confirmed:
-            self._begin_quit()
-
-    def _begin_quit(self, *, interrupt: bool = False) -> None:
-        self.quitting = True
-        if not self.source.stopping(self.state) and self.source.trainer_exit() is None:
-            if self.source.send("stop") is None:
-                # The channel is unwritable: the handle's own stop still saves.
-                self.state.add_log(f"cannot send stop ({self.source.send_error}); terminating the trainer",
-                                   "warning")
-                self.source.stop_now()
+    def _quit_notice(self, interrupt: bool) -> str:
         if interrupt:
-            self.notify(f"Interrupted: stopping after the current step and saving (Ctrl+C again within "
-                        f"{INTERRUPT_WINDOW_S:.0f} s quits now; the trainer still saves)", timeout=self.quit_timeout)
-        else:
-            self.notify("Quitting: waiting for the trainer to finish its step and save (q again to force)",
-                        timeout=self.quit_timeout)
-        self.set_timer(self.quit_timeout, self._force_exit, name="force-quit")
-        self.refresh_now()
+            return (f"Interrupted: stopping after the current step and saving (Ctrl+C again within "
+                    f"{INTERRUPT_WINDOW_S:.0f} s quits now; the trainer still saves)")
+        return "Quitting: waiting for the trainer to finish its step and save (q again to force)"
 
-    def _force_exit(self) -> None:
-        if self.trainer_done or not self._ui_alive:
-            return
-        if self.source.trainer_exit() is not None:
-            return  # it has exited: its last lines are being read, and the settle timer bounds that
-        self.forced_exit = True
-        self.source.stop_now()
-        self._leave()
-
-    def _leave(self) -> None:
-        self.exited_by_user = True
-        code = self.exit_code
-        self.exit(code, return_code=code)
-
-    @property
-    def exit_code(self) -> int:
-        return self.source.exit_code(self.state)
+    def _still_saving_notice(self) -> str:
+        return (f"Still waiting for the trainer to save; Ctrl+C again within {INTERRUPT_WINDOW_S:.0f} s "
+                "quits now (it keeps saving)")
 
 
 # --- entry point used by the application layer -------------------------------------------------
-EXIT_UI_CRASHED = STATUS_EXIT_CODES["ui-crashed"]
 
 
 def run_monitor(source: RunSource, *, no_mouse: bool = False, title: str | None = None,
@@ -731,10 +602,7 @@ def run_monitor(source: RunSource, *, no_mouse: bool = False, title: str | None 
     still running afterwards (forced quit, crash) is the caller's to end. ASCII mode is also chosen
     when the terminal cannot draw braille or box drawing (TERM=linux, vt100, a non-UTF-8 locale)."""
     app = MonitorApp(source, title=title, ascii_only=ascii_only or wants_ascii(encoding=sys.stdout.encoding))
-    app.run(mouse=not no_mouse)
-    if not app.exited_by_user:
-        return EXIT_UI_CRASHED  # an exception took it down: never report that as the run's outcome
-    return app.exit_code
+    return run_until_quit(app, no_mouse=no_mouse)
 
 
 def save_screenshot(app: App[Any], path: str | Path) -> Path:

@@ -4,7 +4,8 @@ The same path as the training monitor (`app.py`): a `MetricsFollower` thread fol
 directory's metrics.jsonl and posts event batches, the handler folds them into a `PTState`, a
 timer redraws what changed, keys write requests into the directory's control channel and the
 screen changes when the sampler acknowledges them. Whether the sampler is this command's (live)
-or someone else's (watch) is the `PTSource`'s business.
+or someone else's (watch) is the `PTSource`'s business; following, settling the own sampler's
+exit and quitting are the training monitor's (`live_monitor.FollowingMonitor`).
 
 Panes, over MD time per replica: the flow-swap acceptance with its 95 % band and the naive swap
 of the same pairs; the ladder's acceptance overall and per neighbour pair; round trips of each
@@ -34,17 +35,17 @@ from textual.widget import Widget
 
 from molpt_tui.training.events import ControlAction, Finished
 
-from .base import MIN_HEIGHT, MIN_WIDTH, MonitorBase
+from .base import MIN_HEIGHT, MIN_WIDTH
 from .chart import ChartInfo, Curve, render_chart
 from .formatting import fmt_duration
 from .glyphs import to_ascii, use_ascii_scrollbars, wants_ascii
 from .guard import describe, report
-from .messages import EventBatch, FeedSynced, TailerFailed, WatchFileStatus, WatchReset
+from .live_monitor import FollowingMonitor, run_until_quit
+from .live_source import StatusLine
+from .messages import EventBatch
 from .pt_source import STALE_AFTER_S, PTSource
 from .pt_state import MISSING, Z95, PTState, fmt, fmt_int, fmt_ns, fmt_pm
 from .screens import ConfirmScreen, HelpScreen
-from .source import FeedStatus, StatusLine
-from .watcher import MetricsFollower
 from .widgets import Banner, KeyBar, LogPane, TooSmall, ViewBar
 from .widgets.guarded import GuardedWidget
 from .widgets.plots import axis_title, header_text
@@ -66,8 +67,6 @@ VERBS = {"pause": "pause", "resume": "resume", "checkpoint": "save a checkpoint"
 COMMANDS: tuple[tuple[str, str], ...] = (
     ("pause", "Pause the sampler"), ("resume", "Resume the sampler"), ("checkpoint", "Save a checkpoint now"),
     ("next_view", "Next pane"), ("help", "Help: keys"), ("quit", "Quit"))
-# A second Ctrl+C within this many seconds quits at once (the sampler still saves).
-INTERRUPT_WINDOW_S = 3.0
 
 
 class PTTooSmall(TooSmall):
@@ -395,9 +394,10 @@ def resume_command(state: PTState, pt_dir: Path) -> str:
     return f"molpt-tui pt {source} --resume" + ("" if default else f" --out {pt_dir}")
 
 
-class PTMonitorApp(MonitorBase):
+class PTMonitorApp(FollowingMonitor[PTSource, PTState]):
     CSS_PATH = ["app.tcss", "pt_monitor.tcss"]  # noqa: RUF012 - Textual's own class attribute
     TITLE = "molpt-tui pt"
+    READ_FAILURE_TITLE = "Cannot read the pt run"
     VIEWS = VIEWS
     HOLDERS = HOLDERS
     WIDE_MIN_WIDTH = WIDE_MIN_WIDTH
@@ -420,24 +420,9 @@ class PTMonitorApp(MonitorBase):
                  refresh_hz: float = 3.0, poll_interval: float = 0.25, quit_timeout: float = 120.0,
                  sync_timeout: float = 10.0, stale_after: float = STALE_AFTER_S, ascii_only: bool = False,
                  monotonic: Callable[[], float] = time.monotonic) -> None:
-        super().__init__(ascii_only=ascii_only, monotonic=monotonic)
-        self.source = source
-        self.title = title or f"molpt-tui {source.badge} {source.run_dir.path.name}"
-        self.sub_title = source.badge
-        self.clock = clock
-        self.refresh_hz = refresh_hz
-        self.poll_interval = poll_interval
-        self.quit_timeout = quit_timeout
-        self.sync_timeout = sync_timeout
-        self.state = PTState()
-        self.feed = FeedStatus(stale_after=stale_after)
-        self.follower: MetricsFollower | None = None
-        self.sampler_done = False   # the own sampler exited and its last events are in
-        self.quitting = False
-        self.exited_by_user = False
-        self._interrupted_at: float | None = None
-        self._sync_token: int | None = None
-        self._drawn: dict[str, object] = {}
+        super().__init__(source, PTState(), title=title, clock=clock, refresh_hz=refresh_hz,
+                         stale_after=stale_after, quit_timeout=quit_timeout, poll_interval=poll_interval,
+                         sync_timeout=sync_timeout, ascii_only=ascii_only, monotonic=monotonic)
 
     # --- layout ------------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
@@ -473,20 +458,12 @@ class PTMonitorApp(MonitorBase):
             self.query_one(PTTooSmall).times = "x"
             self.query_one(LogPane).use_ascii()
             use_ascii_scrollbars()
-        self._set_view(self.view_id)
-        self.feed = replace(self.feed, attached_at=self.clock())
-        self.follower = MetricsFollower(self.source.run_dir.metrics, self.post_message,
-                                        poll_interval=self.poll_interval)
-        self.follower.start()
-        self.refresh_now()
-        self.set_interval(1.0 / self.refresh_hz, self.refresh_now, name="redraw")
+        self.start_following()
 
-    def on_unmount(self) -> None:
-        # The sampler is not ours to stop here: the application layer ends a live one (it knows
-        # whether the monitor crashed); a watched one is never stopped.
-        if self.follower is not None:
-            self.follower.close()
-        self.restore_scrollbars()
+    @property
+    def sampler_done(self) -> bool:
+        """The own sampler exited and its last events are in."""
+        return self.child_done
 
     def log_error(self, text: str) -> None:
         self.state.add_log(text, "error")
@@ -504,59 +481,15 @@ class PTMonitorApp(MonitorBase):
                 self.notify(event.message or f"the pt run ended {event.status}", title=f"pt {event.status}",
                             severity="error", timeout=30)
 
-    def on_watch_file_status(self, message: WatchFileStatus) -> None:
-        self.feed = replace(self.feed, exists=message.exists, last_write=message.last_write, error="")
-
-    def on_watch_reset(self, message: WatchReset) -> None:
-        self.state = PTState()
-        self.source.reset()
-        self._drawn.clear()
-        self.state.add_log(f"{message.reason}; reloading", "warning")
-
-    def on_tailer_failed(self, message: TailerFailed) -> None:
-        if message.error == self.feed.error:
-            return
-        self.feed = replace(self.feed, error=message.error)
-        self.state.add_log(message.error, "error")
-        self.state.version += 1
-        self.notify(f"{message.error}\nThe screen may be out of date; retrying.", title="Cannot read the pt run",
-                    severity="error", timeout=15)
-
-    def on_feed_synced(self, message: FeedSynced) -> None:
-        if message.token == self._sync_token:
-            self._settle_sampler()
+    def _new_state(self) -> PTState:
+        return PTState()
 
     # --- the own sampler -----------------------------------------------------------------------
-    def _check_source(self) -> None:
-        self.source.check()
-        if self.source.child_exit() is None or self.sampler_done or self._sync_token is not None:
-            return
-        # Its last lines may not be read yet: decide how it ended once the follower has posted
-        # everything the file held after the exit.
-        if self.follower is not None:
-            self._sync_token = self.follower.request_sync()
-            self.set_timer(self.sync_timeout, self._settle_sampler, name="settle-sampler")
-        else:
-            self._settle_sampler()
-
-    def _settle_sampler(self) -> None:
-        if self.sampler_done or not self._ui_alive:
-            return
-        self.sampler_done = True
-        self.source.settle_exit()
-        crash = self.source.crash(self.state)
-        if crash:
-            self.state.add_log(crash + f"; its log: {self.source.run_dir.trainer_log}", "error")
-            self.state.version += 1
-        if self.quitting:
-            self._leave()
-        else:
-            self.refresh_now()
+    def _report_crash(self, crash: str) -> None:
+        self.state.add_log(crash + f"; its log: {self.source.run_dir.trainer_log}", "error")
+        self.state.version += 1
 
     # --- redraw ------------------------------------------------------------------------------
-    def status(self, now: float | None = None) -> StatusLine:
-        return self.source.status(self.state, self.feed, self.clock() if now is None else now)
-
     def refresh_now(self) -> None:
         if not self._ui_alive:
             return
@@ -676,76 +609,18 @@ class PTMonitorApp(MonitorBase):
             yield SystemCommand(title, tooltips.get(action, ""), method)
 
     # --- quitting ----------------------------------------------------------------------------
-    def _live(self) -> bool:
-        return self.source.owns_child and not self.sampler_done
+    def _quit_confirmation(self) -> ConfirmScreen:
+        return ConfirmScreen("pt is still sampling.\n\nQuit now? The sampler stops after its current round and "
+                             "saves its checkpoint, trajectories and figures (resumable with --resume).",
+                             yes="Stop and quit", no="Keep sampling")
 
-    async def action_quit(self) -> None:
-        if isinstance(self.screen, ConfirmScreen):
-            return
-        if not self._live():
-            self._leave()
-        elif self.quitting:
-            self._force_exit()
-        elif self.source.stopping(self.state) or self.source.child_exit() is not None:
-            self._begin_quit()
-        else:
-            self.push_screen(ConfirmScreen(
-                "pt is still sampling.\n\nQuit now? The sampler stops after its current round and saves its "
-                "checkpoint, trajectories and figures (resumable with --resume).",
-                yes="Stop and quit", no="Keep sampling"), self._on_quit_answer)
-
-    def _on_quit_answer(self, confirmed: bool | None) -> None:
-        if confirmed:
-            self._begin_quit()
-
-    def action_interrupt(self) -> None:
-        now = self.monotonic()
-        again = self._interrupted_at is not None and now - self._interrupted_at <= INTERRUPT_WINDOW_S
-        self._interrupted_at = now
-        if not self._live():
-            self._leave()
-            return
-        if isinstance(self.screen, ConfirmScreen):
-            self.screen.dismiss(False)
-        if again and self.quitting:
-            self._force_exit()
-        elif not self.quitting:
-            self._begin_quit()
-
-    def _begin_quit(self) -> None:
-        self.quitting = True
-        if not self.source.stopping(self.state) and self.source.child_exit() is None:
-            if self.source.send("stop") is None:
-                self.state.add_log(f"cannot send stop ({self.source.send_error}); terminating the sampler",
-                                   "warning")
-                self.source.stop_now()
-        self.notify("Quitting: waiting for the sampler to finish its round and save (q again to force)",
-                    timeout=self.quit_timeout)
-        self.set_timer(self.quit_timeout, self._force_exit, name="force-quit")
-        self.refresh_now()
-
-    def _force_exit(self) -> None:
-        if self.sampler_done or not self._ui_alive:
-            return
-        if self.source.child_exit() is not None:
-            return  # it has exited: its last lines are being read, and the settle timer bounds that
-        self.source.stop_now()
-        self._leave()
-
-    def _leave(self) -> None:
-        self.exited_by_user = True
-        code = self.source.exit_code(self.state)
-        self.exit(code, return_code=code)
+    def _quit_notice(self, interrupt: bool) -> str:
+        return "Quitting: waiting for the sampler to finish its round and save (q again to force)"
 
 
 def run_pt_monitor(source: PTSource, *, no_mouse: bool = False, title: str | None = None,
                    ascii_only: bool = False) -> int:
     """Show the pt run until the user quits: the source's exit code, or EXIT_UI_CRASHED when the
     monitor itself crashed (then a live sampler still running is the caller's to end)."""
-    from .app import EXIT_UI_CRASHED
-
     app = PTMonitorApp(source, title=title, ascii_only=ascii_only or wants_ascii(encoding=sys.stdout.encoding))
-    app.run(mouse=not no_mouse)
-    if not app.exited_by_user:
-        return EXIT_UI_CRASHED
-    return app.source.exit_code(app.state)
+    return run_until_quit(app, no_mouse=no_mouse)
