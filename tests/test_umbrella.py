@@ -12,20 +12,28 @@ import pytest
 from test_pt import T_COLD, _grid, double_well_xml
 
 from molpt_tui.physics.umbrella import (
+    Umbrella,
     UmbrellaPlan,
     mbar_population,
     sample_windows,
+    snake,
     torsion_coordinate,
     windows_around,
     x_coordinate,
 )
 
+ALONG_X = Umbrella((x_coordinate(0),))
+
+
+def _x_positive(q):
+    return q[:, 0] > 0
+
 
 def _plan(seed: int) -> UmbrellaPlan:
-    # Friction 20/ps: a 1-dalton particle at 1/ps is underdamped, its autocorrelation rings and
-    # the thinning would undercount it (the error bar came out 2x too small there).
-    return UmbrellaPlan(centres=tuple(np.linspace(-0.16, 0.16, 17)), stiffness=5000.0, temperature=T_COLD,
-                        ps_per_window=20.0, equilibration_ps=2.0, sample_every=20, timestep_fs=0.5,
+    # Friction 20/ps: a 1-dalton particle at 1/ps is underdamped and keeps its energy for
+    # picoseconds, so its windows would need far longer runs for the same error.
+    return UmbrellaPlan(centres=tuple((float(c),) for c in np.linspace(-0.16, 0.16, 17)), stiffness=5000.0,
+                        temperature=T_COLD, ps_per_window=20.0, equilibration_ps=2.0, sample_every=20, timestep_fs=0.5,
                         friction_per_ps=20.0, seed=seed)
 
 
@@ -40,7 +48,7 @@ def sweeps():
     out = []
     for seed in (11, 12, 13):
         plan = _plan(seed)
-        windows = sample_windows(double_well_xml(), x_coordinate(0), np.array([[-0.1, 0.0, 0.0]]), plan)
+        windows = sample_windows(double_well_xml(), ALONG_X, np.array([[-0.1, 0.0, 0.0]]), plan)
         assert len(windows.exchange_acceptance) == len(plan.centres) - 1   # a chain, not a ring, along x
         assert np.all(windows.exchange_acceptance > 0.05), windows.exchange_acceptance
         out.append((plan, windows.values))
@@ -51,7 +59,7 @@ def test_mbar_recovers_the_exact_population_within_its_error(sweeps):
     exact = _exact()
     zs = []
     for plan, values in sweeps:
-        p, se = mbar_population(x_coordinate(0), plan, values, lambda q: q > 0)
+        p, se = mbar_population(ALONG_X, plan, values, _x_positive)
         assert 0 < se < 0.05   # about 0.2 of p: a real measurement, not a vacuous bar
         zs.append((p - exact) / se)
     assert max(abs(z) for z in zs) < 4.0, zs
@@ -64,7 +72,7 @@ def test_a_wrong_stiffness_in_the_unbiasing_fails_the_check(sweeps):
     zs = []
     for plan, values in sweeps:
         wrong = UmbrellaPlan(**{**plan.__dict__, "stiffness": plan.stiffness * 0.5})
-        p, se = mbar_population(x_coordinate(0), wrong, values, lambda q: q > 0)
+        p, se = mbar_population(ALONG_X, wrong, values, _x_positive)
         zs.append((p - exact) / se)
     assert min(abs(z) for z in zs) > 4.0, zs
 
@@ -86,15 +94,30 @@ def test_the_torsion_bias_force_is_the_harmonic_short_way_round():
     for _ in range(4):
         system.addParticle(12.0)
     coord = torsion_coordinate((0, 1, 2, 3))
-    system.addForce(coord.force())
+    system.addForce(coord.force(0))
     ctx = openmm.Context(system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("Reference"))
     ctx.setParameter("umbrella_k", 300.0)
     rng = np.random.default_rng(0)
     for _ in range(5):
         x = rng.normal(size=(4, 3))
         centre = rng.uniform(-math.pi, math.pi)
-        ctx.setParameter("umbrella_centre", centre)
+        ctx.setParameter("umbrella_centre_0", centre)
         ctx.setPositions(x)
         u = ctx.getState(getEnergy=True).getPotentialEnergy()._value
         d = coord.displacement(coord.values(x), centre)[0]
         assert u == pytest.approx(0.5 * 300.0 * d * d, rel=1e-9, abs=1e-9)
+
+
+def test_a_snake_walks_the_grid_between_neighbours():
+    a, b = windows_around(4), windows_around(3)
+    path = snake(a, b)
+    assert len(path) == 12 and len(set(path)) == 12
+    steps = [sum(x != y for x, y in zip(p, q, strict=True)) for p, q in zip(path, path[1:], strict=False)]
+    assert steps == [1] * 11   # one coordinate changes at a time
+
+
+def test_the_two_dimensional_bias_sums_its_coordinates():
+    u = Umbrella((torsion_coordinate((0, 1, 2, 3)), x_coordinate(0)))
+    q = np.array([[math.radians(170.0), 0.3]])
+    got = u.bias(q, (math.radians(-170.0), 0.1), 200.0)[0]
+    assert got == pytest.approx(0.5 * 200.0 * (math.radians(20.0) ** 2 + 0.2 ** 2))
