@@ -1,0 +1,197 @@
+"""Why `quickstart` misses its goal: validation learning curves and test acceptance vs data size.
+
+    python benchmarks/learning_curves.py [--work science_table_work]
+        [--table benchmarks/results/science_table_2core_cpu.json]
+        [--entries quickstart q_data80k q_120ep q_data80k_120ep]
+        [--out benchmarks/results/quickstart_learning_curves] [--goal 0.80]
+
+Left: flow-swap acceptance on the validation split (± block-bootstrap SE) against training
+steps, from each entry's `runs/<name>/metrics.jsonl` in the science-table work directory.
+Right: test-set acceptance of the final model against training-data size (log2 axis), one series
+per training length, from the science table's rows, with a least-squares line of acceptance vs
+log2(samples) per length and where it would cross the goal. Writes `<out>.png` and `<out>.json`.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+DEFAULT_ENTRIES = ["quickstart", "q_data80k", "q_120ep", "q_data80k_120ep"]
+
+
+@dataclass
+class DoublingFit:
+    slope_per_doubling: float        # acceptance gained per doubling of the training data
+    slope_se: float                  # from the points' SEs (NaN when none given)
+    intercept: float                 # acceptance at log2(samples) = 0
+    samples_at_goal: float | None    # where the line reaches the goal; None if it never does
+    data_sizes: list[float]
+
+
+def fit_doubling(samples: Sequence[float], acc: Sequence[float], goal: float,
+                 se: Sequence[float] | None = None) -> DoublingFit | None:
+    """Least-squares line of `acc` against log2(`samples`); None with fewer than two data sizes."""
+    if len(samples) != len(acc) or len(set(samples)) < 2:
+        return None
+    x = [math.log2(s) for s in samples]
+    mx, my = sum(x) / len(x), sum(acc) / len(acc)
+    sxx = sum((xi - mx) ** 2 for xi in x)
+    slope = sum((xi - mx) * (yi - my) for xi, yi in zip(x, acc)) / sxx
+    slope_se = math.nan if se is None else math.sqrt(sum((xi - mx) ** 2 * s**2 for xi, s in zip(x, se))) / sxx
+    intercept = my - slope * mx
+    at_goal = 2.0 ** ((goal - intercept) / slope) if slope > 0 else None
+    return DoublingFit(slope, slope_se, intercept, at_goal, sorted(set(float(s) for s in samples)))
+
+
+def validation_curve(run_dir: Path) -> dict[str, Any]:
+    """Validation acceptance per evaluation block of one finished run, against training steps."""
+    from molpt_tui.training.history import History
+    from molpt_tui.training.metrics_log import read_events
+
+    h = History.from_events(read_events(run_dir / "metrics.jsonl"))
+    if h.run is None:
+        raise SystemExit(f"{run_dir}/metrics.jsonl: no run_started event")
+    spe = h.run.steps_per_epoch
+    return {"steps_per_epoch": spe, "batch": h.run.batch_size, "data_samples": h.run.data_samples,
+            "status": h.finished.status if h.finished else "unfinished",
+            "steps": [b.epoch * spe for b in h.blocks], "acc": [b.acc_flow for b in h.blocks],
+            "se": [b.acc_flow_se for b in h.blocks]}
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--work", type=Path, default=Path("science_table_work"))
+    ap.add_argument("--table", type=Path, default=Path("benchmarks/results/science_table_2core_cpu.json"))
+    ap.add_argument("--entries", nargs="+", default=DEFAULT_ENTRIES)
+    ap.add_argument("--out", type=Path, default=Path("benchmarks/results/quickstart_learning_curves"))
+    ap.add_argument("--goal", type=float, default=0.80)
+    args = ap.parse_args(argv)
+
+    rows = {r["name"]: r for r in json.loads(args.table.read_text())["rows"]}
+    entries: list[dict[str, Any]] = []
+    for name in args.entries:
+        run_dir, row = args.work / "runs" / name, rows.get(name)
+        if row is None:
+            print(f"{name}: no row in {args.table}; skipped")
+            continue
+        e: dict[str, Any] = {"name": name, **{k: row[k] for k in (
+            "overrides", "steps", "batch", "data_samples", "test_acc_step0", "test_acc_final", "val_acc_step0",
+            "val_acc_final")}}
+        if (run_dir / "metrics.jsonl").exists():
+            e["validation"] = validation_curve(run_dir)
+        entries.append(e)
+    if not entries:
+        raise SystemExit("nothing to plot")
+
+    # One fit per training length (steps x batch) through the final test acceptance of each data size.
+    fits: dict[str, Any] = {}
+    for steps, batch in sorted({(e["steps"], e["batch"]) for e in entries}):
+        pts = [e for e in entries if (e["steps"], e["batch"]) == (steps, batch)]
+        fit = fit_doubling([e["data_samples"] for e in pts], [e["test_acc_final"][0] for e in pts], args.goal,
+                           [e["test_acc_final"][1] for e in pts])
+        fits[f"{steps}x{batch}"] = None if fit is None else {
+            **asdict(fit), "note": f"extrapolation of a straight line in log2(samples) from {len(fit.data_sizes)} "
+                                   "data sizes; nothing measured says the trend stays straight beyond them"}
+
+    for e in entries:
+        t = e["test_acc_final"]
+        test = f"test {t[0]:.3f} ± {t[1]:.3f} (step 0 {e['test_acc_step0'][0]:.3f})"
+        val = e.get("validation")
+        vtxt = f"val {val['acc'][0]:.3f} → {val['acc'][-1]:.3f} ± {val['se'][-1]:.3f}" if val else "no run found"
+        print(f"{e['name']}: {e['data_samples']:,} samples, {e['steps']:,} steps × {e['batch']}: {test}; {vtxt}")
+    for key, f in fits.items():
+        if f is None:
+            print(f"{key}: fewer than two data sizes, no fit")
+            continue
+        goal_txt = f"{f['samples_at_goal']:,.0f} samples" if f["samples_at_goal"] else "never (slope <= 0)"
+        print(f"{key}: {f['slope_per_doubling']:+.4f} ± {f['slope_se']:.4f} per doubling; "
+              f"{args.goal:.2f} at {goal_txt} (extrapolated from {len(f['data_sizes'])} data sizes)")
+
+    plot(entries, fits, args.goal, args.out.with_suffix(".png"))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.with_suffix(".json").write_text(json.dumps(
+        {"work": str(args.work), "table": str(args.table), "goal": args.goal, "entries": entries,
+         "fits_test_acc_vs_log2_samples": fits}, indent=1) + "\n")
+    print(f"wrote {args.out.with_suffix('.png')} and {args.out.with_suffix('.json')}")
+
+
+def plot(entries: list[dict[str, Any]], fits: dict[str, Any], goal: float, png: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sizes = sorted({e["data_samples"] for e in entries})
+    lengths = sorted({e["steps"] for e in entries})
+    size_color = {s: f"C{i}" for i, s in enumerate(sizes)}
+    length_style = {n: ("-", "--", ":", "-.")[i % 4] for i, n in enumerate(lengths)}
+    length_marker = {n: "osD^v"[i % 5] for i, n in enumerate(lengths)}
+    length_color = {n: f"C{i + len(sizes)}" for i, n in enumerate(lengths)}
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(14, 5.6))
+    for e in entries:
+        v = e.get("validation")
+        if v is None:
+            continue
+        c, ls = size_color[e["data_samples"]], length_style[e["steps"]]
+        band = [(a - s, a + s) for a, s in zip(v["acc"], v["se"])]
+        ax1.fill_between(v["steps"], *zip(*band), color=c, alpha=0.12, lw=0)
+        ax1.plot(v["steps"], v["acc"], color=c, ls=ls, marker=".", lw=1.6,
+                 label=f"{e['name']}: {e['data_samples']:,} samples, {e['steps']:,} steps × {e['batch']}")
+    ax1.axhline(goal, color="k", ls=":", lw=1, label=f"goal {goal:.2f} (judged on the test set)")
+    ax1.set_xlabel("training steps (epoch × steps per epoch)")
+    ax1.set_ylabel("flow-swap acceptance, validation split")
+    ax1.set_title("Validation acceptance during training (± SE)\n"
+                  "validation pairs are the tail of each training trajectory", fontsize=11)
+    ax1.legend(fontsize=8.5, loc="lower right")
+    ax1.grid(alpha=0.3)
+
+    step0_done: set[float] = set()
+    for n in lengths:
+        pts = sorted((e for e in entries if e["steps"] == n), key=lambda e: e["data_samples"])
+        xs = [e["data_samples"] for e in pts]
+        batch = pts[0]["batch"]
+        ax2.errorbar(xs, [e["test_acc_final"][0] for e in pts], yerr=[e["test_acc_final"][1] for e in pts],
+                     color=length_color[n], marker=length_marker[n], ms=7, ls="none", capsize=4,
+                     label=f"final model, {n:,} steps × {batch}")
+        for e in pts:
+            if e["data_samples"] not in step0_done:
+                step0_done.add(e["data_samples"])
+                ax2.errorbar(e["data_samples"], e["test_acc_step0"][0], yerr=e["test_acc_step0"][1], color="grey",
+                             marker="x", ms=7, ls="none", capsize=4,
+                             label="untrained map (step 0)" if len(step0_done) == 1 else None)
+        f = fits.get(f"{n}x{batch}")
+        if f is not None:
+            x_end = max(xs[-1], f["samples_at_goal"] or xs[-1]) * 1.15
+            line_x = [xs[0] / 1.15, x_end]
+            at = f", {goal:.2f} at ~{f['samples_at_goal'] / 1000:,.0f}k samples" if f["samples_at_goal"] else ""
+            ax2.plot(line_x, [f["intercept"] + f["slope_per_doubling"] * math.log2(x) for x in line_x],
+                     color=length_color[n], ls="--", lw=1.2, label=f"fit {n:,} steps: {f['slope_per_doubling']:+.3f}"
+                                                                  f"/doubling{at}")
+            if f["samples_at_goal"]:
+                ax2.plot(f["samples_at_goal"], goal, marker="|", ms=14, color=length_color[n])
+    ax2.axhline(goal, color="k", ls="--", lw=1.3, label=f"goal {goal:.2f}")
+    ax2.set_xscale("log", base=2)
+    ax2.set_xlabel("training data: samples per temperature (log2 axis)")
+    ax2.set_ylabel("flow-swap acceptance, independent test set")
+    ax2.set_title("Test acceptance vs training data (± SE)\n"
+                  "dashed fit lines: extrapolated from two data sizes", fontsize=11)
+    lo, hi = ax2.get_xlim()
+    ticks = [sizes[0] * 2.0**k for k in range(-2, 8) if lo <= sizes[0] * 2.0**k <= hi]
+    ax2.set_xticks(ticks, [f"{t / 1000:,.0f}k" for t in ticks])
+    ax2.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+    ax2.legend(fontsize=8.5, loc="lower right", bbox_to_anchor=(1.0, 0.13))  # above the step-0 markers
+    ax2.grid(alpha=0.3, which="both")
+    fig.tight_layout()
+    png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(png, dpi=130)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    main()
