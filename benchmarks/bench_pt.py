@@ -10,7 +10,10 @@ Steps, each skipped when its output is already in --work (delete it to redo one)
   2. a flow trained on it (`molpt-tui train --no-ui --epochs E`, --set overrides for its model);
   3. `molpt-tui pt RUN --baseline ladder --ns N`: flow PT and the ladder side by side, with the
      same total MD time (the ladder runs 2N/6 per replica);
-  4. the reference: a longer naive ladder run (--ref-ns per replica, another seed).
+  4. the reference, by neither sampler: replica-exchange umbrella sampling over (phi, psi) at the
+     cold temperature (a --ref-grid x --ref-grid grid of harmonic windows of --ref-k, --ref-ps
+     each, neighbours exchanging every 0.1 ps), unbiased with MBAR (pymbar:
+     `pip install -e '.[bench]'`); two runs with other seeds, staged in opposite directions.
 
 Prints JSON: the reference population, each sampler's final estimate with its batch-means
 error, its total MD time, energy evaluations (MD force evaluations, the energy read after each
@@ -36,12 +39,25 @@ from molpt_tui.cli import main as cli
 from molpt_tui.config import load_config
 from molpt_tui.physics.data import load_data
 from molpt_tui.physics.systems import system_from_config
-from molpt_tui.physics.torsions import backbone_of_topology
+from molpt_tui.physics.torsions import RamachandranPair, backbone_of_topology
+from molpt_tui.physics.umbrella import (
+    Umbrella,
+    UmbrellaPlan,
+    mbar_population,
+    sample_windows,
+    snake,
+    torsion_coordinate,
+    windows_around,
+)
 from molpt_tui.report.validation_plots import PopulationSeries, write_populations_figure
-from molpt_tui.training.pt import LadderSampler, MDSpec, batch_means, planned_rounds, running_estimate
+from molpt_tui.training.pt import running_estimate
 
 STATE = "phi>0"
 MIN_ENTRIES = 10
+REF_FRICTION = 5.0          # 1/ps
+REF_EQUILIBRATION_PS = 2.0
+REF_EXCHANGE_EVERY = 100    # MD steps between samples and window exchanges
+REF_PER_WINDOW = 20         # samples per window into MBAR (0.75 ps apart at 15 ps per window)
 
 
 def _run(args: list[str]) -> None:
@@ -60,6 +76,79 @@ def _series(label: str, phi_pos: np.ndarray, n_replicas: int, swap_every: int, t
                             mean=mean, se=se)
 
 
+def umbrella_reference(work: Path, system_xml: str, start: np.ndarray, pair: RamachandranPair,
+                       temperature: float, timestep_fs: float, a: argparse.Namespace) -> dict[str, Any]:
+    """P(phi > 0) at `temperature` by replica-exchange umbrella sampling over (phi, psi) + MBAR: no
+    flow, no temperature ladder. Both backbone torsions are restrained because psi is the slow
+    motion at phi ~ 0 (restraining phi alone, runs staged from either side disagreed 3-6 fold).
+    Two runs, other seeds, staged along the grid in opposite directions: their agreement is the
+    check that nothing slow was left out."""
+    summary = work / f"reference_reus2d_{a.ref_grid}x{a.ref_grid}x{a.ref_ps:g}ps_k{a.ref_k:g}.json"
+    if summary.is_file():   # MBAR over 576 windows takes minutes: done once per set of samples
+        cached: dict[str, Any] = json.loads(summary.read_text())
+        return cached
+    umbrella = Umbrella((torsion_coordinate(pair.phi.atoms), torsion_coordinate(pair.psi.atoms)))
+    q0 = umbrella.values(start)[0]
+
+    def around(value: float) -> list[float]:
+        """Centres round the circle, starting at the one nearest `value`, so staging starts close."""
+        c = list(windows_around(a.ref_grid))
+        first = int(np.argmin(np.abs((np.asarray(c) - value + math.pi) % (2 * math.pi) - math.pi)))
+        return c[first:] + c[:first]
+
+    grid = snake(around(q0[0]), around(q0[1]))
+    runs = {"forward": grid, "backward": (grid[0], *reversed(grid[1:]))}
+    out: dict[str, Any] = {"method": "replica-exchange umbrella sampling over (phi, psi) + MBAR (pymbar), two runs",
+                           "grid": f"{a.ref_grid} x {a.ref_grid}", "ps_per_window": a.ref_ps,
+                           "stiffness_kj_per_rad2": a.ref_k, "exchange_every_steps": REF_EXCHANGE_EVERY,
+                           "friction_per_ps": REF_FRICTION, "runs": {}}
+    for i, (name, order) in enumerate(runs.items()):
+        # Friction 5/ps: only the equilibrium matters here, and a stiffer bath decorrelates faster.
+        plan = UmbrellaPlan(centres=order, stiffness=a.ref_k, temperature=temperature, ps_per_window=a.ref_ps,
+                            equilibration_ps=REF_EQUILIBRATION_PS, sample_every=REF_EXCHANGE_EVERY,
+                            timestep_fs=timestep_fs, friction_per_ps=REF_FRICTION, seed=a.seed + 1000 + 97 * i)
+        path = work / f"reference_reus2d_{name}_{a.ref_grid}x{a.ref_grid}x{a.ref_ps:g}ps_k{a.ref_k:g}.npz"
+        if not path.is_file():
+            print(f"bench_pt: umbrella reference {name}: {len(order)} windows x {a.ref_ps:g} ps", flush=True)
+            w = sample_windows(system_xml, umbrella, start, plan)
+            np.savez(path, centres=np.asarray(order), values=np.stack(w.values),
+                     exchange_acceptance=w.exchange_acceptance, md_steps=w.md_steps)
+        with np.load(path) as f:
+            v, acc, steps = list(f["values"]), f["exchange_acceptance"], int(f["md_steps"])
+        p, se = mbar_population(umbrella, plan, v, _phi_positive, per_window=REF_PER_WINDOW)
+        out["runs"][name] = {"population": p, "se": se, "exchange_acceptance_min": float(acc.min()),
+                             "exchange_acceptance_mean": float(acc.mean()),
+                             "total_ns": steps * timestep_fs * 1e-6, "energy_evals": steps}
+    # The two runs are independent: their inverse-variance mean (one MBAR over both grids would
+    # hold 1,152 states and 4x the samples, minutes per solve for the same number).
+    r = list(out["runs"].values())
+    w = np.array([1.0 / x["se"] ** 2 for x in r])
+    p = float(np.sum(w * np.array([x["population"] for x in r])) / w.sum())
+    out.update(population=p, se=float(1.0 / math.sqrt(w.sum())), total_ns=sum(x["total_ns"] for x in r),
+               energy_evals=sum(x["energy_evals"] for x in r),
+               runs_z=(r[0]["population"] - r[1]["population"]) / math.hypot(r[0]["se"], r[1]["se"]))
+    summary.write_text(json.dumps(out, indent=2) + "\n")
+    return out
+
+
+def _phi_positive(q: np.ndarray) -> np.ndarray:
+    return np.asarray(q[:, 0] > 0.0)
+
+
+def training_budget(run: Path) -> dict[str, Any]:
+    """What the map cost, read back from its run (it may have been trained outside this script)."""
+    from molpt_tui.training.history import History
+    from molpt_tui.training.metrics_log import read_events
+
+    events = list(read_events(run / "metrics.jsonl"))
+    h = History.from_events(events)
+    assert h.run is not None and h.finished is not None, f"{run}: the training run did not finish"
+    start = next(e for e in events if e.kind == "run_started").start_epoch
+    return {"run": str(run), "n_params": h.run.n_params, "batch": h.run.batch_size,
+            "steps": (h.finished.epoch - start) * h.run.steps_per_epoch, "energy_evals": h.finished.energy_evals,
+            "train_s": h.finished.elapsed_s, "model_epoch": h.finished.best_epoch}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--preset", default="ala2_300_1000_vacuum")
@@ -68,7 +157,9 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=50)
     p.add_argument("--set", dest="overrides", action="append", default=[], help="preset overrides for training")
     p.add_argument("--ns", type=float, default=0.2, help="flow PT MD per replica (ns)")
-    p.add_argument("--ref-ns", type=float, default=0.5, help="reference ladder MD per replica (ns)")
+    p.add_argument("--ref-grid", type=int, default=24, help="umbrella windows per torsion (reference: grid^2)")
+    p.add_argument("--ref-ps", type=float, default=15.0, help="sampled MD per umbrella window (ps)")
+    p.add_argument("--ref-k", type=float, default=200.0, help="umbrella stiffness (kJ/mol/rad^2)")
     p.add_argument("--swap-every", type=int, default=None)
     p.add_argument("--seed", type=int, default=11)
     p.add_argument("--png", type=Path, default=None)
@@ -119,22 +210,13 @@ def main() -> None:
     ladder_pos = phi_positive(pt_dir / "trajectory_ladder.npz")
     n_ladder = len(cfg.ladder)
 
-    # The reference: a longer naive ladder of its own, from the data's last samples, another seed.
-    ref_path = work / f"reference_{a.ref_ns:g}ns.npz"
+    # The reference: replica-exchange umbrella sampling along phi at the cold temperature,
+    # unbiased with MBAR; two runs, whose agreement is the check that the windows mixed.
     t0 = time.perf_counter()
-    if not ref_path.is_file():
-        spec = MDSpec(ms.system_xml(), dt, cfg.data.friction_per_ps, cfg.data.platform)
-        rd = load_data(data, ms)
-        ref = LadderSampler(spec, cfg.ladder, swap_every, planned_rounds(spec, swap_every, a.ref_ns), a.seed + 1000,
-                            backbone.state_indicators)
-        ref.start([rd.at(t)[-1] for t in cfg.ladder])
-        while not ref.done:
-            ref.advance()
-        np.savez(ref_path, phi_pos=np.asarray(ref.cold_states)[:, column])
+    ref = umbrella_reference(work, ms.system_xml(), load_data(data, ms).at(cfg.temperatures.cold)[-1],
+                             backbone.pairs[0], cfg.temperatures.cold, dt, a)
     timings["reference_s"] = time.perf_counter() - t0
-    with np.load(ref_path) as f:
-        ref_pos = f["phi_pos"]
-    p_ref, se_ref = batch_means(ref_pos.astype(float))
+    p_ref, se_ref = ref["population"], ref["se"]
 
     flow_s = _series("flow PT (2 replicas)", flow_pos, 2, swap_every, dt, 2)
     ladder_s = _series(f"naive ladder ({n_ladder} replicas)", ladder_pos, n_ladder, swap_every, dt, 0)
@@ -150,25 +232,31 @@ def main() -> None:
 
     def final(series: PopulationSeries, name: str, indicator: np.ndarray) -> dict[str, Any]:
         s = summary["samplers"][name]
-        return {"population": float(series.mean[-1]), "se": float(series.se[-1]), "entries": entries(indicator),
-                "error_vs_reference": float(series.mean[-1] - p_ref), "total_ns": float(series.total_ns[-1]),
-                "energy_evals": int(series.energy_evals[-1]), "acceptance": s["acc"], "round_trips": s["round_trips"],
-                "ns_per_day_per_replica": s["ns_per_day"], "map_share": s.get("map_share", math.nan)}
+        pop, se = float(series.mean[-1]), float(series.se[-1])
+        n_rep = 2 if name == "flow" else n_ladder
+        total_ns = float(series.total_ns[-1])
+        return {"population": pop, "se": se, "entries": entries(indicator), "error_vs_reference": pop - p_ref,
+                "z_vs_reference": (pop - p_ref) / math.hypot(se, se_ref) if se > 0 else math.nan,
+                "total_ns": total_ns, "energy_evals": int(series.energy_evals[-1]), "acceptance": s["acc"],
+                "round_trips": s["round_trips"], "ns_per_day_per_replica": s["ns_per_day"],
+                # the sampler's own compute time: its replicas' MD one after another, and the map
+                "wall_s": total_ns / n_rep / s["ns_per_day"] * 86400.0,
+                "map_share": s.get("map_share", math.nan)}
 
     f_res, l_res = final(flow_s, "flow", flow_pos), final(ladder_s, "ladder", ladder_pos)
     # A batch-means error of a state visited a handful of times is itself unknown (it can be 0):
     # no ratio is claimed then.
-    ratio = math.nan
+    ratio = wall_ratio = math.nan
     if min(f_res["entries"], l_res["entries"]) >= MIN_ENTRIES and f_res["se"] > 0 and l_res["se"] > 0:
         ratio = (l_res["se"] ** 2 * l_res["energy_evals"]) / (f_res["se"] ** 2 * f_res["energy_evals"])
+        wall_ratio = (l_res["se"] ** 2 * l_res["wall_s"]) / (f_res["se"] ** 2 * f_res["wall_s"])
     trips_ratio = ((f_res["round_trips"] / f_res["total_ns"]) / (l_res["round_trips"] / l_res["total_ns"])
                    if l_res["round_trips"] else math.nan)
-    out = {"preset": a.preset, "state": STATE, "reference": {"population": p_ref, "se": se_ref,
-                                                             "ns_per_replica": a.ref_ns, "replicas": n_ladder},
-           "training": {"epochs": a.epochs, "overrides": a.overrides, "data_samples": cfg.data.n_samples,
-                        "train_acc_flow": summary["started"]["train_acc_flow"]},
-           "flow": f_res, "ladder": l_res, "evals_ratio_same_error": ratio,
-           "round_trips_per_total_ns_ratio": trips_ratio, "reference_entries": entries(ref_pos), "timings_s": timings,
+    out = {"preset": a.preset, "state": STATE, "reference": ref,
+           "training": training_budget(run), "data_samples": cfg.data.n_samples,
+           "train_acc_flow": summary["started"]["train_acc_flow"],
+           "flow": f_res, "ladder": l_res, "evals_ratio_same_error": ratio, "wall_ratio_same_error": wall_ratio,
+           "round_trips_per_total_ns_ratio": trips_ratio, "timings_s": timings,
            "png": str(png),
            "cpus": os.cpu_count()}
     text = json.dumps(out, indent=2)
