@@ -339,3 +339,50 @@ def test_train_makes_a_missing_test_run_beside_the_data_with_another_seed(tmp_pa
     before = test_path.stat().st_mtime_ns
     assert generate_data(other, said.append) == 0
     assert (tmp_path / "e.npz").is_file() and test_path.stat().st_mtime_ns == before
+
+
+def test_a_file_another_run_made_meanwhile_is_used_not_refused(tmp_path, monkeypatch):
+    """Two runs started together on the same data (a job array; CI's signal tests) both plan the
+    missing test run; the one that gets there second must use the file the first one wrote
+    instead of stopping with "data file exists" — both between planning and MD, and inside
+    simulate's own check of the destination."""
+    import shutil
+
+    import molpt_tui.app.data_generation as gen
+
+    made = tmp_path / "made"
+    made.mkdir()
+    cfg_made = load_config("quickstart", TINY + [f"data.path={made / 'd.npz'}"])
+    assert gen.generate_data(cfg_made, lambda _t: None, missing=True) == 0
+
+    cfg = load_config("quickstart", TINY + [f"data.path={tmp_path / 'd.npz'}"])
+    shutil.copy(made / "d.npz", tmp_path / "d.npz")
+    jobs = gen.plan_data(cfg, missing=True)
+    assert [j.split for j in jobs] == ["test"]
+    shutil.copy(made / "d.test.npz", tmp_path / "d.test.npz")   # the other run finished it just now
+    before = (tmp_path / "d.test.npz").stat().st_mtime_ns
+    said: list[str] = []
+    assert gen.generate_data(cfg, said.append, missing=True, jobs=jobs) == 0
+    assert said == [f"{tmp_path / 'd.test.npz'}: made meanwhile by another process; using it"]
+    assert (tmp_path / "d.test.npz").stat().st_mtime_ns == before
+
+    # the other run's file lands after the re-check, inside simulate's own destination check
+    (tmp_path / "d.test.npz").unlink()
+    jobs = gen.plan_data(cfg, missing=True)
+    real = gen._simulate_one
+
+    def racing(job, *args):
+        shutil.copy(made / "d.test.npz", job.path)
+        return real(job, *args)
+
+    monkeypatch.setattr(gen, "_simulate_one", racing)
+    said.clear()
+    assert gen.generate_data(cfg, said.append, missing=True, jobs=jobs) == 0
+    assert said[-1] == f"{tmp_path / 'd.test.npz'}: made meanwhile by another process; using it"
+
+    # without `missing` (simulate itself), an existing file is still refused
+    monkeypatch.setattr(gen, "_simulate_one", real)
+    from molpt_tui.errors import UserError
+
+    with pytest.raises(UserError, match="data file exists"):
+        gen.plan_data(cfg)

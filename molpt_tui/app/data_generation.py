@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Literal
 
 from ..config import Config
+from ..errors import UserError
 from ..physics.data import SimulationInterrupted, SimulationProgress, TextProgress, preflight_simulate, simulate
 from ..training.events import DataProgress, Message, Sink
 from ..training.exit_codes import signal_exit_code
@@ -49,9 +50,23 @@ def plan_data(cfg: Config, out_path: Path | None = None, force: bool = False, n_
         # an existing test run is kept unless --force: it may be shared by several data files
         if (force and not missing) or not test_cfg.data_path.exists():
             jobs.append(DataJob("test", test_cfg, None))
+    kept: list[DataJob] = []
     for job in jobs:
-        preflight_simulate(job.cfg, job.out_path, force, n_procs)
-    return jobs
+        try:
+            preflight_simulate(job.cfg, job.out_path, force, n_procs)
+        except UserError:
+            if missing and _made_meanwhile(job):
+                continue
+            raise
+        kept.append(job)
+    return kept
+
+
+def _made_meanwhile(job: DataJob) -> bool:
+    """The file a job would make exists now although it was missing when planned: another run
+    started at the same time on the same data (a job array, the same test run shared by two
+    data files) made it first. `train` uses it then, as it would have a minute later."""
+    return job.path.is_file()
 
 
 def generate_data(cfg: Config, announce: Callable[[str], None], out_path: Path | None = None,
@@ -73,6 +88,12 @@ def generate_data(cfg: Config, announce: Callable[[str], None], out_path: Path |
         if name:
             announce(f"molpt-tui: {name} received while generating data: stopped; {job.path} was not made")
             return signal_exit_code(name)
+        if missing and _made_meanwhile(job):
+            text = f"{job.path}: made meanwhile by another process; using it"
+            announce(text)
+            if events is not None:
+                events.emit(Message(text=text))
+            continue
         if job.split == "data" and missing:
             text = (f"Data file {job.path} is missing: generating it with replica-exchange MD "
                     f"(`molpt-tui simulate --preset {cfg.preset_name}`)")
@@ -86,7 +107,14 @@ def generate_data(cfg: Config, announce: Callable[[str], None], out_path: Path |
             announce(text)
             if events is not None:
                 events.emit(Message(text=text))
-        code = _simulate_one(job, announce, force, n_procs, events, stopped)
+        try:
+            code = _simulate_one(job, announce, force, n_procs, events, stopped)
+        except UserError:
+            # simulate's own check of the destination: the file appeared since the check above
+            if missing and _made_meanwhile(job):
+                announce(f"{job.path}: made meanwhile by another process; using it")
+                continue
+            raise
         if code:
             return code
     return 0
