@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -131,17 +131,6 @@ class UmbrellaPlan:
     @property
     def equilibration_steps(self) -> int:
         return max(0, round(self.equilibration_ps * 1000.0 / self.timestep_fs))
-
-
-@dataclass
-class UmbrellaResult:
-    population: float                 # of the region, unbiased, at plan.temperature
-    se: float                         # jackknife over blocks of time (mbar_population)
-    samples: list[int]                # per window, what was recorded
-    total_ns: float                   # all MD, staging included
-    energy_evals: int                 # one force evaluation per MD step
-    exchange_acceptance: np.ndarray   # per neighbour pair of windows
-    values: list[np.ndarray] = field(default_factory=list)   # per window, [rounds, n_coordinates]
 
 
 def windows_around(n: int) -> tuple[float, ...]:
@@ -289,12 +278,3 @@ def mbar_population(umbrella: Umbrella, plan: UmbrellaPlan, values: Sequence[np.
                          for lo, hi in zip(edges[:-1], edges[1:], strict=True)])
     se = math.sqrt((blocks - 1) / blocks * float(np.sum((left_out - left_out.mean()) ** 2)))
     return population, se
-
-
-def umbrella_population(system_xml: str, umbrella: Umbrella, start: np.ndarray, plan: UmbrellaPlan,
-                        region: Callable[[np.ndarray], np.ndarray]) -> UmbrellaResult:
-    windows = sample_windows(system_xml, umbrella, start, plan)
-    population, se = mbar_population(umbrella, plan, windows.values, region)
-    return UmbrellaResult(population=population, se=se, samples=[len(v) for v in windows.values],
-                          total_ns=windows.md_steps * plan.timestep_fs * 1e-6, energy_evals=windows.md_steps,
-                          exchange_acceptance=windows.exchange_acceptance, values=windows.values)
