@@ -512,3 +512,32 @@ def test_divergence_ends_the_run_diverged_exit_3_and_best_continues_it(tiny_data
     assert started[-1].resumed and started[-1].start_epoch == finished.best_epoch and started[-1].lr == 2e-5
     assert f"resumed from {run / 'best.pt'} at epoch {finished.best_epoch}" in out
     assert [e for e in events if e.kind == "finished"][-1].status == "completed"
+
+
+def test_patience_ends_a_run_whose_validation_stopped_improving(tiny_config, tmp_path, monkeypatch):
+    """training.patience: with the validation KL best at epoch 2 and rising after it, a run of
+    12 epochs with patience 3 ends `completed` at the evaluation of epoch 5 (every epoch is
+    evaluated up to 10), says why and keeps epoch 2 as its final model; without patience the
+    same run trains all 12 epochs."""
+    import dataclasses
+
+    original = Trainer.evaluate
+
+    def rising_after_epoch_2(self):
+        ev = original(self)
+        epoch = len(self.history.blocks)  # one block per epoch so far: this is epoch 0, 1, ...
+        return dataclasses.replace(ev, kl_val=float(abs(epoch - 2) + 1.0))
+
+    monkeypatch.setattr(Trainer, "evaluate", rising_after_epoch_2)
+    cfg = tiny_config("training.epochs=12", "training.patience=3")
+    finished, sink = _train(cfg, tmp_path)
+    assert finished.status == "completed" and finished.epoch == 5 and finished.best_epoch == 2
+    assert finished.message == ("ended early at epoch 5: the validation KL has not improved for 3 epochs, since "
+                                "epoch 2 (training.patience = 3)")
+    assert [b.epoch for b in sink.of(LogBlock)] == [0, 1, 2, 3, 4, 5]
+    final = load_checkpoint(tmp_path / "molecular_pt_300_450.pt")
+    assert final["selection"]["epoch"] == 2 and load_checkpoint(tmp_path / "last.pt")["epoch"] == 5
+
+    (tmp_path / "all").mkdir()
+    finished, _ = _train(tiny_config("training.epochs=12"), tmp_path / "all")
+    assert finished.status == "completed" and finished.epoch == 12 and finished.message == "Training completed"

@@ -123,6 +123,9 @@ class TrainingConfig:
         doc="where the flow trains"))
     seed: int = field(default=0, metadata=setting(ge=0, le=_SEED_MAX))
     checkpoint_every: int = field(default=50, metadata=setting(ge=1, le=_COUNT, doc="epochs between checkpoints"))
+    patience: int = field(default=0, metadata=setting(
+        ge=0, le=_COUNT, doc="end the run when the validation score has not improved for this many epochs "
+                             "(checked at each evaluation); 0 = train all epochs"))
     nan_policy: Literal["rollback", "skip", "stop"] = field(default="rollback", metadata=setting(
         doc="what a non-finite loss does"))
     max_nan_failures: int = field(default=5, metadata=setting(ge=1, le=1000))

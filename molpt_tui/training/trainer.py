@@ -177,6 +177,7 @@ class Trainer:
         self.files: list[str] = []
         self.failed_reason = ""
         self.diverged_reason = ""
+        self.early_stop_reason = ""   # set when training.patience ends the run
         self.final_model = ""
         self._segment_steps = 0
         # energy evaluations of this rank not yet in state.energy_evals (which counts all ranks)
@@ -482,7 +483,8 @@ class Trainer:
         st.schedule.end_epoch(m.loss)
         self._check_alerts()
         is_best = False
-        if is_log_epoch(m.epoch, tc.epochs, self.cfg.logging.eval_interval):
+        evaluated = is_log_epoch(m.epoch, tc.epochs, self.cfg.logging.eval_interval)
+        if evaluated:
             ev = self.evaluate()
             self._settle_evals()
             self._log_block(m, ev, improvement_pct(st.first_kl, ev.kl_val))
@@ -505,6 +507,13 @@ class Trainer:
         found = divergence(self.history, self.cfg.alerts)
         if found is not None and self.cfg.alerts.stop_on_divergence:
             self.diverged_reason = f"diverged at epoch {found.epoch}: {found.describe()}"
+            raise _Stop
+        best = st.best_epoch
+        if evaluated and tc.patience and best is not None and m.epoch - best >= tc.patience and m.epoch < tc.epochs:
+            # every rank evaluates the whole validation split, so all of them end here together
+            self.early_stop_reason = (
+                f"ended early at epoch {m.epoch}: the {self.best_metric} has not improved for "
+                f"{m.epoch - best} epochs, since epoch {best} (training.patience = {tc.patience})")
             raise _Stop
 
     def _capture_boundary(self) -> None:
@@ -670,6 +679,8 @@ class Trainer:
             message = self.diverged_reason
         elif status == "stopped":
             message = self.control.stop_reason or "interrupted"
+        elif self.early_stop_reason:
+            message = self.early_stop_reason
         else:
             message = "Training completed"
         st = self.state
@@ -733,7 +744,8 @@ class Trainer:
             for epoch in range(start_epoch + 1, tc.epochs + 1):
                 self._end_epoch(self._train_epoch(epoch))
         except _Stop:
-            status = "failed" if self.failed_reason else "diverged" if self.diverged_reason else "stopped"
+            status = ("failed" if self.failed_reason else "diverged" if self.diverged_reason
+                      else "completed" if self.early_stop_reason else "stopped")
         except KeyboardInterrupt:
             status = "stopped"
         except Exception as exc:
