@@ -532,8 +532,8 @@ def test_patience_ends_a_run_whose_validation_stopped_improving(tiny_config, tmp
     cfg = tiny_config("training.epochs=12", "training.patience=3")
     finished, sink = _train(cfg, tmp_path)
     assert finished.status == "completed" and finished.epoch == 5 and finished.best_epoch == 2
-    assert finished.message == ("ended early at epoch 5: the validation KL has not improved for 3 epochs, since "
-                                "epoch 2 (training.patience = 3)")
+    assert finished.message == ("ended early: the validation KL has not improved for 3 epochs, since epoch 2 "
+                                "(training.patience = 3)")
     assert [b.epoch for b in sink.of(LogBlock)] == [0, 1, 2, 3, 4, 5]
     final = load_checkpoint(tmp_path / "molecular_pt_300_450.pt")
     assert final["selection"]["epoch"] == 2 and load_checkpoint(tmp_path / "last.pt")["epoch"] == 5

@@ -512,7 +512,7 @@ class Trainer:
         if evaluated and tc.patience and best is not None and m.epoch - best >= tc.patience and m.epoch < tc.epochs:
             # every rank evaluates the whole validation split, so all of them end here together
             self.early_stop_reason = (
-                f"ended early at epoch {m.epoch}: the {self.best_metric} has not improved for "
+                f"ended early: the {self.best_metric} has not improved for "
                 f"{m.epoch - best} epochs, since epoch {best} (training.patience = {tc.patience})")
             raise _Stop
 
