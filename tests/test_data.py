@@ -386,3 +386,90 @@ def test_a_file_another_run_made_meanwhile_is_used_not_refused(tmp_path, monkeyp
 
     with pytest.raises(UserError, match="data file exists"):
         gen.plan_data(cfg)
+
+
+def test_a_run_waits_for_the_run_making_its_file_and_uses_it(tmp_path, monkeypatch):
+    """Runs started together on missing data (a job array) make it once: while another process
+    holds the maker lock of the test run, train says so once, waits, and then uses the file that
+    run wrote; a job signal still ends the wait, with 128+n and nothing made."""
+    import shutil
+    import threading
+
+    import molpt_tui.app.data_generation as gen
+    from molpt_tui.app.maker_lock import MakerLock
+
+    made = tmp_path / "made"
+    made.mkdir()
+    assert gen.generate_data(load_config("quickstart", TINY + [f"data.path={made / 'd.npz'}"]),
+                             lambda _t: None, missing=True) == 0
+    cfg = load_config("quickstart", TINY + [f"data.path={tmp_path / 'd.npz'}"])
+    shutil.copy(made / "d.npz", tmp_path / "d.npz")
+    test_file = tmp_path / "d.test.npz"
+
+    other = MakerLock(test_file)   # the other run, mid-MD
+    assert other.acquire() and other.path.is_file()
+    monkeypatch.setattr(gen, "LOCK_POLL_S", 0.01)
+    monkeypatch.setattr(gen, "_simulate_one", lambda *a: pytest.fail("made the file a second time"))
+    said: list[str] = []
+    result: list[int] = []
+    waiter = threading.Thread(target=lambda: result.append(gen.generate_data(cfg, said.append, missing=True)))
+    waiter.start()
+    deadline = time.monotonic() + 30
+    while not said and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert said == [f"{test_file}: another run (pid {os.getpid()} on {os.uname().nodename}) is making it; "
+                    "waiting for that run instead of repeating its MD"]
+    time.sleep(0.1)
+    assert waiter.is_alive() and not result      # still waiting
+    shutil.copy(made / "d.test.npz", test_file)  # the other run writes its file and lets go
+    other.release()
+    waiter.join(30)
+    assert result == [0]
+    assert said[1:] == [f"{test_file}: made meanwhile by another process; using it"]
+    assert not other.path.exists()               # the lock leaves nothing behind
+
+    test_file.unlink()
+    assert other.acquire()
+    said.clear()
+    assert gen.generate_data(cfg, said.append, missing=True, stopped=lambda: "SIGTERM") == 128 + signal.SIGTERM
+    assert said[-1] == f"molpt-tui: SIGTERM received while generating data: stopped; {test_file} was not made"
+    asked: list[int] = []
+
+    def stop_later() -> str | None:   # the signal comes while it waits
+        asked.append(1)
+        return "SIGINT" if len(asked) > 3 else None
+
+    said.clear()
+    assert gen.generate_data(cfg, said.append, missing=True, stopped=stop_later) == 128 + signal.SIGINT
+    assert said[0].endswith("waiting for that run instead of repeating its MD") and not test_file.exists()
+    other.release()
+
+
+def test_maker_locks_exclude_each_other_and_sit_beside_their_file(tmp_path):
+    from molpt_tui.app.maker_lock import MakerLock, lock_path
+
+    assert lock_path(tmp_path / "d.npz") == tmp_path / ".d.npz.making"
+    # a directory still to be made: the nearest one that exists, named after the rest of the path
+    assert lock_path(tmp_path / "new" / "sub" / "d.npz") == tmp_path / ".new_sub_d.npz.making"
+    first, second = MakerLock(tmp_path / "d.npz"), MakerLock(tmp_path / "d.npz")
+    assert first.acquire() and not second.acquire()
+    assert MakerLock(tmp_path / "e.npz").acquire()          # another file: another lock
+    first.release()
+    assert second.acquire() and not first.acquire()
+    second.release()
+    assert not (tmp_path / ".d.npz.making").exists()
+
+
+def test_where_no_lock_can_be_made_the_run_goes_on_without_one(tmp_path):
+    from molpt_tui.app.maker_lock import MakerLock
+
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o500)
+    try:
+        lock = MakerLock(ro / "d.npz")
+        if os.access(ro, os.W_OK):   # root ignores the mode
+            pytest.skip("this user can write to a read-only directory")
+        assert lock.acquire() and "cannot create" in lock.unavailable
+    finally:
+        ro.chmod(0o700)

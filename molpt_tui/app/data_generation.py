@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,8 +20,11 @@ from ..errors import UserError
 from ..physics.data import SimulationInterrupted, SimulationProgress, TextProgress, preflight_simulate, simulate
 from ..training.events import DataProgress, Message, Sink
 from ..training.exit_codes import signal_exit_code
+from .maker_lock import MakerLock
 from .signals import JobSignals
 from .slurm import slurm_job_id
+
+LOCK_POLL_S = 0.5   # how often a run waiting for another's MD looks again
 
 
 @dataclass(frozen=True)
@@ -76,7 +80,8 @@ def generate_data(cfg: Config, announce: Callable[[str], None], out_path: Path |
     """Run `simulate` for the data file and then for its independent test run (another seed,
     beside it); 0 when the files were written, 128+n when a signal stopped it.
 
-    `missing`: make only the files that do not exist yet (what `train` needs), and say so.
+    `missing`: make only the files that do not exist yet (what `train` needs), and say so; a file
+    that another run is making (`maker_lock`) is waited for and used, not made twice.
     `jobs`: what `plan_data` returned for the same arguments (it is planned here otherwise).
     `events`: also send each announcement and the MD's progress there (train's metrics log).
     `stopped`: the name of a job signal that the caller's own handler took (it stops the MD too).
@@ -84,40 +89,79 @@ def generate_data(cfg: Config, announce: Callable[[str], None], out_path: Path |
     if jobs is None:
         jobs = plan_data(cfg, out_path, force, n_procs, missing)
     for job in jobs:
-        name = stopped() if stopped is not None else None
-        if name:
-            announce(f"molpt-tui: {name} received while generating data: stopped; {job.path} was not made")
-            return signal_exit_code(name)
-        if missing and _made_meanwhile(job):
-            text = f"{job.path}: made meanwhile by another process; using it"
-            announce(text)
-            if events is not None:
-                events.emit(Message(text=text))
-            continue
-        if job.split == "data" and missing:
-            text = (f"Data file {job.path} is missing: generating it with replica-exchange MD "
-                    f"(`molpt-tui simulate --preset {cfg.preset_name}`)")
-        elif job.split == "test":
-            text = (f"Test set {job.path}{' is missing' if missing else ''}: an independent replica-exchange run "
-                    f"({job.cfg.data.n_samples} samples, seed {job.cfg.data.seed}; data.test_fraction, "
-                    "data.test_seed)")
-        else:
-            text = ""
-        if text:
-            announce(text)
-            if events is not None:
-                events.emit(Message(text=text))
+        lock = MakerLock(job.path) if missing else None
         try:
-            code = _simulate_one(job, announce, force, n_procs, events, stopped)
-        except UserError:
-            # simulate's own check of the destination: the file appeared since the check above
-            if missing and _made_meanwhile(job):
-                announce(f"{job.path}: made meanwhile by another process; using it")
-                continue
-            raise
+            code = _make(cfg, job, announce, force, n_procs, missing, events, stopped, lock)
+        finally:
+            if lock is not None:
+                lock.release()
         if code:
             return code
     return 0
+
+
+def _say(text: str, announce: Callable[[str], None], events: Sink | None) -> None:
+    announce(text)
+    if events is not None:
+        events.emit(Message(text=text))
+
+
+def _stop_code(job: DataJob, announce: Callable[[str], None], stopped: Callable[[], str | None] | None) -> int:
+    name = stopped() if stopped is not None else None
+    if name:
+        announce(f"molpt-tui: {name} received while generating data: stopped; {job.path} was not made")
+        return signal_exit_code(name)
+    return 0
+
+
+def _wait_for_maker(job: DataJob, lock: MakerLock, announce: Callable[[str], None], events: Sink | None,
+                    stopped: Callable[[], str | None] | None) -> int:
+    """Hold `lock` before making the file; while another process holds it, say so once and wait
+    (a job signal still stops the wait). 0 when held, 128+n when a signal came."""
+    waited = False
+    while not lock.acquire():
+        if not waited:
+            who = lock.holder()
+            _say(f"{job.path}: another run{f' ({who})' if who else ''} is making it; waiting for that run "
+                 "instead of repeating its MD", announce, events)
+            waited = True
+        code = _stop_code(job, announce, stopped)
+        if code:
+            return code
+        time.sleep(LOCK_POLL_S)
+    return 0
+
+
+def _make(cfg: Config, job: DataJob, announce: Callable[[str], None], force: bool, n_procs: int | None,
+          missing: bool, events: Sink | None, stopped: Callable[[], str | None] | None,
+          lock: MakerLock | None) -> int:
+    code = _stop_code(job, announce, stopped)
+    if not code and lock is not None:
+        code = _wait_for_maker(job, lock, announce, events, stopped)
+    if code:
+        return code
+    if missing and _made_meanwhile(job):
+        _say(f"{job.path}: made meanwhile by another process; using it", announce, events)
+        return 0
+    if job.split == "data" and missing:
+        text = (f"Data file {job.path} is missing: generating it with replica-exchange MD "
+                f"(`molpt-tui simulate --preset {cfg.preset_name}`)")
+    elif job.split == "test":
+        text = (f"Test set {job.path}{' is missing' if missing else ''}: an independent replica-exchange run "
+                f"({job.cfg.data.n_samples} samples, seed {job.cfg.data.seed}; data.test_fraction, "
+                "data.test_seed)")
+    else:
+        text = ""
+    if text:
+        _say(text, announce, events)
+    try:
+        return _simulate_one(job, announce, force, n_procs, events, stopped)
+    except UserError:
+        # simulate's own check of the destination: the file appeared since the check above
+        if missing and _made_meanwhile(job):
+            announce(f"{job.path}: made meanwhile by another process; using it")
+            return 0
+        raise
 
 
 class _Progress:
