@@ -4,7 +4,7 @@
         [--table benchmarks/results/science_table_2core_cpu.json [more tables]]
         [--entries quickstart q_data80k q_120ep q_data80k_120ep]
         [--out benchmarks/results/quickstart_learning_curves] [--goal 0.80]
-        [--series "one label for all entries"] [--title PRESET]
+        [--series "one label for all entries"] [--title PRESET] [--reuse EARLIER.json]
 
 Left: flow-swap acceptance on the validation split (± block-bootstrap SE) against training
 steps, from each entry's `runs/<name>/metrics.jsonl` in the science-table work directory.
@@ -73,11 +73,16 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--entries", nargs="+", default=DEFAULT_ENTRIES)
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/quickstart_learning_curves"))
     ap.add_argument("--goal", type=float, default=0.80)
+    ap.add_argument("--reuse", type=Path, nargs="*", default=[],
+                    help="earlier <out>.json files: validation curves for entries whose run directory is gone")
     ap.add_argument("--series", default="", help="one series for all entries, with this label")
     ap.add_argument("--title", default="", help="what the figure is of (default: the entries' preset)")
     args = ap.parse_args(argv)
 
     rows = {r["name"]: r for table in args.table for r in json.loads(table.read_text())["rows"]}
+    # validation curves of runs whose directories are gone, from an earlier output of this script
+    earlier = {e["name"]: e["validation"] for path in args.reuse
+               for e in json.loads(path.read_text())["entries"] if "validation" in e}
     entries: list[dict[str, Any]] = []
     for name in args.entries:
         run_dir, row = args.work / "runs" / name, rows.get(name)
@@ -90,6 +95,8 @@ def main(argv: list[str] | None = None) -> None:
         e["series"] = args.series or f"{e['steps']:,} steps × {e['batch']}"
         if (run_dir / "metrics.jsonl").exists():
             e["validation"] = validation_curve(run_dir)
+        elif name in earlier:
+            e["validation"] = earlier[name]
         entries.append(e)
     if not entries:
         raise SystemExit("nothing to plot")
@@ -133,8 +140,8 @@ def _series(entries: list[dict[str, Any]]) -> list[str]:
 
 
 def _kilo(n: float) -> str:
-    """1250 -> '1.25k', 80000 -> '80k'."""
-    return f"{n / 1000:.3g}k"
+    """1250 -> '1.25k', 80000 -> '80k', 4.6e6 -> '4.6M'."""
+    return f"{n / 1e6:.3g}M" if n >= 1e6 else f"{n / 1000:.3g}k"
 
 
 def plot(entries: list[dict[str, Any]], fits: dict[str, Any], goal: float, png: Path, title: str = "") -> None:
@@ -200,7 +207,8 @@ def plot(entries: list[dict[str, Any]], fits: dict[str, Any], goal: float, png: 
     ax2.set_title("Test acceptance vs training data (± SE)\n"
                   f"dashed: least-squares lines through {n_sizes} data sizes, extrapolated", fontsize=11)
     lo, hi = ax2.get_xlim()
-    ticks = [sizes[0] * 2.0**k for k in range(-2, 8) if lo <= sizes[0] * 2.0**k <= hi]
+    ticks = [sizes[0] * 2.0**k for k in range(-4, 40) if lo <= sizes[0] * 2.0**k <= hi]
+    ticks = ticks[::max(1, math.ceil(len(ticks) / 10))]   # at most ten labels
     ax2.set_xticks(ticks, [_kilo(t) for t in ticks])
     ax2.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
     ax2.legend(fontsize=8.5, loc="lower right", bbox_to_anchor=(1.0, 0.13))  # above the step-0 markers

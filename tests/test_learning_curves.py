@@ -39,3 +39,10 @@ def test_no_gain_never_reaches_the_goal() -> None:
 @pytest.mark.parametrize("samples, acc", [([], []), ([40_000], [0.72]), ([40_000, 40_000], [0.72, 0.71])])
 def test_refuses_fewer_than_two_data_sizes(samples: list[float], acc: list[float]) -> None:
     assert fit_doubling(samples, acc, goal=0.80) is None
+
+
+@pytest.mark.parametrize("n, text", [(1250, "1.25k"), (80_000, "80k"), (186_000, "186k"), (4_599_025, "4.6M")])
+def test_sample_counts_read_as_thousands_or_millions(n: float, text: str) -> None:
+    from learning_curves import _kilo
+
+    assert _kilo(n) == text
