@@ -6,9 +6,9 @@
 `--sizes N ...`: the first N samples per temperature of `--data`, which is exactly what the same
 MD with `data.n_samples = N` would have saved (same seed, same equilibration, a shorter run).
 `--join FILE ...`: `--data` followed by independent runs of the same system and ladder (other
-seeds) along the sample axis. Validation is the end of each file's trajectories, so in a joined
-file it comes from the last run only; the trainer reads the file as one trajectory per
-temperature, which is conservative for its autocorrelation estimate (the joins look like jumps).
+seeds) along the sample axis. The trainer reads a joined file as one trajectory per temperature:
+its validation split (the end of each trajectory) comes from the last run only, and its
+independent-sample count treats the joins as ordinary steps of one run.
 Files are written beside each other as `<stem>.n<N>.npz` and `<stem>.joined<N>.npz`; an existing
 file is never replaced.
 """

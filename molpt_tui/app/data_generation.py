@@ -159,7 +159,7 @@ def _make(cfg: Config, job: DataJob, announce: Callable[[str], None], force: boo
     except UserError:
         # simulate's own check of the destination: the file appeared since the check above
         if missing and _made_meanwhile(job):
-            announce(f"{job.path}: made meanwhile by another process; using it")
+            _say(f"{job.path}: made meanwhile by another process; using it", announce, events)
             return 0
         raise
 
