@@ -296,6 +296,8 @@ class MonitorState:
         total = f"/{self.run.epochs}" if self.run is not None else ""
         title = {"completed": "Training completed", "stopped": "Training stopped", "failed": "Training failed",
                  "diverged": "Training DIVERGED"}.get(fin.status, f"Training {fin.status}")
+        if fin.status == "completed" and self.run is not None and fin.epoch < self.run.epochs:
+            title = "Training ended early"   # training.patience; the reason is a line below
         first = f"{title} at epoch {fin.epoch}{total}"
         if fin.status == "diverged" and fin.verdict:
             first += f": {fin.verdict}"
