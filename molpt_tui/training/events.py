@@ -19,6 +19,7 @@ SCHEMA_VERSION = 1
 
 # How a run segment ended. "ui-crashed": the monitor died and took the trainer down with it,
 # which must never read as a user stop.
+EARLY_END = "ended early"   # how a Finished message of a training.patience stop begins
 RunStatus = Literal["completed", "stopped", "failed", "diverged", "ui-crashed"]
 RUN_STATUSES: tuple[str, ...] = get_args(RunStatus)
 Severity = Literal["info", "warning", "error"]

@@ -44,6 +44,7 @@ from .control import TrainingControl
 from .distributed import Distributed
 from .evaluation import Evaluation, MappedSamples, batch_reference, direction_terms, evaluate
 from .events import (
+    EARLY_END,
     Alert,
     CheckpointLabel,
     CheckpointSaved,
@@ -512,7 +513,7 @@ class Trainer:
         if evaluated and tc.patience and best is not None and m.epoch - best >= tc.patience and m.epoch < tc.epochs:
             # every rank evaluates the whole validation split, so all of them end here together
             self.early_stop_reason = (
-                f"ended early: the {self.best_metric} has not improved for "
+                f"{EARLY_END}: the {self.best_metric} has not improved for "
                 f"{m.epoch - best} epochs, since epoch {best} (training.patience = {tc.patience})")
             raise _Stop
 

@@ -18,6 +18,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from molpt_tui.training.events import (
+    EARLY_END,
     Alert,
     CheckpointSaved,
     DataProgress,
@@ -296,7 +297,7 @@ class MonitorState:
         total = f"/{self.run.epochs}" if self.run is not None else ""
         title = {"completed": "Training completed", "stopped": "Training stopped", "failed": "Training failed",
                  "diverged": "Training DIVERGED"}.get(fin.status, f"Training {fin.status}")
-        if fin.status == "completed" and self.run is not None and fin.epoch < self.run.epochs:
+        if fin.status == "completed" and fin.message.startswith(EARLY_END):
             title = "Training ended early"   # training.patience; the reason is a line below
         first = f"{title} at epoch {fin.epoch}{total}"
         if fin.status == "diverged" and fin.verdict:
