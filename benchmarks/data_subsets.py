@@ -7,8 +7,9 @@
 MD with `data.n_samples = N` would have saved (same seed, same equilibration, a shorter run).
 `--join FILE ...`: `--data` followed by independent runs of the same system and ladder (other
 seeds) along the sample axis. The trainer reads a joined file as one trajectory per temperature:
-its validation split (the end of each trajectory) comes from the last run only, and its
-independent-sample count treats the joins as ordinary steps of one run.
+its validation blocks (`data.validation_blocks`, spread over the whole file) fall in every run
+when there are at least as many blocks as runs, and its independent-sample count treats the joins
+as ordinary steps of one run.
 Files are written beside each other as `<stem>.n<N>.npz` and `<stem>.joined<N>.npz`; an existing
 file is never replaced.
 """

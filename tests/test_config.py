@@ -374,6 +374,16 @@ def test_saved_configs_of_the_previous_format_still_load(tmp_path):
     assert load_saved_config(from_path, ()).preset_name == "mine"
 
 
+def test_a_run_saved_before_validation_blocks_keeps_validating_on_its_tail(tmp_path):
+    """A resumed segment selects best.pt against the epochs before it: on their split."""
+    text = dump_toml(load_config("quickstart"))
+    assert "validation_blocks = 5" in text
+    assert load_saved_config(_saved(tmp_path, text, run="new"), ()).data.validation_blocks == 5
+    old = _saved(tmp_path, text.replace("validation_blocks = 5\n", ""), run="old")
+    assert load_saved_config(old, ()).data.validation_blocks == 1
+    assert load_saved_config(old, ["data.validation_blocks=3"]).data.validation_blocks == 3
+
+
 @pytest.mark.parametrize("data, match", [
     (b"", r"system.pdb: file not found"),
     (codecs.BOM_UTF16_LE + "a = 1".encode("utf-16-le"), r"unreadable saved config: UTF-16 text, not UTF-8 \(start"),

@@ -12,6 +12,8 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 from molpt_testdata import TINY_DATA
 
 from molpt_tui.config import load_config
@@ -423,8 +425,8 @@ def test_too_little_data_is_refused_naming_the_file_and_the_key(tiny_config):
         split_data(cfg, _Data(100, temperatures=(300.0, 400.0)))
 
 
-def test_the_split_holds_out_the_end_of_each_trajectory(tiny_config):
-    cfg = tiny_config("data.validation_fraction=0.2", "logging.eval_samples=5")
+def test_one_validation_block_is_the_end_of_each_trajectory(tiny_config):
+    cfg = tiny_config("data.validation_fraction=0.2", "logging.eval_samples=5", "data.validation_blocks=1")
     data = _Data(50)
     data.positions[:, :, 0, 0] = np.arange(50)  # sample index in the first coordinate
     split = split_data(cfg, data)
@@ -432,6 +434,57 @@ def test_the_split_holds_out_the_end_of_each_trajectory(tiny_config):
     assert split.cold_val[:, 0, 0].tolist() == list(range(45, 50))  # the last eval_samples of the 10 held out
     assert split.n_train_pairs == 40
 
+
+def test_validation_blocks_end_each_segment_and_keep_the_pairs(tiny_config):
+    cfg = tiny_config("data.validation_fraction=0.2", "logging.eval_samples=5", "data.validation_blocks=5")
+    data = _Data(50)
+    data.positions[0, :, 0, 0] = np.arange(50)
+    data.positions[1, :, 0, 0] = np.arange(50) + 1000  # the hot replica, same frames
+    split = split_data(cfg, data)
+    held = {8, 9, 18, 19, 28, 29, 38, 39, 48, 49}
+    assert split.cold_train[:, 0, 0].tolist() == [i for i in range(50) if i not in held]
+    assert split.cold_val[:, 0, 0].tolist() == [9, 19, 29, 39, 49]  # one evaluated per block, its last
+    assert (split.hot_val[:, 0, 0] - 1000).tolist() == [9, 19, 29, 39, 49]
+    assert (split.hot_train[:, 0, 0] - 1000).tolist() == split.cold_train[:, 0, 0].tolist()
+
+
+def test_blocks_see_a_state_the_tail_misses(tiny_config):
+    """The defect behind the blocks: a run whose last tenth sits in another state of a slow
+    torsion. The tail validates on that state alone; five blocks see it in proportion."""
+    data = _Data(1000)
+    data.positions[:, 900:, 0, 0] = 1.0  # state 1 only at the end
+    tail = split_data(tiny_config("data.validation_blocks=1", "logging.eval_samples=100"), data)
+    blocks = split_data(tiny_config("data.validation_blocks=5", "logging.eval_samples=100"), data)
+    assert float(tail.cold_val[:, 0, 0].mean()) == 1.0
+    assert float(blocks.cold_val[:, 0, 0].mean()) == pytest.approx(0.2)
+
+
+@given(n=st.integers(4, 3000), frac=st.floats(0.01, 0.5), blocks=st.integers(1, 1000), cap=st.integers(1, 5000))
+@settings(max_examples=300, deadline=None)
+def test_validation_indices_partition_the_run_into_spread_blocks(n, frac, blocks, cap):
+    from molpt_tui.training.setup import validation_indices
+
+    n_val = max(2, round(n * frac))
+    assume(n - n_val >= 2)
+    n_eval = min(cap, n_val)
+    train, val = validation_indices(n, n_val, blocks, n_eval)
+    held = sorted(set(range(n)) - set(train))
+    assert train == sorted(train) and val == sorted(val)
+    assert len(train) == n - n_val and len(held) == n_val and len(val) == n_eval
+    assert set(val) <= set(held)
+    runs = [[held[0]]]
+    for i in held[1:]:
+        if i == runs[-1][-1] + 1:
+            runs[-1].append(i)
+        else:
+            runs.append([i])
+    k = min(blocks, n_val)
+    ends = [round((b + 1) * n / k) - 1 for b in range(k)]
+    # Adjacent blocks can touch (segments shorter than their block) and then read as one run.
+    assert all(run[-1] in ends for run in runs) and held[-1] == n - 1
+    assert max(len(run) for run in runs) <= n_val
+    if -(-n_val // k) < n // k:  # each block shorter than any segment: training between, a run each
+        assert len(runs) == k
 
 
 def _cli(args, tiny_data_copy):

@@ -291,6 +291,10 @@ def load_saved_config(path: Path, overrides: Sequence[str] = ()) -> Config:
     cfg = Config(preset_name=_legacy_preset_name(path) or path.parent.name, source=source,
                  base_dir=str(path.parent))
     _apply(cfg, data, source)
+    if isinstance(data.get("data"), dict) and "validation_blocks" not in data["data"]:
+        # Saved before the key existed: that run validated on the end of its trajectories, and a
+        # resumed segment must select best.pt on the same split as the epochs before it.
+        cfg.data.validation_blocks = 1
     apply_overrides(cfg, overrides)
     return validate(cfg)
 

@@ -60,7 +60,10 @@ class DataConfig:
     platform: Platform = field(default="Reference", metadata=setting(doc="OpenMM platform for MD"))
     seed: int = field(default=2024, metadata=setting(ge=0, le=_SEED_MAX, doc="MD random seed"))
     validation_fraction: float = field(default=0.1, metadata=setting(
-        ge=0.01, le=0.5, doc="share of the samples held out for validation (the end of each trajectory)"))
+        ge=0.01, le=0.5, doc="share of the samples held out for validation"))
+    validation_blocks: int = field(default=5, metadata=setting(
+        ge=1, le=1000, doc="the validation share is held out as this many blocks spread evenly over "
+                           "the trajectories (the end of each of as many segments); 1 = their end only"))
     test_fraction: float = field(default=0.25, metadata=setting(
         ge=0.0, le=10.0, doc="size of the independent test run (another seed) as a share of n_samples; "
                              "0 = no test set"))

@@ -51,9 +51,10 @@ def resolve_device(requested: str, key: str = "training.device") -> torch.device
 class DataSplit:
     """The three splits, configurations per temperature, [M, N, 3] float64 nm.
 
-    training (gradients) and validation (selects best.pt, drives alerts) are the start and the
-    end of the same trajectories; test is an independent replica-exchange run with another seed
-    (`data.test_path`), never used to train or select; None where there is no test file.
+    training (gradients) and validation (selects best.pt, drives alerts) are disjoint parts of
+    the same trajectories, validation in blocks spread over them (`validation_indices`); test is
+    an independent replica-exchange run with another seed (`data.test_path`), never used to train
+    or select; None where there is no test file.
     """
 
     cold_train: torch.Tensor
@@ -96,17 +97,41 @@ def _at(data: ReplicaData, cfg: Config, path: Path) -> tuple[torch.Tensor, torch
         raise UserError(f"{path}: {exc}") from None
 
 
+def validation_indices(n: int, n_val: int, n_blocks: int, n_eval: int) -> tuple[list[int], list[int]]:
+    """Which of `n` time-ordered samples train and which validate, in time order.
+
+    The `n_val` held out are `n_blocks` contiguous blocks, each the end of one of as many equal
+    segments of the trajectory, so that validation sees every stretch of the run: the end of a
+    trajectory alone can sit in one state of a slow torsion and misjudge every epoch. Blocks stay
+    contiguous (not a random split) so that they share states with training only at their edges.
+    Of each block its last samples are evaluated, `n_eval` in all, spread over the blocks.
+    """
+    blocks = max(1, min(n_blocks, n_val))
+    sizes = [n_val // blocks + (1 if b < n_val % blocks else 0) for b in range(blocks)]
+    evals = [n_eval // blocks + (1 if b < n_eval % blocks else 0) for b in range(blocks)]
+    held: list[int] = []
+    val: list[int] = []
+    for b in range(blocks):
+        end = round((b + 1) * n / blocks)
+        block = list(range(end - sizes[b], end))
+        held += block
+        val += block[len(block) - min(evals[b], len(block)):]
+    held_set = set(held)
+    return [i for i in range(n) if i not in held_set], val
+
+
 def split_data(cfg: Config, data: ReplicaData, test: ReplicaData | None = None,
                test_path: Path | None = None) -> DataSplit:
-    """The held-out part is the end of each trajectory: less correlated with training than a
-    random split. At most `logging.eval_samples` of it are evaluated. `test`, the independent
-    run, is used whole."""
+    """Training and validation from the same trajectories (`validation_indices`); at most
+    `logging.eval_samples` validation pairs are evaluated. `test`, the independent run, is used
+    whole."""
     cold, hot = _at(data, cfg, cfg.data_path)
     n = min(len(cold), len(hot))
     n_val = max(2, round(n * cfg.data.validation_fraction))
     if n - n_val < 2:
         raise UserError(f"{cfg.data_path}: only {n} samples per temperature; need more (data.n_samples)")
     n_eval = min(cfg.logging.eval_samples, n_val)
+    train, val = validation_indices(n, n_val, cfg.data.validation_blocks, n_eval)
     cold_test = hot_test = None
     where = test_path or cfg.test_data_path
     if test is not None:
@@ -115,8 +140,8 @@ def split_data(cfg: Config, data: ReplicaData, test: ReplicaData | None = None,
         if m < 2:
             raise UserError(f"{where}: only {m} test samples per temperature; need more (data.test_fraction)")
         cold_test, hot_test = cold_test[:m], hot_test[:m]
-    return DataSplit(cold_train=cold[: n - n_val], hot_train=hot[: n - n_val],
-                     cold_val=cold[n - n_val:n][-n_eval:], hot_val=hot[n - n_val:n][-n_eval:],
+    t, v = torch.tensor(train), torch.tensor(val)
+    return DataSplit(cold_train=cold[t], hot_train=hot[t], cold_val=cold[v], hot_val=hot[v],
                      cold_test=cold_test, hot_test=hot_test, test_path=str(where) if test is not None else "")
 
 

@@ -10,7 +10,7 @@ with the float32 flow and float64 energies. Non-finite losses or gradients never
 weights: the step is skipped and, by policy, the model rolls back to the last good state
 with a lower learning rate.
 
-Three splits: training batches give the gradients; the validation pairs (the end of the same
+Three splits: training batches give the gradients; the validation pairs (blocks spread over the
 trajectories) select best.pt and drive the alerts; the independent test run (another MD seed)
 is evaluated only for the untrained map and, at the end, for the selected weights, which the
 final model file holds. A run whose energies or loss explode ends `diverged` (`verdict`).
