@@ -56,6 +56,20 @@ def test_banner_contents():
     assert "Resuming" not in text
 
 
+def test_banner_gives_each_split_its_size_and_how_validation_is_held_out():
+    rep, out, _ = reporter(tty=False)
+    rep.emit(started(train_pairs=144_000, val_held=16_000, val_blocks=5, val_evaluated=1_000, test_pairs=10_000))
+    rep.emit(started(train_pairs=450, val_held=50, val_blocks=1, val_evaluated=50))
+    lines = [line for line in out.getvalue().splitlines() if line.startswith("  Splits:")]
+    assert lines == [
+        "  Splits:      training 144,000 pairs | validation 16,000 in 5 blocks over the trajectories, "
+        "1,000 evaluated | test 10,000 (independent MD run)",
+        "  Splits:      training 450 pairs | validation 50 at the end of the trajectories | no test set"]
+    rep2, out2, _ = reporter(tty=False)
+    rep2.emit(started())  # a log written before the splits were recorded
+    assert "Splits:" not in out2.getvalue()
+
+
 def test_banner_resumed():
     rep, out, _ = reporter(tty=False)
     rep.emit(started(start_epoch=57, resumed=True))

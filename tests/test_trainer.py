@@ -340,6 +340,9 @@ def test_torch_engine_settings_reach_the_run(tiny_config, tmp_path):
     (header,) = sink.of(RunStarted)
     assert header.engine == "torch (cpu, float32, eager)"
     assert header.engine_reason == "requested"
+    # 600 samples a temperature: 10 % held out as 5 blocks, all 60 evaluated (eval_samples 64)
+    assert (header.train_pairs, header.val_held, header.val_blocks, header.val_evaluated) == (540, 60, 5, 60)
+    assert header.test_pairs == 0  # the tiny fixture has no test run
     assert all(math.isfinite(m.loss) for m in sink.of(EpochMetrics))
 
 

@@ -82,6 +82,13 @@ class RunStarted(Event):
     dist_backend: str = ""         # "gloo" or "nccl"; "" for one process
     warmup_epochs: int = 0     # training.warmup_epochs
     data_samples: int = 0      # samples per temperature in the training data file (data.n_samples)
+    # The three splits, pairs per temperature (0: not recorded): validation is held out as
+    # val_blocks blocks over the trajectories, of which val_evaluated pairs are evaluated.
+    train_pairs: int = 0
+    val_held: int = 0
+    val_blocks: int = 0
+    val_evaluated: int = 0
+    test_pairs: int = 0
     # The run's [alerts] thresholds (config.AlertThresholds fields, by name): the checklist and
     # any reader of the log judge the run by its own limits, not the defaults.
     alert_keys: list[str] = field(default_factory=list)

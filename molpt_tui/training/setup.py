@@ -64,6 +64,8 @@ class DataSplit:
     cold_test: torch.Tensor | None = None
     hot_test: torch.Tensor | None = None
     test_path: str = ""
+    val_held: int = 0      # pairs held out for validation (cold_val/hot_val: the evaluated ones)
+    val_blocks: int = 0    # the blocks they are held out as
     # What preflight found about the data files (independent samples); the trainer emits them.
     reports: tuple[DataReport, ...] = ()
 
@@ -97,6 +99,11 @@ def _at(data: ReplicaData, cfg: Config, path: Path) -> tuple[torch.Tensor, torch
         raise UserError(f"{path}: {exc}") from None
 
 
+def n_validation_blocks(n_val: int, wanted: int) -> int:
+    """The blocks `n_val` held-out samples are split into: at most one per sample."""
+    return max(1, min(wanted, n_val))
+
+
 def validation_indices(n: int, n_val: int, n_blocks: int, n_eval: int) -> tuple[list[int], list[int]]:
     """Which of `n` time-ordered samples train and which validate, in time order.
 
@@ -106,7 +113,7 @@ def validation_indices(n: int, n_val: int, n_blocks: int, n_eval: int) -> tuple[
     contiguous (not a random split) so that they share states with training only at their edges.
     Of each block its last samples are evaluated, `n_eval` in all, spread over the blocks.
     """
-    blocks = max(1, min(n_blocks, n_val))
+    blocks = n_validation_blocks(n_val, n_blocks)
     sizes = [n_val // blocks + (1 if b < n_val % blocks else 0) for b in range(blocks)]
     evals = [n_eval // blocks + (1 if b < n_eval % blocks else 0) for b in range(blocks)]
     held: list[int] = []
@@ -132,6 +139,7 @@ def split_data(cfg: Config, data: ReplicaData, test: ReplicaData | None = None,
         raise UserError(f"{cfg.data_path}: only {n} samples per temperature; need more (data.n_samples)")
     n_eval = min(cfg.logging.eval_samples, n_val)
     train, val = validation_indices(n, n_val, cfg.data.validation_blocks, n_eval)
+    blocks = n_validation_blocks(n_val, cfg.data.validation_blocks)
     cold_test = hot_test = None
     where = test_path or cfg.test_data_path
     if test is not None:
@@ -142,7 +150,8 @@ def split_data(cfg: Config, data: ReplicaData, test: ReplicaData | None = None,
         cold_test, hot_test = cold_test[:m], hot_test[:m]
     t, v = torch.tensor(train), torch.tensor(val)
     return DataSplit(cold_train=cold[t], hot_train=hot[t], cold_val=cold[v], hot_val=hot[v],
-                     cold_test=cold_test, hot_test=hot_test, test_path=str(where) if test is not None else "")
+                     cold_test=cold_test, hot_test=hot_test, test_path=str(where) if test is not None else "",
+                     val_held=n_val, val_blocks=blocks)
 
 
 # Rule of thumb for "too few samples for the flow's size": independent samples (of the slowest

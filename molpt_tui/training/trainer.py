@@ -707,6 +707,7 @@ class Trainer:
         """Train to `training.epochs`; always ends with a Finished event (also when it raises)."""
         cfg, tc, st = self.cfg, self.cfg.training, self.state
         start_epoch = st.epoch
+        split = self.setup.split
         self.emit(RunStarted(
             run_dir=self.artifacts.location, preset=cfg.preset_name, model=model_label(cfg),
             t_cold=cfg.temperatures.cold, t_hot=cfg.temperatures.hot, epochs=tc.epochs,
@@ -715,6 +716,10 @@ class Trainer:
             engine=self.setup.engine.description, engine_reason=self.setup.engine_reason,
             steps_per_epoch=self.steps_per_epoch, start_epoch=start_epoch, resumed=self.resumed,
             warmup_epochs=tc.warmup_epochs, data_samples=cfg.data.n_samples,
+            train_pairs=split.n_train_pairs, val_held=split.val_held, val_blocks=split.val_blocks,
+            val_evaluated=min(len(split.cold_val), len(split.hot_val)),
+            test_pairs=min(len(split.cold_test), len(split.hot_test))
+            if split.cold_test is not None and split.hot_test is not None else 0,
             alert_keys=cfg.alerts.numeric()[0], alert_values=cfg.alerts.numeric()[1],
             **self.run_info,
         ))
