@@ -462,6 +462,30 @@ def test_blocks_see_a_state_the_tail_misses(tiny_config):
     assert float(blocks.cold_val[:, 0, 0].mean()) == pytest.approx(0.2)
 
 
+def test_validation_blocks_shorter_than_the_slowest_torsion_are_said_to_share_its_states(tiny_config):
+    import dataclasses
+
+    from molpt_tui.training.events import DataReport
+
+    report = DataReport(path="d.npz", split="training data", n_samples=5000, n_independent=17.0,
+                        slowest="phi ALA2 @ 450 K")
+
+    def notes(blocks, reports=(report,)):
+        split = split_data(tiny_config(f"data.validation_blocks={blocks}"), _Data(5000))
+        said = []
+        trainer = SimpleNamespace(setup=SimpleNamespace(split=dataclasses.replace(split, reports=reports)),
+                                  message=lambda text, level="info": said.append(text))
+        Trainer._note_validation_blocks(trainer)
+        return said
+
+    (line,) = notes(5)  # 500 held out: blocks of 100 against tau ~294
+    assert line.startswith("validation blocks of 100 samples (5 blocks) are shorter than the autocorrelation "
+                           "time of phi ALA2 @ 450 K (~294 samples)")
+    assert notes(1) == []  # one block of 500
+    assert notes(5, ()) == []  # no report (a molecule without backbone torsions)
+    assert notes(5, (dataclasses.replace(report, n_independent=math.nan),)) == []
+
+
 @given(n=st.integers(4, 3000), frac=st.floats(0.01, 0.5), blocks=st.integers(1, 1000), cap=st.integers(1, 5000))
 @settings(max_examples=300, deadline=None)
 def test_validation_indices_partition_the_run_into_spread_blocks(n, frac, blocks, cap):

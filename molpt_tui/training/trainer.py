@@ -702,6 +702,22 @@ class Trainer:
                          energy_evals=self._energy_evals_so_far, elapsed_s=st.elapsed_s, resume_command=command)
         return event
 
+    def _note_validation_blocks(self) -> None:
+        """Says when the validation blocks are shorter than the slowest torsion's autocorrelation
+        time: on that torsion they then share states with the training samples beside them, and
+        only the test run is independent of training."""
+        split = self.setup.split
+        report = next((r for r in split.reports if r.split == "training data"), None)
+        if report is None or not split.val_blocks or not (report.n_independent > 0):
+            return
+        tau = report.n_samples / report.n_independent
+        length = split.val_held / split.val_blocks
+        if length < tau:
+            self.message(f"validation blocks of {length:.0f} samples ({split.val_blocks} blocks) are shorter than the "
+                         f"autocorrelation time of {report.slowest} (~{tau:.0f} samples): on it they share states "
+                         "with the training samples beside them; the test run is the independent judge "
+                         "(fewer data.validation_blocks: longer blocks, fewer stretches of the run)")
+
     # --- the run -------------------------------------------------------------------------------
     def run(self) -> Finished:
         """Train to `training.epochs`; always ends with a Finished event (also when it raises)."""
@@ -734,6 +750,7 @@ class Trainer:
                     f"torsion ({report.slowest}); a flow of {n_params:,} parameters wants about {report.needed:,} "
                     f"(one per {PARAMS_PER_INDEPENDENT_SAMPLE:.0f} parameters, a rule of thumb): data.n_samples = "
                     f"{report.suggested_n_samples} would give them", "warning")
+        self._note_validation_blocks()
         if self.dist.active:
             # the summary and the PNG print one cost; say whose it is
             self.message(f"energy evaluations are counted over all {self.dist.world_size} ranks (each evaluates its "
