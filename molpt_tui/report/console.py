@@ -169,6 +169,15 @@ def _can_encode(stream: TextIO, text: str) -> bool:
         return False
 
 
+def splits_line(ev: RunStarted) -> str:
+    """What each split holds, so that every later "validation" or "test" figure has a size."""
+    blocks = (f"in {ev.val_blocks} blocks over the trajectories" if ev.val_blocks > 1
+              else "at the end of the trajectories")
+    evaluated = f", {ev.val_evaluated:,} evaluated" if ev.val_evaluated < ev.val_held else ""
+    test = f"test {ev.test_pairs:,} (independent MD run)" if ev.test_pairs else "no test set"
+    return f"training {ev.train_pairs:,} pairs | validation {ev.val_held:,} {blocks}{evaluated} | {test}"
+
+
 class ConsoleReporter(Sink):
     def __init__(self, stream: TextIO | None = None, *, isatty: bool | None = None,
                  progress_every_s: float = 30.0, clock: Callable[[], float] = time.monotonic):
@@ -353,7 +362,7 @@ class ConsoleReporter(Sink):
             f"  Run dir:     {ev.run_dir}",
         ]
         if ev.train_pairs:
-            lines.insert(-1, f"  Splits:      {self.splits_line(ev)}")
+            lines.insert(-1, f"  Splits:      {splits_line(ev)}")
         if ev.threads_reason:
             lines.insert(-1, f"  CPUs:        {ev.threads_reason}")
         if ev.slurm_job_id:
@@ -366,15 +375,6 @@ class ConsoleReporter(Sink):
             lines.append(f"  Resuming from epoch {ev.start_epoch}")
         lines.append(RULE)
         return "\n".join(lines)
-
-    @staticmethod
-    def splits_line(ev: RunStarted) -> str:
-        """What each split holds, so that every later "validation" or "test" figure has a size."""
-        blocks = (f"in {ev.val_blocks} blocks over the trajectories" if ev.val_blocks > 1
-                  else "at the end of the trajectories")
-        evaluated = f", {ev.val_evaluated:,} evaluated" if ev.val_evaluated < ev.val_held else ""
-        test = f"test {ev.test_pairs:,} (independent MD run)" if ev.test_pairs else "no test set"
-        return f"training {ev.train_pairs:,} pairs | validation {ev.val_held:,} {blocks}{evaluated} | {test}"
 
     def _eta(self, per_step: float, epoch: int, step: int) -> str:
         total = self._total

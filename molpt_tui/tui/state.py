@@ -17,6 +17,7 @@ from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from molpt_tui.report.console import splits_line
 from molpt_tui.training.events import (
     EARLY_END,
     Alert,
@@ -160,6 +161,8 @@ class MonitorState:
             self.add_log(f"resumed at epoch {event.start_epoch}", "success")
         else:
             self.add_log(f"run started: {event.model}, {event.epochs} epochs, batch {event.batch_size}")
+        if event.train_pairs:
+            self.add_log(f"splits: {splits_line(event)}")
         if event.engine_reason:
             self.add_log(f"energy engine: {event.engine} ({event.engine_reason})")
         if event.threads_reason:

@@ -317,3 +317,14 @@ def test_watched_run_steers_only_a_live_lock_holder_and_says_why_not(tmp_path: P
     finally:
         holder.release_lock()
     assert watched.check() and not watched.can_steer()  # the lock went away
+
+
+def test_the_monitor_log_gives_the_split_sizes_when_the_run_recorded_them() -> None:
+    state = MonitorState()
+    state.apply([replace(run_started(), train_pairs=4_500, val_held=500, val_blocks=5, val_evaluated=500,
+                         test_pairs=1_250)], notify=False)
+    assert "splits: training 4,500 pairs | validation 500 in 5 blocks over the trajectories | test 1,250 " \
+           "(independent MD run)" in [entry.text for entry in state.log]
+    older = MonitorState()
+    older.apply([run_started()], notify=False)  # a log from before the counts: no line, not zeros
+    assert not any(entry.text.startswith("splits:") for entry in older.log)
