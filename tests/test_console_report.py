@@ -121,6 +121,8 @@ def test_a_percentage_only_where_it_means_something():
 
     assert fmt_change(0.41, 0.27) == "\u221234 %"
     assert fmt_change(0.41, 0.80) == "+95 %"
+    # a change that rounds to nothing has no sign
+    assert fmt_change(0.7571, 0.7571) == fmt_change(0.7571, 0.7572) == fmt_change(0.7571, 0.757) == "0 %"
     assert fmt_change(0.41, -0.11) == "\u2014"        # the estimate went below its floor: noise, not 127 %
     assert fmt_change(-0.05, 0.2) == "\u2014"
     assert fmt_change(0.30, 1.44e18) == "diverged"

@@ -117,6 +117,8 @@ def fmt_change(first: float, current: float) -> str:
     pct = improvement_pct(first, current)
     if not math.isfinite(pct):
         return MISSING
+    if round(pct) == 0:  # "-0 %" would claim a direction the rounding took away
+        return "0 %"
     return f"{-pct:+.0f} %".replace("-", "\u2212")
 
 

@@ -17,7 +17,7 @@ from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from molpt_tui.report.console import splits_line
+from molpt_tui.report.console import MISSING, fmt_change, splits_line
 from molpt_tui.training.events import (
     EARLY_END,
     Alert,
@@ -328,16 +328,18 @@ class MonitorState:
 
 
 def best_text(fin: Finished) -> str:
-    """"best held-out KL 0.27 kT at epoch 58 (start 0.41 kT, −35 %)", or the loss when no KL
+    """"best validation KL 0.27 kT at epoch 58 (start 0.41 kT, −35 %)", or the loss when no KL
     was measured, or "" when the trainer reported neither."""
     if math.isfinite(fin.best_score):
-        metric = "held-out KL" if "KL" in fin.best_metric or not fin.best_metric else fin.best_metric
+        metric = "validation KL" if "KL" in fin.best_metric or not fin.best_metric else fin.best_metric
         text = f"best {metric} {fmt_num(fin.best_score)} kT"
         if fin.best_epoch >= 0:
             text += f" at epoch {fin.best_epoch}"
-        if math.isfinite(fin.start_score):
-            change = f", {-fin.improvement_pct:+.0f} %" if math.isfinite(fin.improvement_pct) else ""
-            text += f" (start {fmt_num(fin.start_score)} kT{change})"
+        if fin.best_epoch == 0:
+            text += " (the untrained map: no later epoch did better)"
+        elif math.isfinite(fin.start_score) and metric == "validation KL":
+            change = fmt_change(fin.start_score, fin.best_score)
+            text += f" (start {fmt_num(fin.start_score)} kT{'' if change == MISSING else ', ' + change})"
         return text
     if math.isfinite(fin.best_loss):
         return f"training loss {fmt_num(fin.best_loss)} kT at the selected epoch"

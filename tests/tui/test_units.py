@@ -328,3 +328,18 @@ def test_the_monitor_log_gives_the_split_sizes_when_the_run_recorded_them() -> N
     older = MonitorState()
     older.apply([run_started()], notify=False)  # a log from before the counts: no line, not zeros
     assert not any(entry.text.startswith("splits:") for entry in older.log)
+
+
+@pytest.mark.parametrize(("best_epoch", "start", "best", "expected"), [
+    (58, 0.41, 0.27, "best validation KL 0.27 kT at epoch 58 (start 0.41 kT, \u221234 %)"),
+    # a change that rounds to nothing reads 0 %, never "-0 %"
+    (12, 0.7571, 0.7570, "best validation KL 0.757 kT at epoch 12 (start 0.7571 kT, 0 %)"),
+    # a run that kept its untrained map says so instead of comparing the start with itself
+    (0, 0.7571, 0.7571, "best validation KL 0.7571 kT at epoch 0 (the untrained map: no later epoch did better)"),
+])
+def test_the_banner_says_how_the_selected_model_compares_with_the_start(best_epoch, start, best, expected) -> None:
+    from molpt_tui.tui.state import best_text
+
+    fin = Finished(status="stopped", epoch=20, best_epoch=best_epoch, best_score=best, start_score=start,
+                   best_metric="validation KL", t=T0)
+    assert best_text(fin) == expected
