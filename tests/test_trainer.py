@@ -80,16 +80,18 @@ class DirArtifacts:
         return None  # tests/test_validation_figure.py draws it
 
 
-def make_setup(cfg, log=None):
+def make_setup(cfg, log=None, test_path=None):
+    """`test_path`: a data file to use as the independent test run."""
     from molpt_tui.physics.data import load_data
     from molpt_tui.physics.systems import system_from_config
 
     ms = system_from_config(cfg)
-    split = split_data(cfg, load_data(cfg.data_path, ms))
+    test = load_data(test_path, ms) if test_path is not None else None
+    split = split_data(cfg, load_data(cfg.data_path, ms), test, test_path)
     return build_setup(cfg, ms, split, resolve_device(cfg.training.device), log=log or (lambda text: None))
 
 
-def _train(cfg, run_dir, control=None, resume=False, on_event=None):
+def _train(cfg, run_dir, control=None, resume=False, on_event=None, test_path=None):
     sink = Collect(on_event)
     resume_from, earlier, best = None, [], None
     if resume:
@@ -98,7 +100,7 @@ def _train(cfg, run_dir, control=None, resume=False, on_event=None):
         earlier = list(read_events(run_dir / "metrics.jsonl"))
     log = MetricsLogSink(run_dir / "metrics.jsonl")
     try:
-        with make_setup(cfg) as setup:
+        with make_setup(cfg, test_path=test_path) as setup:
             trainer = Trainer(cfg, setup, [sink, log], control or TrainingControl(), DirArtifacts(run_dir, cfg),
                               resume_from, resume_path=run_dir / "last.pt", history_events=earlier, best_state=best)
             finished = trainer.run()
@@ -145,7 +147,8 @@ def test_tiny_run_writes_every_output(tiny_config, tmp_path):
     assert final["epoch"] == best_block.epoch
     assert all(torch.equal(final["model"][k], best["model"][k]) for k in best["model"])
     assert final["selection"] == {"epoch": best_block.epoch, "score": best_block.kl_val, "metric": "validation KL",
-                                  "split": "validation", "unit": "kT", "last_epoch": 12}
+                                  "split": "validation", "unit": "kT", "last_epoch": 12,
+                                  "weights": "as trained"}
     assert (finished.best_epoch, finished.best_score, finished.best_metric) == \
         (best_block.epoch, best_block.kl_val, "validation KL")
     assert finished.start_score == blocks[0].kl_val
@@ -180,10 +183,11 @@ def test_start_is_sane_on_quickstart(tiny_data, tmp_path):
     assert list(tmp_path.iterdir()) == []  # evaluating writes nothing
 
 
-def test_resume_is_exact(tiny_config, tmp_path):
+@pytest.mark.parametrize("average", [(), ("training.ema_decay=0.7",)], ids=["as-trained", "moving-average"])
+def test_resume_is_exact(tiny_config, tmp_path, average):
     # One OpenMM platform for every segment: "auto" picks the fastest measured one, and on a
     # loaded machine two segments can measure differently (float32 CPU vs float64 Reference).
-    settings = ("training.epochs=6", "training.checkpoint_every=1", "energy.platform=Reference")
+    settings = ("training.epochs=6", "training.checkpoint_every=1", "energy.platform=Reference", *average)
     cfg = tiny_config(*settings)
     full_dir, cut_dir = tmp_path / "full", tmp_path / "cut"
     full_dir.mkdir()

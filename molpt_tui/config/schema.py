@@ -129,6 +129,9 @@ class TrainingConfig:
     patience: int = field(default=0, metadata=setting(
         ge=0, le=_COUNT, doc="end the run when the validation score has not improved for this many epochs "
                              "(checked at each evaluation); 0 = train all epochs"))
+    ema_decay: float = field(default=0.0, metadata=setting(
+        ge=0.0, lt=1.0, doc="validation, test and the saved models use an exponential moving average of the "
+                            "weights over about 1/(1 - decay) steps; 0 = the weights as trained"))
     nan_policy: Literal["rollback", "skip", "stop"] = field(default="rollback", metadata=setting(
         doc="what a non-finite loss does"))
     max_nan_failures: int = field(default=5, metadata=setting(ge=1, le=1000))

@@ -161,6 +161,8 @@ def _check_metadata(data: Mapping[str, Any]) -> None:
                 raise SchemaError("epoch", f"is {epoch}, but the weights are of epoch {data['epoch']}")
             as_float(required(selection, "score"), "score", allow_inf=False)
             as_str(required(selection, "metric"), "metric")
+            if "weights" in selection:  # which weights: as trained, or their moving average
+                as_str(selection["weights"], "weights")
         except SchemaError as exc:
             raise exc.within("selection") from None
 

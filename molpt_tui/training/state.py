@@ -7,6 +7,12 @@ bit. The NaN guard rolls the weights back to the same snapshot.
 
 The snapshot's keys are the checkpoint's training keys; `check_state_dict` is their schema, used
 both by the checkpoint loader (before anything is loaded) and by `load_state_dict`.
+
+With `training.ema_decay` the run keeps an exponential moving average of the weights beside the
+ones the optimizer moves. The average is what is evaluated, selected and used, so a snapshot's
+`model` holds it (every reader of a checkpoint gets the weights whose figures it reported); the
+optimizer's weights travel as `train_model`, with the number of averaged steps, so a resume goes
+on exactly.
 """
 from __future__ import annotations
 
@@ -14,9 +20,10 @@ import copy
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
+from torch.optim.swa_utils import AveragedModel
 
 from .alerts import AlertTracker
 from .schedule import LRSchedule
@@ -41,6 +48,30 @@ STATE_KEYS: tuple[str, ...] = ("epoch", "model", "optimizer", "schedule", "best_
                                "first_kl", "nan_failures", "alerts", "rng")
 # Counters added later: a checkpoint without them loads with 0 (cost then counts from the resume).
 OPTIONAL_STATE_KEYS: tuple[str, ...] = ("energy_evals", "elapsed_s")
+# Only with training.ema_decay: the optimizer's weights (`model` is then their average) and
+# the number of steps averaged.
+EMA_STATE_KEYS: tuple[str, ...] = ("train_model", "ema_count")
+
+
+def ema_weight(decay: float, n: int) -> float:
+    """The weight of the n-th step (n >= 1) in the average: (1 - d) / (1 - d^n).
+
+    This keeps the average exactly the bias-corrected exponential average (Adam's correction)
+    sum_k (1 - d) d^(n-k) w_k / (1 - d^n): over the first steps it is nearly their plain mean, later
+    it forgets with the stated decay; a plain exponential average from step 1 would be mostly
+    the untrained map for about 1/(1 - d) steps.
+    """
+    return (1.0 - decay) / (1.0 - decay ** n) if decay > 0 else 1.0
+
+
+def _ema_update(decay: float) -> Any:
+    """AveragedModel's multi_avg_fn (it calls it with the number of steps averaged before)."""
+    @torch.no_grad()
+    def update(averaged: list[torch.Tensor], current: list[torch.Tensor], n_averaged: torch.Tensor | int) -> None:
+        weight = ema_weight(decay, int(n_averaged) + 1)
+        for avg, now in zip(averaged, current, strict=True):
+            avg.lerp_(now, weight)
+    return update
 
 
 @dataclass
@@ -61,6 +92,7 @@ class TrainingState:
     nan_failures: int = 0          # consecutive non-finite steps
     energy_evals: int = 0          # target energy evaluations so far (steps, evaluations, epoch 0)
     elapsed_s: float = 0.0         # training wall time so far, all segments
+    averaged: AveragedModel | None = None  # the moving average of the weights (training.ema_decay)
 
     @classmethod
     def create(cls, cfg: Config, transport: Transport) -> TrainingState:
@@ -68,15 +100,41 @@ class TrainingState:
         tc = cfg.training
         optimizer = torch.optim.AdamW(transport.flow.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
         schedule = LRSchedule(tc.lr, tc.epochs, tc.warmup_epochs, tc.schedule, tc.min_lr_factor)
+        averaged = AveragedModel(transport, multi_avg_fn=_ema_update(tc.ema_decay)) if tc.ema_decay > 0 else None
         return cls(transport=transport, optimizer=optimizer, schedule=schedule, tracker=AlertTracker(cfg.alerts),
-                   shuffle=torch.Generator().manual_seed(tc.seed))
+                   shuffle=torch.Generator().manual_seed(tc.seed), averaged=averaged)
+
+    # --- the weights that are evaluated ------------------------------------------------------------
+    @property
+    def evaluated(self) -> Transport:
+        """The map that validation, the test run and the saved models use: the moving average of
+        the weights with training.ema_decay, else the weights as trained."""
+        if self.averaged is None:
+            return self.transport
+        return cast("Transport", self.averaged.module)
+
+    def after_step(self) -> None:
+        """Fold the weights of the optimizer step just taken into the average."""
+        if self.averaged is not None:
+            self.averaged.update_parameters(self.transport)
+
+    @property
+    def ema_count(self) -> int:
+        return 0 if self.averaged is None else int(self.averaged.n_averaged)
+
+    def hold(self, model: Mapping[str, Any]) -> None:
+        """Put the weights `model` (a snapshot's, e.g. the selected epoch's) in the evaluated map
+        and the trained one alike: the end of a run evaluates and draws them."""
+        self.transport.load_state_dict(model)
+        if self.averaged is not None:
+            self.averaged.module.load_state_dict(model)
 
     # --- snapshots -------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         """A deep copy: later steps do not change a snapshot taken now."""
         return {
             "epoch": self.epoch,
-            "model": copy.deepcopy(self.transport.state_dict()),
+            "model": copy.deepcopy(self.evaluated.state_dict()),
             "optimizer": copy.deepcopy(self.optimizer.state_dict()),
             "schedule": self.schedule.state_dict(),
             "best_score": self.best_score,
@@ -88,6 +146,8 @@ class TrainingState:
             "elapsed_s": self.elapsed_s,
             "alerts": copy.deepcopy(self.tracker.state_dict()),
             "rng": {"shuffle": self.shuffle.get_state(), "torch": torch.get_rng_state()},
+            **({} if self.averaged is None else {"train_model": copy.deepcopy(self.transport.state_dict()),
+                                                 "ema_count": self.ema_count}),
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -120,17 +180,29 @@ class TrainingState:
         torch.set_rng_state(rng["torch"])
 
     def restore_weights(self, state: Mapping[str, Any]) -> None:
-        """Model and optimizer only (the NaN guard's rollback keeps counters and RNG running)."""
-        try:
-            self.transport.load_state_dict(state["model"])
-        except (RuntimeError, ValueError, KeyError) as exc:
-            # TopologyError (a ValueError) for another molecule, RuntimeError for other shapes
-            raise SchemaError("model", f"does not fit this model ({_first_line(exc)})") from None
+        """Model and optimizer only (the NaN guard's rollback keeps counters and RNG running).
+
+        A snapshot without `train_model` (no average was kept) trains on from `model`; an average
+        that starts then starts from those weights.
+        """
+        trained = "train_model" if "train_model" in state else "model"
+        _load_model(self.transport, state[trained], trained)
+        if self.averaged is not None:
+            _load_model(cast("Transport", self.averaged.module), state["model"], "model")
+            self.averaged.n_averaged.fill_(int(state.get("ema_count", 0)) if trained == "train_model" else 0)
         try:
             self.optimizer.load_state_dict(state["optimizer"])
         except (RuntimeError, ValueError, KeyError, TypeError) as exc:
             raise SchemaError("optimizer", f"does not fit this model's optimizer ({_first_line(exc)})") from None
         _check_optimizer_shapes(self.optimizer)
+
+
+def _load_model(transport: Transport, weights: Any, key: str) -> None:
+    try:
+        transport.load_state_dict(weights)
+    except (RuntimeError, ValueError, KeyError) as exc:
+        # TopologyError (a ValueError) for another molecule, RuntimeError for other shapes
+        raise SchemaError(key, f"does not fit this model ({_first_line(exc)})") from None
 
 
 def check_state_dict(state: Mapping[str, Any]) -> None:
@@ -158,6 +230,13 @@ def check_state_dict(state: Mapping[str, Any]) -> None:
         as_int(state["energy_evals"], "energy_evals", minimum=0)
     if "elapsed_s" in state:
         as_float(state["elapsed_s"], "elapsed_s", allow_inf=False)
+    present = [key for key in EMA_STATE_KEYS if key in state]
+    if present and len(present) < len(EMA_STATE_KEYS):
+        missing = next(key for key in EMA_STATE_KEYS if key not in state)
+        raise SchemaError(missing, f"is missing (the snapshot holds '{present[0]}', which comes with it)")
+    if "train_model" in state:
+        tensor_table(state["train_model"], "train_model")
+        as_int(state["ema_count"], "ema_count", minimum=0)
     alerts = as_mapping(required(state, "alerts"), "alerts")
     try:
         AlertTracker.parse_state(alerts)

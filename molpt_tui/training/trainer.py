@@ -287,6 +287,7 @@ class Trainer:
                 self._progress(epoch, step + 1, sums, lr)
                 continue
             st.optimizer.step()
+            st.after_step()
             st.nan_failures = 0
             kl = paired_kl(fwd, inv, reference)
             sums.add(loss_value, fwd, inv, grad_norm, kl)
@@ -370,7 +371,7 @@ class Trainer:
 
     def evaluate(self) -> Evaluation:
         """The validation split (selects best.pt, drives alerts)."""
-        ev = evaluate(self.state.transport, self.setup, self._eval_batch, keep=self._figure_pairs)
+        ev = evaluate(self.state.evaluated, self.setup, self._eval_batch, keep=self._figure_pairs)
         self._local_evals += 2 * ev.n_pairs
         return ev
 
@@ -400,7 +401,7 @@ class Trainer:
         pairs = self.setup.test
         if pairs is None:
             return
-        ev = evaluate(self.state.transport, self.setup, self._eval_batch, pairs)
+        ev = evaluate(self.state.evaluated, self.setup, self._eval_batch, pairs)
         self.emit(TestEvaluation(
             epoch=epoch, label="final" if label == "final" else "untrained", n_pairs=ev.n_pairs,
             acc_flow=ev.acc_flow, acc_flow_se=ev.acc_flow_se, acc_naive=ev.acc_naive, acc_naive_se=ev.acc_naive_se,
@@ -547,12 +548,26 @@ class Trainer:
         payload = make_payload(snap, self.cfg, self.setup.ms)
         payload["selection"] = {"epoch": int(snap["epoch"]), "score": float(self.state.best_score),
                                 "metric": self.best_metric, "split": "validation", "unit": "kT",
-                                "last_epoch": int(self.state.epoch)}
+                                "last_epoch": int(self.state.epoch), "weights": self._weights_label}
         path = self.artifacts.save_checkpoint("final", payload)
         self.emit(CheckpointSaved(epoch=int(snap["epoch"]), path=str(path), label="final"))
         self._note_file(path)
         self.final_model = str(path)
         return path
+
+    @property
+    def _weights_label(self) -> str:
+        decay = self.cfg.training.ema_decay
+        return f"moving average (training.ema_decay = {decay:g})" if decay > 0 else "as trained"
+
+    def _note_average(self) -> None:
+        """Says which weights the validation and test figures are of, when they are not the
+        trained ones: the training loss is still measured on those."""
+        decay = self.cfg.training.ema_decay
+        if decay > 0:
+            self.message(f"validation, the test run and the saved models use a moving average of the weights over "
+                         f"about {1.0 / (1.0 - decay):,.0f} steps (training.ema_decay = {decay:g}); the training "
+                         "loss and KL are of the weights as trained")
 
     def _write_png(self, status: str, ending: Finished | None = None) -> Path | None:
         """`ending`: the run's Finished event as it will be, so the figure of a finished run says
@@ -630,7 +645,7 @@ class Trainer:
         model = f"final model = epoch {epoch} (selected on {self.best_metric})"
         samples = self._best_samples
         if samples is None or samples.epoch != epoch:
-            samples = evaluate(self.state.transport, self.setup, self._eval_batch, keep=FIGURE_PAIRS).samples
+            samples = evaluate(self.state.evaluated, self.setup, self._eval_batch, keep=FIGURE_PAIRS).samples
         if samples is None:
             return None
         return dataclasses.replace(samples, epoch=epoch, model=model, backbone=self._backbone_of_system())
@@ -660,7 +675,7 @@ class Trainer:
             if self._last_saved is not self.boundary:
                 self._save("last")
             if self._save_final() is not None and status != "failed" and self.best_snapshot is not None:
-                self.state.transport.load_state_dict(self.best_snapshot["model"])
+                self.state.hold(self.best_snapshot["model"])
                 self._best_loaded = True
                 self._test("final", int(self.best_snapshot["epoch"]))
         finally:
@@ -751,6 +766,7 @@ class Trainer:
                     f"(one per {PARAMS_PER_INDEPENDENT_SAMPLE:.0f} parameters, a rule of thumb): data.n_samples = "
                     f"{report.suggested_n_samples} would give them", "warning")
         self._note_validation_blocks()
+        self._note_average()
         if self.dist.active:
             # the summary and the PNG print one cost; say whose it is
             self.message(f"energy evaluations are counted over all {self.dist.world_size} ranks (each evaluates its "
