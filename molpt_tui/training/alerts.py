@@ -71,8 +71,8 @@ HINTS: dict[str, str] = {
     ACCEPTANCE_COLLAPSE: "Stop and resume from best.pt, with a lower learning rate.",
     OVERFITTING: (
         "The final model already holds the best validated weights (best.pt); for a better one, "
-        "generate more data (data.n_samples), train fewer epochs or lower the learning rate; "
-        "training.patience ends such a run by itself."
+        "generate more data (data.n_samples), average the weights (training.ema_decay = 0.995), "
+        "train fewer epochs or lower the learning rate; training.patience ends such a run by itself."
     ),
     DIVERGED: (
         "Continue from the best weights (best.pt) with a learning rate ten times lower; add a "
