@@ -204,6 +204,13 @@ def set_float_for_int(c, tmp):
 
 
 @case
+def compile_flow_without_splines(c, tmp):
+    return Case(["train", "--no-ui", "--out", tmp / "run",
+                 *sets([f"data.path={c.data}", "model.transform=affine", "training.compile_flow=true"])],
+                ("training.compile_flow", "model.transform", "affine"), absent=[tmp / "run"])
+
+
+@case
 def set_value_out_of_range_is_blamed_on_set(c, tmp):
     return Case(["simulate", "--set", "data.n_samples=5", "--out", tmp / "d.npz"],
                 ("--set", "data.n_samples", "5 is not allowed"), absent=[tmp / "d.npz"])

@@ -25,7 +25,7 @@ from ..training.checkpoint import check_compatible, load_checkpoint
 from ..training.events import DataReport, Event
 from ..training.metrics_log import read_events
 from ..training.run_dir import RunDirectory
-from ..training.setup import DataSplit, check_representation, resolve_device, split_data
+from ..training.setup import DataSplit, check_flow_compile, check_representation, resolve_device, split_data
 
 ResumePoint = Literal["last", "best"]
 
@@ -53,6 +53,7 @@ def check_inputs(cfg: Config, run_dir: RunDirectory, resume: ResumePoint | None)
     check_platform(cfg.data.platform, "data.platform")
     ms = system_from_config(cfg)
     check_representation(cfg, ms)
+    check_flow_compile(cfg, device)
     checked = Checked(cfg=cfg, run_dir=run_dir, ms=ms, device=device)
     if resume is not None:
         path = run_dir.last if resume == "last" else run_dir.best

@@ -140,13 +140,27 @@ def plan_for(budget: CpuBudget, choice: EngineChoice, *, monitor: bool = False) 
     return plan_threads(budget, "openmm", monitor=monitor)
 
 
+# torch.compile's C++ compiles run in a pool of worker processes sized to the whole machine; one
+# the user sized through this variable is theirs to keep.
+_COMPILE_THREADS = "TORCHINDUCTOR_COMPILE_THREADS"
+_USER_COMPILE_THREADS = _COMPILE_THREADS in os.environ
+
+
 def apply_threads(plan: ThreadPlan) -> ThreadPlan:
-    """Size torch's pools. The intra-op pool can be resized at any time; the inter-op pool only
-    before its first use, so this is called before torch does any work and again, for the
-    intra-op pool alone, once the engine is known. Returns the plan as torch now runs it."""
+    """Size torch's pools, and the pool torch.compile compiles in. The intra-op pool can be
+    resized at any time; the inter-op pool only before its first use, so this is called before
+    torch does any work and again, for the intra-op pool alone, once the engine is known. Returns
+    the plan as torch now runs it."""
+    import sys
+
     import torch
 
     torch.set_num_threads(plan.torch_threads)
+    if not _USER_COMPILE_THREADS:
+        inductor = sys.modules.get("torch._inductor.config")
+        if inductor is not None:  # read at import: once imported, only the attribute counts
+            inductor.compile_threads = plan.torch_threads  # type: ignore[attr-defined]
+        os.environ[_COMPILE_THREADS] = str(plan.torch_threads)
     if torch.get_num_interop_threads() != plan.interop_threads:
         try:
             torch.set_num_interop_threads(plan.interop_threads)

@@ -30,6 +30,7 @@ from . import splines
 from .base import Transform
 from .conditioners import MLPConditioner, TransformerConditioner
 from .layout import Layout
+from .spline_kernels import EAGER, SplineKernels
 
 CONDITIONERS = ("transformer", "mlp")
 TRANSFORMS = ("spline", "affine")
@@ -84,6 +85,9 @@ class CouplingLayer(Transform):
     pos_per: torch.Tensor
     idx_lin: torch.Tensor
     idx_per: torch.Tensor
+    # What the splines run on while autograd records (training steps); everything under no_grad
+    # runs the eager functions. Not state: a checkpoint is the same either way.
+    training_kernels: SplineKernels = EAGER
 
     def __init__(
         self,
@@ -129,11 +133,14 @@ class CouplingLayer(Transform):
         self.register_buffer("idx_lin", trans_idx[~periodic], persistent=False)
         self.register_buffer("idx_per", trans_idx[periodic], persistent=False)
 
+    def _kernels(self) -> SplineKernels:
+        return self.training_kernels if torch.is_grad_enabled() else EAGER
+
     def _lin(self, x: torch.Tensor, p: torch.Tensor, inverse: bool) -> tuple[torch.Tensor, torch.Tensor]:
         if self.transform == "affine":
             return splines.affine_transform(x, p[..., 0], p[..., 1], inverse=inverse, max_log_scale=self.max_log_scale)
         k = self.n_bins
-        return splines.interval_rq_spline(
+        return self._kernels().interval(
             x, p[..., :k], p[..., k : 2 * k], p[..., 2 * k : 3 * k - 1],
             inverse=inverse, tail_bound=self.tail_bound, **self.spline_kw,
         )
@@ -143,7 +150,7 @@ class CouplingLayer(Transform):
             return splines.circular_shift(x, p[..., 0], inverse=inverse)
         k = self.n_bins
         shift = p[..., 3 * k] if self.circular_shift else None
-        return splines.circular_rq_spline(
+        return self._kernels().circular(
             x, p[..., :k], p[..., k : 2 * k], p[..., 2 * k : 3 * k], shift, inverse=inverse, **self.spline_kw
         )
 
@@ -164,3 +171,14 @@ class CouplingLayer(Transform):
 
     def inverse(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self._transform(z, inverse=True)
+
+
+def use_training_kernels(module: nn.Module, kernels: SplineKernels) -> int:
+    """Set the spline functions of the training steps of every coupling layer in ``module``;
+    returns how many layers have spline transforms (0: nothing to compile)."""
+    n = 0
+    for layer in module.modules():
+        if isinstance(layer, CouplingLayer):
+            layer.training_kernels = kernels
+            n += layer.transform == "spline"
+    return n

@@ -207,6 +207,21 @@ def check_representation(cfg: Config, ms: MolecularSystem) -> None:
                         f"molecule ({exc}); {fix}") from None
 
 
+def check_flow_compile(cfg: Config, device: torch.device) -> None:
+    """`training.compile_flow = true` needs spline transforms to compile and a compiler for the
+    device; refused here, before anything is written, rather than discovered mid-run."""
+    if not cfg.training.compile_flow:
+        return
+    if cfg.model.transform != "spline":
+        raise UserError(f'training.compile_flow = true compiles the spline kernels, and model.transform = '
+                        f'"{cfg.model.transform}" has none; set training.compile_flow = false')
+    from ..physics.torch_energy import compiler_available
+
+    usable, why_not = compiler_available(device)
+    if not usable:
+        raise UserError(f"training.compile_flow = true but {why_not}; install one or set training.compile_flow = false")
+
+
 def build_transport(cfg: Config, ms: MolecularSystem, cold: torch.Tensor, hot: torch.Tensor) -> Transport:
     """Representation fitted on the data, harmonic start map, learned flow at the identity."""
     from ..flows.harmonic import HarmonicTemperatureMap

@@ -36,6 +36,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from ..flows.coupling import use_training_kernels
+from ..flows.spline_kernels import EAGER, compiled_kernels
 from ..physics.torsions import Backbone, backbone_of_topology, dihedrals
 from .alerts import resume_command
 from .artifacts import ArtifactLabel, BackgroundWriter, RunArtifacts
@@ -569,6 +571,36 @@ class Trainer:
                          f"about {1.0 / (1.0 - decay):,.0f} steps (training.ema_decay = {decay:g}); the training "
                          "loss and KL are of the weights as trained")
 
+    def _compile_flow(self) -> None:
+        """training.compile_flow: compile the spline kernels now, on one training batch in both
+        directions with a backward pass (the graphs a step uses), so the wait is announced and the
+        first epoch's time and ETA leave it out. A compiler failure never costs the run: it goes on
+        eager and says so."""
+        if not self.cfg.training.compile_flow:
+            return
+        transport = self.state.transport
+        if not use_training_kernels(transport, compiled_kernels()):
+            return
+        self.message("compiling the flow's spline kernels for the training steps (training.compile_flow; minutes "
+                     "on a CPU the first time, seconds once torch's on-disk cache holds them)")
+        started = time.perf_counter()
+        split, bs = self.setup.split, self.cfg.training.batch_size
+        try:
+            with torch.enable_grad():
+                tx, ld_f = transport(split.cold_train[:bs].to(self.setup.device))
+                ty, ld_i = transport.inverse(split.hot_train[:bs].to(self.setup.device))
+                torch.autograd.backward(tx.sum() + ty.sum() + ld_f.sum() + ld_i.sum())
+        except Exception as exc:  # the compiler is an external toolchain
+            use_training_kernels(transport, EAGER)
+            first_line = (str(exc).strip().splitlines() or [""])[0][:200]
+            self.message(f"torch.compile of the flow's spline kernels failed ({type(exc).__name__}: {first_line}); "
+                         "training goes on with the eager kernels", "warning")
+            return
+        finally:
+            for param in transport.parameters():
+                param.grad = None
+        self.message(f"flow spline kernels compiled in {time.perf_counter() - started:.0f} s")
+
     def _write_png(self, status: str, ending: Finished | None = None) -> Path | None:
         """`ending`: the run's Finished event as it will be, so the figure of a finished run says
         how it ended, what the final model is and what it cost (it is drawn before the event)."""
@@ -767,6 +799,7 @@ class Trainer:
                     f"{report.suggested_n_samples} would give them", "warning")
         self._note_validation_blocks()
         self._note_average()
+        self._compile_flow()
         if self.dist.active:
             # the summary and the PNG print one cost; say whose it is
             self.message(f"energy evaluations are counted over all {self.dist.world_size} ranks (each evaluates its "
