@@ -134,8 +134,8 @@ class TrainingConfig:
                             "weights over about 1/(1 - decay) steps; 0 = the weights as trained"))
     compile_flow: bool = field(default=False, metadata=setting(
         doc="training steps run the flow's spline kernels through torch.compile (a C++ compiler on CPU, triton on "
-            "a GPU): about 2x faster steps for an MLP conditioner on CPU, none for a transformer; the first run "
-            "compiles for minutes, later ones read torch's cache"))
+            "a GPU): 1.5x faster steps for the quickstart's MLP flow on CPU, 1.1-1.2x for a transformer; the first "
+            "run compiles for minutes, later ones read torch's cache"))
     nan_policy: Literal["rollback", "skip", "stop"] = field(default="rollback", metadata=setting(
         doc="what a non-finite loss does"))
     max_nan_failures: int = field(default=5, metadata=setting(ge=1, le=1000))
