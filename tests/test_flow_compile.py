@@ -40,7 +40,7 @@ class Recording:
         return kernel
 
     def kernels(self) -> SplineKernels:
-        return SplineKernels(self.wrap(splines.interval_rq_spline), self.wrap(splines.circular_rq_spline), True)
+        return SplineKernels(self.wrap(splines.interval_rq_spline), self.wrap(splines.circular_rq_spline))
 
 
 def _layout() -> Layout:

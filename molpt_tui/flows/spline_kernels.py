@@ -35,7 +35,6 @@ SplineFn = Callable[..., tuple[torch.Tensor, torch.Tensor]]
 class SplineKernels:
     interval: SplineFn
     circular: SplineFn
-    compiled: bool = False
 
 
 EAGER = SplineKernels(splines.interval_rq_spline, splines.circular_rq_spline)
@@ -55,8 +54,7 @@ def compiled_kernels() -> SplineKernels:
     global _compiled
     with _lock:
         if _compiled is None:
-            _compiled = SplineKernels(_compile(splines.interval_rq_spline), _compile(splines.circular_rq_spline),
-                                      compiled=True)
+            _compiled = SplineKernels(_compile(splines.interval_rq_spline), _compile(splines.circular_rq_spline))
         return _compiled
 
 
