@@ -139,18 +139,33 @@ def test_compile_flow_is_refused_before_anything_runs_when_it_cannot_work(tiny_c
 
 
 def test_compiles_use_the_threads_of_the_plan(monkeypatch):
-    monkeypatch.setattr(resources, "_USER_COMPILE_THREADS", False)
     monkeypatch.delenv("TORCHINDUCTOR_COMPILE_THREADS", raising=False)
+    monkeypatch.delenv("MOLPT_TUI_COMPILE_THREADS", raising=False)
     plan = resources.plan_threads(resources.cpu_budget(3), "torch")
     resources.apply_threads(plan)
     assert os.environ["TORCHINDUCTOR_COMPILE_THREADS"] == str(plan.torch_threads)
     inductor = pytest.importorskip("torch._inductor.config")
     assert inductor.compile_threads == plan.torch_threads
+    # a second plan in the same process (the engine is known) resizes what the first one set
+    resources.apply_threads(resources.plan_threads(resources.cpu_budget(1), "torch"))
+    assert os.environ["TORCHINDUCTOR_COMPILE_THREADS"] == "1" and inductor.compile_threads == 1
 
 
-def test_a_users_compile_threads_are_kept(monkeypatch):
-    monkeypatch.setattr(resources, "_USER_COMPILE_THREADS", True)
+def test_a_child_sizes_the_compile_pool_to_its_own_plan(monkeypatch):
+    # what a trainer child or a data-parallel rank inherits from the process that started it
+    monkeypatch.setenv("TORCHINDUCTOR_COMPILE_THREADS", "4")
+    monkeypatch.setenv("MOLPT_TUI_COMPILE_THREADS", "4")
+    resources.apply_threads(resources.plan_threads(resources.cpu_budget(2), "torch"))
+    assert os.environ["TORCHINDUCTOR_COMPILE_THREADS"] == "2"
+
+
+@pytest.mark.parametrize("ours", [None, "4"])
+def test_a_users_compile_threads_are_kept(monkeypatch, ours):
     monkeypatch.setenv("TORCHINDUCTOR_COMPILE_THREADS", "7")
+    if ours is None:
+        monkeypatch.delenv("MOLPT_TUI_COMPILE_THREADS", raising=False)
+    else:  # the user changed it after a run of ours had set it
+        monkeypatch.setenv("MOLPT_TUI_COMPILE_THREADS", ours)
     resources.apply_threads(resources.plan_threads(resources.cpu_budget(2), "torch"))
     assert os.environ["TORCHINDUCTOR_COMPILE_THREADS"] == "7"
 

@@ -141,9 +141,16 @@ def plan_for(budget: CpuBudget, choice: EngineChoice, *, monitor: bool = False) 
 
 
 # torch.compile's C++ compiles run in a pool of worker processes sized to the whole machine; one
-# the user sized through this variable is theirs to keep.
+# the user sized through this variable is theirs to keep. The value we set is mirrored in a second
+# variable, so a child process (the TUI's trainer, a data-parallel rank) that inherits it can
+# tell it from the user's and size the pool to its own plan.
 _COMPILE_THREADS = "TORCHINDUCTOR_COMPILE_THREADS"
-_USER_COMPILE_THREADS = _COMPILE_THREADS in os.environ
+_OUR_COMPILE_THREADS = "MOLPT_TUI_COMPILE_THREADS"
+
+
+def _user_sized_compile_threads() -> bool:
+    value = os.environ.get(_COMPILE_THREADS)
+    return value is not None and value != os.environ.get(_OUR_COMPILE_THREADS)
 
 
 def apply_threads(plan: ThreadPlan) -> ThreadPlan:
@@ -156,11 +163,11 @@ def apply_threads(plan: ThreadPlan) -> ThreadPlan:
     import torch
 
     torch.set_num_threads(plan.torch_threads)
-    if not _USER_COMPILE_THREADS:
+    if not _user_sized_compile_threads():
         inductor = sys.modules.get("torch._inductor.config")
         if inductor is not None:  # read at import: once imported, only the attribute counts
             inductor.compile_threads = plan.torch_threads  # type: ignore[attr-defined]
-        os.environ[_COMPILE_THREADS] = str(plan.torch_threads)
+        os.environ[_COMPILE_THREADS] = os.environ[_OUR_COMPILE_THREADS] = str(plan.torch_threads)
     if torch.get_num_interop_threads() != plan.interop_threads:
         try:
             torch.set_num_interop_threads(plan.interop_threads)
