@@ -13,6 +13,13 @@ def one_line(text: str) -> str:
     return "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in text)
 
 
+def first_error_line(exc: BaseException) -> str:
+    """The first line of an exception from a toolchain (a compiler, OpenMM), at most 200
+    characters, for a one-line warning; the exception's type when it says nothing."""
+    lines = str(exc).strip().splitlines()
+    return lines[0][:200] if lines else type(exc).__name__
+
+
 def setting_phrase(key: str, value: str) -> str:
     """How a message quotes a setting: as the user typed it, `--device cuda` for a typed flag,
     `training.device = "cuda"` for a key in a file or in --set."""

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-from ..errors import UserError, setting_phrase
+from ..errors import UserError, first_error_line, setting_phrase
 from ..processes import usable_cpus
 from .engine_protocol import EnergyEngine
 from .openmm_platforms import PlatformUnavailableError, available_platforms, check_platform
@@ -107,7 +107,7 @@ def make_openmm(ms: MolecularSystem, platform: str = "auto", n_workers: int = 0,
                              measure=measure)
     except PlatformUnavailableError as exc:
         raise UserError(f'{platform_key} = "{platform}": OpenMM cannot make a Context for this system here '
-                        f"({_first_error(exc)}); available platforms: {', '.join(available_platforms())}") from None
+                        f"({first_error_line(exc)}); available platforms: {', '.join(available_platforms())}") from None
     cores = usable_cpus() if worker_cpus is None else worker_cpus
     workers = bridge_workers(n_workers, probe.choice.us_per_config, batch_size, cores)
     if workers == 0:
@@ -118,11 +118,6 @@ def make_openmm(ms: MolecularSystem, platform: str = "auto", n_workers: int = 0,
                           measure=lambda xml, sample, names: ({probe.platform: probe.choice.us_per_config}, {}))
     bridge.choice = probe.choice
     return bridge
-
-
-def _first_error(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return lines[0][:200] if lines else type(exc).__name__
 
 
 # --------------------------------------------------------------------------------------------

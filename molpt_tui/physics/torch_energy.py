@@ -40,6 +40,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
+from ..errors import first_error_line
 from .engine_protocol import Precision
 from .openmm_forces import read_terms
 from .torch_kernels import Terms, energy_and_grad
@@ -232,8 +233,7 @@ class TorchEnergy:
                 raise
             self.compiled = False
             self._kernels.clear()
-            first_line = (str(exc).strip().splitlines() or [""])[0][:200]
-            self.compile_note = f"torch.compile failed ({type(exc).__name__}: {first_line}); running eager"
+            self.compile_note = f"torch.compile failed ({type(exc).__name__}: {first_error_line(exc)}); running eager"
             warnings.warn(self.compile_note, RuntimeWarning, stacklevel=3)
             return self._kernel(with_grad)(x)
 

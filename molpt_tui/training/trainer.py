@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from ..errors import first_error_line
 from ..flows.coupling import use_training_kernels
 from ..flows.spline_kernels import EAGER, compiled_kernels
 from ..physics.torsions import Backbone, backbone_of_topology, dihedrals
@@ -592,8 +593,8 @@ class Trainer:
                 torch.autograd.backward(tx.sum() + ty.sum() + ld_f.sum() + ld_i.sum())
         except Exception as exc:  # the compiler is an external toolchain
             use_training_kernels(transport, EAGER)
-            first_line = (str(exc).strip().splitlines() or [""])[0][:200]
-            self.message(f"torch.compile of the flow's spline kernels failed ({type(exc).__name__}: {first_line}); "
+            self.message(f"torch.compile of the flow's spline kernels failed ({type(exc).__name__}: "
+                         f"{first_error_line(exc)}); "
                          "training goes on with the eager kernels", "warning")
             return
         finally:
