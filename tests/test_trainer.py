@@ -554,8 +554,9 @@ def test_divergence_ends_the_run_diverged_exit_3_and_best_continues_it(tiny_data
         return original(self, xb, yb)
 
     monkeypatch.setattr(Trainer, "_step_losses", exploding)
-    rc = _cli(["train", "--no-ui", "--epochs", "20", "--out", str(run), "--set", "logging.step_progress_s=0.000001"],
-              data)
+    # the run's own LR, not the preset's, so the suggested lower LR below is this test's to know
+    rc = _cli(["train", "--no-ui", "--epochs", "20", "--lr", "2e-4", "--out", str(run),
+               "--set", "logging.step_progress_s=0.000001"], data)
     out = capsys.readouterr().out
     assert rc == 3, out[-3000:]
     events = _events(run)
